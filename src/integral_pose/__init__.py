@@ -1,0 +1,10 @@
+"""integral-pose: integral (soft-argmax) human pose regression for PyTorch."""
+from integral_pose.ops import (
+    cells_to_normalized,
+    normalized_to_cells,
+    soft_argmax,
+    spatial_softmax,
+    split_depth_channels,
+)
+
+__version__ = "0.1.0"

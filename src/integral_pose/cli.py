@@ -1,0 +1,35 @@
+"""Command-line entry point: `integral-pose <command> ...`.
+
+Each command lives in the module that owns its work; this file only wires them up. Every command
+module exposes ``add_arguments(parser)`` and ``main(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="integral-pose", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    # One line per command: (name, module, help). Imports are explicit so a reader can follow them.
+    from integral_pose.studies import quantization
+
+    commands = [
+        ("quantization", quantization, "decoding error of every readout, in input pixels"),
+    ]
+    for name, module, help_text in commands:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_main=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

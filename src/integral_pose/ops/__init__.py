@@ -1,0 +1,14 @@
+"""Operators: the integral readout, decoders, heatmap targets and (optional) fused kernels."""
+from integral_pose.ops.coordinates import (
+    cells_to_normalized,
+    depth_cells_to_mm,
+    depth_mm_to_cells,
+    normalized_to_cells,
+)
+from integral_pose.ops.soft_argmax import (
+    expectation,
+    marginals,
+    soft_argmax,
+    spatial_softmax,
+    split_depth_channels,
+)

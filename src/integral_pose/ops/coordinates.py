@@ -1,0 +1,66 @@
+"""Conversions between heatmap cells, normalised coordinates and depth in millimetres.
+
+Normalised coordinates put the map's outer edges at -1/2 and +1/2 along every axis (cell centres
+at (i + 1/2) / n - 1/2). Dividing by n (the map extent), never by n - 1, is what keeps the
+conversion exact for maps of any size; ``cells_to_normalized`` and ``normalized_to_cells`` are
+exact inverses.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["cells_to_normalized", "normalized_to_cells", "depth_mm_to_cells", "depth_cells_to_mm"]
+
+DEFAULT_DEPTH_RANGE_MM = 1000.0  # root-relative depth in [-1000, +1000] mm over D cells (paper default)
+
+
+def _sizes_xyz(size: Sequence[int], coords: Tensor) -> Tensor:
+    """Map a tensor-ordered size (D, H, W) to a tensor of per-coordinate sizes ordered (x, y, z)."""
+    if len(size) != coords.shape[-1]:
+        raise ValueError(
+            f"size {tuple(size)} has {len(size)} dims but coords have {coords.shape[-1]} components "
+            f"(coords shape {tuple(coords.shape)}, expected (..., {len(size)}))"
+        )
+    return torch.tensor(list(reversed(size)), dtype=coords.dtype, device=coords.device)
+
+
+def cells_to_normalized(coords: Tensor, size: Sequence[int]) -> Tensor:
+    """Cells -> normalised coordinates in [-1/2, 1/2] over the map's extent.
+
+    Args:
+        coords: (..., d) coordinates ordered (x, y[, z]) in cells.
+        size: the map's spatial size in tensor order, (W,), (H, W) or (D, H, W).
+
+    Example:
+        >>> cells_to_normalized(torch.tensor([[-0.5, 63.5]]), (64, 64))
+        tensor([[-0.5000,  0.5000]])
+    """
+    n = _sizes_xyz(size, coords)
+    return (coords + 0.5) / n - 0.5
+
+
+def normalized_to_cells(coords: Tensor, size: Sequence[int]) -> Tensor:
+    """Inverse of :func:`cells_to_normalized`."""
+    n = _sizes_xyz(size, coords)
+    return (coords + 0.5) * n - 0.5
+
+
+def depth_mm_to_cells(depth_mm: Tensor, bins: int, range_mm: float = DEFAULT_DEPTH_RANGE_MM) -> Tensor:
+    """Root-relative depth in mm -> depth cell coordinate.
+
+    [-range_mm, +range_mm] maps linearly onto the D cells' extent [-1/2, D - 1/2]; the root
+    (depth 0) sits at the middle, (D - 1) / 2.
+
+    Example:
+        >>> depth_mm_to_cells(torch.tensor([-1000.0, 0.0, 1000.0]), 64)
+        tensor([-0.5000, 31.5000, 63.5000])
+    """
+    return (depth_mm / (2.0 * range_mm) + 0.5) * bins - 0.5
+
+
+def depth_cells_to_mm(depth_cells: Tensor, bins: int, range_mm: float = DEFAULT_DEPTH_RANGE_MM) -> Tensor:
+    """Inverse of :func:`depth_mm_to_cells`."""
+    return ((depth_cells + 0.5) / bins - 0.5) * (2.0 * range_mm)
