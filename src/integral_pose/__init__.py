@@ -6,5 +6,6 @@ from integral_pose.ops import (
     spatial_softmax,
     split_depth_channels,
 )
+from integral_pose.models import create_model
 
 __version__ = "0.1.0"
