@@ -15,9 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # One line per command: (name, module, help). Imports are explicit so a reader can follow them.
     from integral_pose.studies import quantization
+    from integral_pose.metrics import report as evaluate_report
 
     commands = [
         ("quantization", quantization, "decoding error of every readout, in input pixels"),
+        ("evaluate", evaluate_report, "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
     ]
     for name, module, help_text in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -83,8 +83,9 @@ def bbox_size_from_joints(joints: Any, visible: Any = None) -> np.ndarray:
 def torso_size(joints: Any, visible: Any = None, pair: tuple[int, int] | None = None, skeleton: Any = None) -> np.ndarray:
     """Torso normaliser: distance between the two torso joints of each ground-truth pose.
 
-    The pair comes from ``pair`` or from ``skeleton`` (a name for ``integral_pose.skeletons.get_skeleton``
-    or a ``Skeleton``; its ``.torso`` attribute). Exactly one of them must be given.
+    The pair comes from ``pair`` or from ``skeleton`` (a name or ``Skeleton`` for
+    ``integral_pose.skeletons.get_skeleton``; its ``.torso`` pair: left shoulder - right hip for
+    "mpii" (13, 2), "coco" (5, 12) and "h36m" (11, 1)). Exactly one of them must be given.
 
     Args:
         joints: (N, K, d) ground-truth joints.
@@ -100,11 +101,9 @@ def torso_size(joints: Any, visible: Any = None, pair: tuple[int, int] | None = 
     if (pair is None) == (skeleton is None):
         raise ValueError("torso_size needs exactly one of pair=(i, j) or skeleton=<name or Skeleton>")
     if pair is None:
-        if isinstance(skeleton, str):
-            from integral_pose.skeletons import get_skeleton  # lazy: skeletons are optional for the metrics
+        from integral_pose.skeletons import get_skeleton  # lazy: keeps the metrics importable on their own
 
-            skeleton = get_skeleton(skeleton)
-        pair = tuple(skeleton.torso)
+        pair = tuple(get_skeleton(skeleton).torso)
     j = as_numpy(joints, "joints")
     if j.ndim != 3:
         raise ValueError(f"joints must have shape (N, K, d), got {j.shape}")
