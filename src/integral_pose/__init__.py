@@ -1,7 +1,9 @@
 """integral-pose: integral (soft-argmax) human pose regression for PyTorch."""
 from integral_pose.ops import (
     cells_to_normalized,
+    decode,
     normalized_to_cells,
+    render_heatmaps,
     soft_argmax,
     spatial_softmax,
     split_depth_channels,

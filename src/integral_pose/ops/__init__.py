@@ -5,6 +5,7 @@ from integral_pose.ops.coordinates import (
     depth_mm_to_cells,
     normalized_to_cells,
 )
+from integral_pose.ops.decode import DECODE_METHODS, decode, spread
 from integral_pose.ops.soft_argmax import (
     expectation,
     marginals,
@@ -12,3 +13,4 @@ from integral_pose.ops.soft_argmax import (
     spatial_softmax,
     split_depth_channels,
 )
+from integral_pose.ops.targets import render_heatmaps

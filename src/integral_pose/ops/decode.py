@@ -1,0 +1,343 @@
+"""Decoders: heatmap -> (coordinates in cells, per-joint score in [0, 1]).
+
+Two families read two different inputs (GUIDE: "applying softmax to heatmaps that are already
+probabilities or Gaussian scores" is a classic mistake, so the docstrings say which is which):
+
+- **score maps** (peak ~1, background ~0, e.g. trained with heatmap MSE on "gaussian" targets):
+  "argmax", "argmax_quarter", "dark";
+- **logits** (anything whose softmax is the joint's distribution, e.g. "log_gaussian" targets or an
+  integral-trained network): "integral", "integral_debiased".
+
+Non-finite input: a joint whose map contains NaN or +inf, or is -inf everywhere, gets NaN
+coordinates and score 0; every other joint is decoded normally (no exception is raised). Isolated
+-inf cells are allowed (a masked logit, or a zero-probability score).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from integral_pose.ops.soft_argmax import check_logits, soft_argmax
+
+__all__ = ["decode", "spread", "DECODE_METHODS", "SCORE_METHODS", "LOGIT_METHODS"]
+
+SCORE_METHODS = ("argmax", "argmax_quarter", "dark")
+LOGIT_METHODS = ("integral", "integral_debiased")
+DECODE_METHODS = SCORE_METHODS + LOGIT_METHODS
+
+_SCORE_WINDOW = 2  # integral scores: probability mass within +-2 cells of the mode (a 5^d window)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _invalid_joints(x: Tensor) -> Tensor:
+    """(B, K) bool: NaN or +inf anywhere, or -inf everywhere."""
+    flat = x.flatten(2)
+    return torch.isnan(flat).any(-1) | (flat == math.inf).any(-1) | (flat == -math.inf).all(-1)
+
+
+def _unravel(index: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Flat index (...) -> (..., d) integer coordinates ordered (x, y[, z])."""
+    out = []
+    for n in reversed(size):
+        out.append(index % n)
+        index = torch.div(index, n, rounding_mode="floor")
+    return torch.stack(out, -1)
+
+
+def _ravel(coords: Tensor, size: tuple[int, ...]) -> Tensor:
+    """(..., d) integer coordinates ordered (x, y[, z]) -> flat index (...)."""
+    index = torch.zeros_like(coords[..., 0])
+    stride = 1
+    for a, n in enumerate(reversed(size)):
+        index = index + coords[..., a] * stride
+        stride *= n
+    return index
+
+
+def _gather_at(flat: Tensor, coords: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Values of flat (B, K, N) at integer coords (B, K, M, d) -> (B, K, M)."""
+    return torch.gather(flat, 2, _ravel(coords, size))
+
+
+def _blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur over the spatial dims of (B, K, *S), zero padding (as DARK does)."""
+    nd = x.dim() - 2
+    r = max(1, math.ceil(3.0 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-(t * t) / (2.0 * sigma * sigma))
+    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    for axis in range(2, 2 + nd):
+        moved = x.movedim(axis, -1)
+        shape = moved.shape
+        y = F.conv1d(moved.reshape(-1, 1, shape[-1]), kernel, padding=r)
+        x = y.view(shape).movedim(-1, axis)
+    return x
+
+
+def _decode_argmax(x: Tensor, quarter: bool) -> tuple[Tensor, Tensor]:
+    size = tuple(x.shape[2:])
+    flat = x.flatten(2)
+    maxval, index = flat.max(-1)
+    idx = _unravel(index, size)  # (B, K, d)
+    coords = idx.to(x.dtype)
+    if quarter:
+        for a, n in enumerate(reversed(size)):
+            if n < 3:
+                continue
+            inner = (idx[..., a] > 0) & (idx[..., a] < n - 1)
+            step = torch.zeros_like(idx)
+            step[..., a] = 1
+            plus = _gather_at(flat, (idx + step).clamp(max=torch.tensor(list(reversed(size)), device=x.device) - 1)
+                              .unsqueeze(2), size).squeeze(2)
+            minus = _gather_at(flat, (idx - step).clamp(min=0).unsqueeze(2), size).squeeze(2)
+            coords[..., a] = coords[..., a] + torch.where(inner, 0.25 * torch.sign(plus - minus), 0.0)
+    return coords, maxval
+
+
+def _decode_dark(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+    size = tuple(x.shape[2:])
+    d = len(size)
+    flat = x.flatten(2)
+    maxval, index = flat.max(-1)
+    idx = _unravel(index, size)
+    coords = idx.to(x.dtype)
+    if min(size) < 3:  # no room for the 3-point derivative stencils
+        return coords, maxval
+    # Modulation (DARK, Sec. 3.2): blur with the training sigma, rescale to the original maximum,
+    # then take the log so that a Gaussian becomes a quadratic whose vertex Taylor finds exactly.
+    blurred = _blur(x, sigma)
+    bmax = blurred.flatten(2).max(-1).values
+    scale = torch.where(bmax > 0, maxval / bmax.clamp(min=1e-30), torch.ones_like(bmax))
+    logmap = torch.log(blurred.clamp(min=1e-10) * 1.0).flatten(2) + torch.log(scale.clamp(min=1e-30))[..., None]
+    # Expand around the argmax, moved one cell inward at the border: for a quadratic any expansion
+    # point gives the same vertex, and there the central stencils exist.
+    n_xyz = torch.tensor(list(reversed(size)), device=x.device)
+    e = torch.minimum(idx.clamp(min=1), n_xyz - 2)
+    eye = torch.eye(d, dtype=idx.dtype, device=x.device)
+    offsets = [torch.zeros(d, dtype=idx.dtype, device=x.device)]
+    for a in range(d):
+        offsets += [eye[a], -eye[a]]
+    for a in range(d):
+        for b in range(a + 1, d):
+            offsets += [eye[a] + eye[b], eye[a] - eye[b], -eye[a] + eye[b], -eye[a] - eye[b]]
+    off = torch.stack(offsets)  # (M, d)
+    vals = _gather_at(logmap, e.unsqueeze(2) + off, size)  # (B, K, M)
+    f0 = vals[..., 0]
+    grad = torch.stack([(vals[..., 1 + 2 * a] - vals[..., 2 + 2 * a]) / 2 for a in range(d)], -1)
+    hess = torch.zeros(*vals.shape[:2], d, d, dtype=vals.dtype, device=x.device)
+    for a in range(d):
+        hess[..., a, a] = vals[..., 1 + 2 * a] - 2 * f0 + vals[..., 2 + 2 * a]
+    j = 1 + 2 * d
+    for a in range(d):
+        for b in range(a + 1, d):
+            hab = (vals[..., j] - vals[..., j + 1] - vals[..., j + 2] + vals[..., j + 3]) / 4
+            hess[..., a, b] = hab
+            hess[..., b, a] = hab
+            j += 4
+    # Refine only where the log map is locally concave (a maximum); elsewhere keep the argmax.
+    concave = torch.linalg.eigvalsh(hess).amax(-1) < 0
+    safe_h = torch.where(concave[..., None, None], hess, -torch.eye(d, dtype=hess.dtype, device=x.device))
+    step = -torch.linalg.solve(safe_h, grad.unsqueeze(-1)).squeeze(-1)
+    refined = e.to(x.dtype) + step
+    # A sane Taylor step never leaves the argmax's neighbourhood; noise can make it try.
+    refined = torch.minimum(torch.maximum(refined, coords - 1.0), coords + 1.0)
+    coords = torch.where(concave[..., None] & torch.isfinite(refined).all(-1, keepdim=True), refined, coords)
+    return coords, maxval
+
+
+def _integral_scores(probs: Tensor) -> Tensor:
+    """Probability mass in the (2r+1)^d window around each joint's most probable cell."""
+    size = tuple(probs.shape[2:])
+    d = len(size)
+    b, k = probs.shape[:2]
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[d - 1]
+    kw = 2 * _SCORE_WINDOW + 1
+    mass = pool(probs.reshape(b * k, 1, *size), kw, stride=1, padding=_SCORE_WINDOW, count_include_pad=True)
+    mass = mass.reshape(b, k, -1) * kw**d
+    mode = probs.flatten(2).argmax(-1, keepdim=True)
+    return torch.gather(mass, 2, mode).squeeze(-1)
+
+
+def _truncated_gaussian_mean(q: Tensor, iters: int = 8) -> Tensor:
+    """Mean mu of the Gaussian whose cell-sampled restriction to 0..n-1 has the moments of q.
+
+    q: (..., n) non-negative weights (one axis' marginal). Solves the two moment equations of the
+    truncated, discretised Gaussian p_i ~ exp(eta1 u_i + eta2 u_i^2) on standardised cells
+    u_i = (i - m) / s (m, s: mean and std of q). This is an exponential family, so the moment
+    equations are the gradient of the convex log-partition A(eta) and Newton's Hessian is the
+    covariance of (u, u^2): positive definite, unique solution. Returns (...) in cells; falls
+    back to the plain mean m where the problem is degenerate (near-delta or flat q).
+    """
+    dt = torch.float64
+    q = q.to(dt)
+    n = q.shape[-1]
+    i = torch.arange(n, dtype=dt, device=q.device)
+    total = q.sum(-1, keepdim=True)
+    p = q / total.clamp(min=1e-300)
+    m = (p * i).sum(-1, keepdim=True)
+    var = (p * (i - m) ** 2).sum(-1, keepdim=True)
+    ok = (var > 1e-4) & (total > 0)
+    s = torch.where(ok, var, torch.ones_like(var)).sqrt()
+    u = (i - m) / s  # (..., n)
+    u2 = u * u
+    eta1 = torch.zeros_like(m)
+    eta2 = torch.full_like(m, -0.5)  # start at the untruncated fit: mean m, std s
+    for _ in range(iters):
+        logp = eta1 * u + eta2 * u2
+        pm = torch.softmax(logp, -1)
+        e1 = (pm * u).sum(-1, keepdim=True)
+        e2 = (pm * u2).sum(-1, keepdim=True)
+        e3 = (pm * u2 * u).sum(-1, keepdim=True)
+        e4 = (pm * u2 * u2).sum(-1, keepdim=True)
+        h11, h12, h22 = e2 - e1 * e1, e3 - e1 * e2, e4 - e2 * e2
+        g1, g2 = e1 - 0.0, e2 - 1.0  # target: E[u] = 0, E[u^2] = 1 by construction of u
+        det = (h11 * h22 - h12 * h12).clamp(min=1e-300)
+        d1 = (h22 * g1 - h12 * g2) / det
+        d2 = (h11 * g2 - h12 * g1) / det
+        # Damping keeps eta2 < 0 (a proper Gaussian): never more than halve it in one step.
+        alpha = torch.where(d2 < 0, (0.5 * eta2 / d2.clamp(max=-1e-300)).clamp(max=1.0), torch.ones_like(d2))
+        eta1 = eta1 - alpha * d1
+        eta2 = eta2 - alpha * d2
+    mu = m - s * eta1 / (2.0 * eta2)
+    good = ok & torch.isfinite(mu) & (eta2 < 0)
+    return torch.where(good, mu, m).squeeze(-1)
+
+
+def _decode_integral_debiased(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    size = tuple(logits.shape[2:])
+    x = logits * beta if beta != 1.0 else logits
+    flat = x.flatten(2)
+    w = torch.exp(flat - flat.max(-1, keepdim=True).values)  # (B, K, N), max 1 (shift invariant)
+    # Background removal (closed form of Gu et al. 2021, background level b estimated as the
+    # smallest weight): sum_i (w_i - b) x_i / sum_i (w_i - b) = (C J - b N c) / (C - b N).
+    bg = w.min(-1, keepdim=True).values
+    C = w.sum(-1, keepdim=True)
+    N = w.shape[-1]
+    flat_bg = torch.where(C - bg * N > 1e-6 * C, bg, torch.zeros_like(bg))  # flat map: keep plain mean
+    wc = (w - flat_bg).view_as(x)
+    coords = []
+    nd = len(size)
+    for axis in reversed(range(2, 2 + nd)):  # x first
+        others = [dd for dd in range(2, 2 + nd) if dd != axis]
+        q = wc.sum(dim=others) if others else wc
+        n = size[axis - 2]
+        mu = _truncated_gaussian_mean(q).to(x.dtype)
+        coords.append(mu.clamp(-0.5, n - 0.5))
+    coords = torch.stack(coords, -1)
+    probs = torch.softmax(flat, -1).view_as(x)
+    return coords, _integral_scores(probs)
+
+
+def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: float = 2.0) -> tuple[Tensor, Tensor]:
+    """Decode per-joint maps into coordinates (in cells, ordered (x, y[, z])) and scores in [0, 1].
+
+    Methods and the input each expects:
+
+    - ``"argmax"`` (score maps): the most probable cell; score = peak value clipped to [0, 1].
+    - ``"argmax_quarter"`` (score maps): argmax moved 1/4 cell toward the higher neighbour along
+      each axis (the common HRNet / Simple Baselines readout); only where both neighbours exist.
+    - ``"dark"`` (score maps; Zhang et al., CVPR 2020): blur with a Gaussian of ``dark_sigma``
+      (zero padding), rescale to the original peak, take the log, and take one Newton (2nd-order
+      Taylor) step from the argmax: ``x = e - H^-1 g`` with central differences at ``e`` (``e`` is
+      the argmax moved one cell inward at the border). Skipped where the log map is not locally
+      concave; the step is limited to 1 cell. Score = original peak clipped to [0, 1].
+    - ``"integral"`` (logits): plain soft-argmax, :func:`soft_argmax` of ``beta * logits``.
+    - ``"integral_debiased"`` (logits): soft-argmax with both of its biases removed; see below.
+
+    Integral scores: the softmax probability mass within +-2 cells of the most probable cell
+    (a 5^d window): near 1 for a sharp unimodal map, ~0 for a flat one.
+
+    **integral_debiased.** Let ``w_i = exp(beta*l_i - max)`` (shift invariant), ``C = sum_i w_i`` and
+    ``J = sum_i w_i x_i / C`` the plain soft-argmax.
+    (1) *Background* (Gu, Yang, Yao, ICCV 2021): model ``w_i = g_i + b`` with ``g`` the joint's
+    bump and ``b`` a constant background weight. Then ``sum_i g_i x_i = C J - b N c`` and
+    ``sum_i g_i = C - b N`` (``N`` cells, ``c = (n - 1) / 2`` the per-axis centre, since
+    ``sum_i x_i = N c``), so the bump's mean is ``(C J - b N c) / (C - b N)`` -- the closed form. Gu
+    et al. take ``b = 1`` (background logit 0); here ``b = min_i w_i`` (exact for a flat background
+    and for log-Gaussian logits, shift invariant, and it keeps ``g >= 0``). The same subtraction
+    is applied to every marginal and second moment.
+    (2) *Border truncation*: even a perfect bump is cut off by the map, which pulls the mean
+    inward. Per axis, the bump's marginal is fitted with a cell-sampled Gaussian restricted to
+    ``0..n-1`` by matching its first two moments. That model is an exponential family in
+    ``(x, x^2)``, so moment matching is maximum likelihood of a convex problem: a few damped
+    Newton steps (fixed count, vectorised, differentiable) give ``(mu, sigma)`` and ``mu`` is
+    returned, clamped to the map extent ``[-0.5, n - 0.5]``. Exact (to ~1e-6 cell) for
+    log-Gaussian logits anywhere on the map; in the interior it equals step (1).
+
+    Args:
+        heatmaps: (B, K, *S), 1 <= len(S) <= 3, floating point; score maps or logits (see above).
+        method: one of :data:`DECODE_METHODS`.
+        beta: inverse temperature multiplying the logits (integral methods only; ignored otherwise).
+        dark_sigma: the blur's sigma in cells for "dark" (DARK uses the training target's sigma).
+
+    Returns:
+        ``(coords, scores)``: coords (B, K, len(S)) in cells, scores (B, K) in [0, 1]; float32
+        (float64 for float64 input). The integral methods are differentiable.
+
+    Example:
+        >>> from integral_pose.ops.targets import render_heatmaps
+        >>> logits, _ = render_heatmaps(torch.tensor([[[0.3, 20.7]]]), (32, 32), 2.0, "log_gaussian")
+        >>> xy, score = decode(logits, "integral_debiased")
+        >>> torch.allclose(xy, torch.tensor([[[0.3, 20.7]]]), atol=1e-3)
+        True
+    """
+    check_logits(heatmaps, "heatmaps")
+    if method not in DECODE_METHODS:
+        raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
+    x = heatmaps.to(_compute_dtype(heatmaps))
+    invalid = _invalid_joints(x)
+    if method in SCORE_METHODS:
+        # Scores are >= 0 by nature: a -inf cell is a zero. Invalid joints are zeroed and reported below.
+        x = torch.where(x == -math.inf, torch.zeros((), dtype=x.dtype, device=x.device), x)
+    x = torch.where(invalid.view(*invalid.shape, *([1] * (x.dim() - 2))), torch.zeros((), dtype=x.dtype, device=x.device), x)
+    if method == "argmax":
+        coords, scores = _decode_argmax(x, quarter=False)
+    elif method == "argmax_quarter":
+        coords, scores = _decode_argmax(x, quarter=True)
+    elif method == "dark":
+        coords, scores = _decode_dark(x, dark_sigma)
+    elif method == "integral":
+        coords = soft_argmax(x, beta)
+        scores = _integral_scores(torch.softmax((x * beta).flatten(2), -1).view_as(x))
+    else:
+        coords, scores = _decode_integral_debiased(x, beta)
+    scores = scores.clamp(0.0, 1.0)
+    nan = torch.full((), math.nan, dtype=coords.dtype, device=coords.device)
+    coords = torch.where(invalid[..., None], nan, coords)
+    scores = torch.where(invalid, torch.zeros_like(scores), scores)
+    return coords, scores
+
+
+def spread(logits: Tensor, beta: float = 1.0) -> Tensor:
+    """Per-axis standard deviation (in cells) of ``softmax(beta * logits)``: an uncertainty.
+
+    Args:
+        logits: (B, K, *S), 1 <= len(S) <= 3.
+        beta: inverse temperature multiplying the logits.
+
+    Returns:
+        (B, K, len(S)) std per axis ordered (x, y[, z]); NaN for non-finite maps (as :func:`decode`).
+
+    Example:
+        >>> from integral_pose.ops.targets import render_heatmaps
+        >>> logits, _ = render_heatmaps(torch.tensor([[[16.0, 16.0]]]), (33, 33), 2.0, "log_gaussian")
+        >>> spread(logits).round(decimals=3)
+        tensor([[[2., 2.]]])
+    """
+    nd = check_logits(logits)
+    x = logits.to(_compute_dtype(logits))
+    probs = torch.softmax((x * beta).flatten(2), -1).view_as(x)
+    out = []
+    for axis in reversed(range(2, 2 + nd)):
+        others = [dd for dd in range(2, 2 + nd) if dd != axis]
+        p = probs.sum(dim=others) if others else probs
+        grid = torch.arange(p.shape[-1], dtype=p.dtype, device=p.device)
+        mean = (p * grid).sum(-1, keepdim=True)
+        out.append(((p * (grid - mean) ** 2).sum(-1)).clamp(min=0).sqrt())
+    return torch.stack(out, -1)
