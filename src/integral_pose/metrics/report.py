@@ -272,7 +272,7 @@ def evaluate_files(args: argparse.Namespace) -> tuple[dict, str]:
             c = pck_curve(p, g, None, 1.0, _MPJPE_PLOT_THRESHOLDS)
             plot_curve(c["thresholds"], 100 * c["pck"], args.plot, "threshold (input units)", "3D PCK (%)",
                        f"3D PCK, align={args.align}")
-        return out, f"MPJPE (align={args.align}, root={args.root})"
+        return out, f"Mean per-joint position error (align={args.align}, root={args.root})"
 
     thr = args.thr if args.thr is not None else _DEFAULT_THR[args.metric]
     head_boxes = gt.get("head_boxes")
