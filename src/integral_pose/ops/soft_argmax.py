@@ -39,7 +39,8 @@ def check_logits(logits: Tensor, name: str = "logits") -> int:
             f"{name} must have shape (B, K, W), (B, K, H, W) or (B, K, D, H, W): 1 to 3 spatial dims "
             f"after batch and joints; got {tuple(logits.shape)} ({logits.dim() - 2} spatial dims)"
         )
-    if any(s == 0 for s in logits.shape[2:]):  # shape ints only: no tracer warning in ONNX export
+    # (skipped while tracing for ONNX export, where sizes are symbolic and checked at run time)
+    if not torch.jit.is_tracing() and any(s == 0 for s in logits.shape[2:]):
         raise ValueError(f"{name} has an empty spatial dimension: shape {tuple(logits.shape)}")
     return logits.dim() - 2
 
