@@ -1,0 +1,1 @@
+"""Training engine (Lightning): config, data module, LightningModule, train / predict / export / evaluate."""

@@ -1,0 +1,157 @@
+"""LightningModule: the network, its losses per training mode, Adam with warm-up + step decay.
+
+Training modes (``train.mode``):
+
+- "integral": L1 (or l2 / smooth_l1) between soft-argmax coordinates and the target, both in
+  normalised coordinates ([-1/2, 1/2] over the map extent; ``cells_to_normalized``), as in the paper;
+  optional extra terms: heatmap MSE (``train.combine``) and the DSNT JS regulariser (``train.js_weight``).
+- "heatmap": MSE between the output maps and Gaussian targets (Simple Baselines); read out with
+  argmax / DARK at evaluation.
+- "heatmap_then_integral": heatmap loss until ``train.switch_epoch``, then integral (the paper's
+  pre-train-then-integral schedule).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from integral_pose.models import create_model
+from integral_pose.ops.coordinates import cells_to_normalized
+from integral_pose.ops.soft_argmax import soft_argmax
+
+__all__ = ["PoseLightningModule", "build_model_from_config"]
+
+
+def build_model_from_config(cfg: dict[str, Any], num_joints: int):
+    m = cfg["model"]
+    return create_model(
+        m["name"],
+        num_joints,
+        depth_bins=m["depth_bins"],
+        pretrained=m["pretrained"],
+        head_channels=m["head_channels"],
+        num_deconv=m["num_deconv"],
+        width=m["width"],
+    )
+
+
+class PoseLightningModule(L.LightningModule):
+    """Wraps a :class:`~integral_pose.models.PoseNet` for training with Lightning.
+
+    Args:
+        cfg: the resolved configuration (``engine.config.load_config``); stored in the checkpoint
+            as hyper-parameters, so a checkpoint alone rebuilds the model.
+        num_joints: K of the dataset's skeleton.
+        skeleton: skeleton name (for the flip test and the torso of PCK), stored as well.
+    """
+
+    def __init__(self, cfg: dict[str, Any], num_joints: int, skeleton: str) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg, "num_joints": num_joints, "skeleton": skeleton})
+        self.cfg = cfg
+        self.model = build_model_from_config(cfg, num_joints)
+        self._t_last: float | None = None
+
+    # ----------------------------------------------------------------------------- losses
+    def current_mode(self) -> str:
+        t = self.cfg["train"]
+        mode = t["mode"]
+        if mode == "heatmap_then_integral":
+            switch = t["switch_epoch"]
+            if switch is None:
+                switch = max(1, t["max_epochs"] // 2)
+            return "heatmap" if self.current_epoch < switch else "integral"
+        return mode
+
+    def compute_loss(self, logits: Tensor, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:
+        from integral_pose import losses
+
+        t = self.cfg["train"]
+        parts: dict[str, Tensor] = {}
+        if mode == "heatmap":
+            if logits.dim() != 4:
+                raise ValueError("train.mode heatmap needs a 2D model (model.depth_bins: null)")
+            parts["heatmap"] = t["heatmap_weight"] * losses.heatmap_mse(logits.float(), batch["heatmap"], batch["heatmap_weight"])
+        else:
+            size = tuple(logits.shape[2:])
+            coords = soft_argmax(logits)
+            pred = cells_to_normalized(coords, size)
+            target = cells_to_normalized(batch["target"], size)
+            parts["coord"] = t["coord_weight"] * losses.coordinate_loss(pred, target, batch["target_weight"], kind=t["coord_loss"])
+            if t["combine"] and t["heatmap_weight"] > 0 and "heatmap" in batch and logits.dim() == 4:
+                parts["heatmap"] = t["heatmap_weight"] * losses.heatmap_mse(logits.float(), batch["heatmap"], batch["heatmap_weight"])
+            if t["js_weight"] > 0:
+                w2 = batch["target_weight"][..., :2].amin(-1)
+                parts["js"] = t["js_weight"] * losses.js_regularizer(logits, batch["target"], self.cfg["data"]["heatmap_sigma"], w2)
+        total = sum(parts.values())
+        return total, parts
+
+    # ----------------------------------------------------------------------------- steps
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        logits = self.model(batch["image"])
+        loss, parts = self.compute_loss(logits, batch, self.current_mode())
+        bs = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in parts.items():
+            self.log(f"train/loss_{k}", v, batch_size=bs)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False, batch_size=bs)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, Tensor], batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._t_last is not None:
+            dt = max(now - self._t_last, 1e-9)
+            # images per second over all processes
+            ips = batch["image"].shape[0] * self.trainer.world_size / dt
+            self.log("img/s", ips, prog_bar=True, on_step=True, on_epoch=False, batch_size=1, rank_zero_only=True)
+        self._t_last = now
+
+    def on_train_epoch_start(self) -> None:
+        self._t_last = None
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        logits = self.model(batch["image"])
+        mode = self.current_mode()
+        bs = batch["image"].shape[0]
+        if logits.dim() == 4 and "heatmap" in batch:
+            from integral_pose import losses
+
+            mse = losses.heatmap_mse(logits.float(), batch["heatmap"], batch["heatmap_weight"])
+            self.log("val/heatmap_mse", mse, sync_dist=True, batch_size=bs)
+        if mode == "heatmap":
+            from integral_pose.engine.inference import decode_logits
+
+            coords, _ = decode_logits(logits, "argmax")
+        else:
+            coords = soft_argmax(logits)
+        # Mean joint error in heatmap cells over visible joints: a cheap, decoder-matched progress signal.
+        w = (batch["target_weight"][..., :2].amin(-1) > 0).float()
+        err = (coords[..., :2] - batch["target"][..., :2]).norm(dim=-1)
+        val = (err * w).sum() / w.sum().clamp_min(1)
+        self.log("val/error_cells", val, prog_bar=True, sync_dist=True, batch_size=bs)
+
+    # ----------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        t = self.cfg["train"]
+        opt = torch.optim.Adam(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        steps = sorted(int(s) for s in (t["lr_steps"] or []))
+        factor = float(t["lr_factor"])
+        warm = int(t["warmup_steps"] or 0)
+
+        # One step-wise schedule: linear warm-up by optimizer step, step decay by epoch. It reads the
+        # trainer's epoch, which a resumed run restores, so a resumed run follows the same curve.
+        def lr_lambda(step: int) -> float:
+            epoch = self.trainer.current_epoch if self._trainer is not None else 0
+            decay = factor ** sum(epoch >= s for s in steps)
+            ramp = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+            return decay * ramp
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,194 @@
+"""``integral-pose train``: train a model from a config, evaluate it, and write the run directory.
+
+    integral-pose train [--config FILE] [--output DIR] [--max-epochs N] [--resume] [--set key=value ...]
+
+Without ``--config`` the built-in default runs: the CPU demo on synthetic humans. The run directory
+holds ``config.yaml`` (as resolved), ``checkpoints/`` (one per epoch + ``last.ckpt``), ``tb/``
+(TensorBoard), ``csv/metrics.csv`` and ``metrics.json`` (the final evaluation on held-out data).
+With ``train.compare_modes`` (the default: ``[heatmap]``) the same setting is also trained in each
+listed mode under ``DIR/<mode>/`` and a comparison table is printed and written to
+``DIR/summary.md``.
+
+Multi-GPU / multi-node: set ``train.devices`` / ``train.num_nodes`` and launch the way Lightning
+expects (plain ``python -m integral_pose.cli train ...`` spawns one process per device on a node;
+under ``torchrun`` or ``srun`` Lightning reads the launcher's environment).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from integral_pose.engine.config import ConfigError, dump_config, load_config
+
+__all__ = ["add_arguments", "main", "run_training", "format_table"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="YAML config (default: the built-in synthetic 2D demo)")
+    parser.add_argument("--output", default="runs/train", help="run directory (default: runs/train)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="shortcut for --set train.max_epochs=N")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.ckpt (exact, also mid-epoch)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.lr=0.001 (repeatable; see docs/configs.md)")
+
+
+def _precision(cfg: dict[str, Any]) -> str:
+    p = cfg["train"]["precision"]
+    if p != "auto":
+        return str(p)
+    if torch.cuda.is_available() and cfg["train"]["accelerator"] in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _on_gpu(cfg: dict[str, Any]) -> bool:
+    return torch.cuda.is_available() and cfg["train"]["accelerator"] in ("auto", "gpu", "cuda")
+
+
+def run_training(cfg: dict[str, Any], output: str | Path, resume: bool = False, verbose: bool = True) -> dict[str, Any]:
+    """Train, evaluate on the held-out set, write the run directory; return the metrics (rank 0).
+
+    Other ranks of a DDP run return an empty dict.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from integral_pose.engine.data import PoseDataModule, dataset_skeleton
+    from integral_pose.engine.evaluate import evaluate_model, write_json
+    from integral_pose.engine.module import PoseLightningModule
+    from integral_pose.skeletons import get_skeleton
+
+    out = Path(output)
+    t = cfg["train"]
+    if t["threads"]:
+        torch.set_num_threads(int(t["threads"]))
+    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    skeleton = dataset_skeleton(cfg)
+    module = PoseLightningModule(cfg, get_skeleton(skeleton).num_joints, skeleton)
+    dm = PoseDataModule(cfg)
+
+    ckpt_dir = out / "checkpoints"
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                                 save_top_k=-1, every_n_epochs=1, save_last=True)]
+    if t["checkpoint_every_n_steps"]:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
+                                         every_n_train_steps=int(t["checkpoint_every_n_steps"])))
+    gpu = _on_gpu(cfg)
+    trainer = L.Trainer(
+        default_root_dir=str(out),
+        accelerator=t["accelerator"],
+        devices=t["devices"],
+        num_nodes=t["num_nodes"],
+        strategy=t["strategy"],
+        precision=_precision(cfg),
+        max_epochs=t["max_epochs"],
+        max_steps=t["max_steps"],
+        callbacks=callbacks,
+        logger=[TensorBoardLogger(str(out), name="tb", version=""), CSVLogger(str(out), name="csv", version="")],
+        log_every_n_steps=t["log_every_n_steps"],
+        enable_progress_bar=bool(t["progress_bar"]),
+        enable_model_summary=False,
+        deterministic=(True if not gpu else "warn") if t["deterministic"] else False,
+        sync_batchnorm=bool(t["sync_batchnorm"]),
+        use_distributed_sampler=False,  # ResumableSampler shards by rank itself
+        num_sanity_val_steps=0,
+    )
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "config.yaml")
+    ckpt_path = None
+    if resume:
+        last = ckpt_dir / "last.ckpt"
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: {last} not found (nothing to resume in {out})")
+        ckpt_path = str(last)
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    train_s = time.perf_counter() - t0
+    if not trainer.is_global_zero:
+        return {}
+    device = "cuda" if gpu else "cpu"
+    metrics = evaluate_model(module.model, dm.val_set, cfg, skeleton, device=device)
+    n_train = len(dm.train_set)
+    metrics.update(
+        {
+            "mode": t["mode"],
+            "train_time_s": round(train_s, 2),
+            "train_images": int(n_train),
+            "epochs": int(trainer.current_epoch),
+            "global_step": int(trainer.global_step),
+            "images_per_s": round(trainer.global_step * cfg["data"]["batch_size"] * trainer.world_size / max(train_s, 1e-9), 1),
+        }
+    )
+    write_json(metrics, out / "metrics.json")
+    if verbose:
+        print(f"[{cfg['name']} / {t['mode']}] " + ", ".join(
+            f"{k}={metrics[k]:.4f}" for k in ("pck@0.2", "pckh@0.5", "auc", "mean_error_px", "mpjpe_mm") if k in metrics
+        ) + f"  ({train_s:.0f} s training)", flush=True)
+    return metrics
+
+
+_LABEL = {"integral": "soft-argmax (integral)", "argmax": "argmax", "argmax_quarter": "argmax + 1/4 shift",
+          "dark": "DARK", "integral_debiased": "debiased soft-argmax"}
+
+
+def format_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Markdown table: one row per (training mode, readout)."""
+    cols = [("pck@0.2", "PCK@0.2", 100), ("pckh@0.5", "PCKh@0.5", 100), ("auc", "AUC", 100),
+            ("mean_error_px", "mean err (px)", 1), ("mpjpe_mm", "MPJPE (mm)", 1), ("pa_mpjpe_mm", "PA-MPJPE (mm)", 1)]
+    present = [c for c in cols if any(c[0] in m for r in runs.values() for m in r["by_decoder"].values())]
+    lines = ["| training | readout | " + " | ".join(c[1] for c in present) + " | train time (s) |",
+             "| --- | --- | " + " | ".join("---:" for _ in present) + " | ---: |"]
+    for mode, r in runs.items():
+        for dec, m in r["by_decoder"].items():
+            vals = []
+            for key, _, scale in present:
+                v = m.get(key)
+                vals.append("—" if v is None else (f"{100 * v:.1f}%" if scale == 100 else f"{v:.2f}"))
+            lines.append(f"| {mode} | {_LABEL.get(dec, dec)} | " + " | ".join(vals) + f" | {r['train_time_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.max_epochs is not None:
+        overrides.append(f"train.max_epochs={args.max_epochs}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"integral-pose train: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    t0 = time.perf_counter()
+    try:
+        runs = {cfg["train"]["mode"]: run_training(cfg, out, resume=args.resume)}
+        for mode in cfg["train"]["compare_modes"] or []:
+            if mode == cfg["train"]["mode"]:
+                continue
+            sub = copy.deepcopy(cfg)
+            sub["train"]["mode"] = mode
+            sub["train"]["compare_modes"] = []
+            sub_out = out / mode
+            resume_sub = args.resume and (sub_out / "checkpoints" / "last.ckpt").is_file()
+            runs[mode] = run_training(sub, sub_out, resume=resume_sub)
+    except ConfigError as e:
+        print(f"integral-pose train: {e}", file=sys.stderr)
+        return 2
+    if not all(runs.values()):  # non-zero DDP ranks
+        return 0
+    wall = time.perf_counter() - t0
+    table = format_table(runs)
+    n_val = next(iter(runs.values()))["num_samples"]
+    head = (f"Held-out evaluation ({cfg['name']}: {n_val} images, seed {cfg['seed']} + held-out offset, "
+            f"flip test {'on' if cfg['eval']['flip_test'] else 'off'}); total wall time {wall:.0f} s")
+    (out / "summary.md").write_text(head + "\n\n" + table + "\n")
+    print("\n" + head + "\n\n" + table + "\n", flush=True)
+    return 0
