@@ -182,6 +182,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A random textured background (H, W, 3) float32 in [0, 1]."""
     g = int(rng.integers(2, 9))
     base = rng.uniform(0.0, 1.0, size=(g, g, 3)).astype(np.float32)
+    # mostly muted colours, like real scenes; sometimes saturated ones
+    grey = base.mean(axis=2, keepdims=True)
+    base = grey + rng.uniform(0.1, 1.0) ** 2 * (base - grey)
     img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC if rng.random() < 0.5 else cv2.INTER_LINEAR)
     kind = rng.integers(0, 3)
     if kind < 2:  # stripes (kind 0) or a checkerboard (kind 1) at a random angle and frequency
@@ -194,7 +197,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         else:
             t2 = (-xx * math.sin(ang) + yy * math.cos(ang)) * freq
             pat = np.sign(np.sin(t) * np.sin(t2))
-        col = rng.uniform(-0.35, 0.35, size=3).astype(np.float32)
+        col = (rng.uniform(-0.3, 0.3) + rng.uniform(-0.1, 0.1, size=3)).astype(np.float32)
         img = img + pat[..., None] * col
     # clutter: a few random shapes, some limb-like
     for _ in range(int(rng.integers(0, 6))):
@@ -208,7 +211,6 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
             cv2.ellipse(img, (x0, y0), ax, float(rng.uniform(0, 180)), 0, 360, col, -1)
         else:
             cv2.line(img, (x0, y0), (int(rng.integers(0, w)), int(rng.integers(0, h))), col, int(rng.integers(1, max(2, w // 20))))
-    img += rng.normal(0, 0.02, size=(h, w, 1)).astype(np.float32)
     return img
 
 
@@ -480,7 +482,7 @@ class SyntheticHumans(Dataset):
         zbuf, mask = render_person(X, f, c, img, rng, girth=rng.uniform(0.85, 1.2))
         # global photometric variation and sensor noise
         img = img * rng.uniform(0.7, 1.2) + rng.uniform(-0.1, 0.1)
-        img += rng.normal(0, rng.uniform(0.0, 0.03), size=img.shape).astype(np.float32)
+        img += rng.standard_normal(size=img.shape, dtype=np.float32) * np.float32(rng.uniform(0.0, 0.03))
         np.clip(img, 0.0, 1.0, out=img)
         uv = project(X, f, c)
         inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)

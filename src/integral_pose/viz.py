@@ -1,0 +1,131 @@
+"""Drawing skeletons on images (OpenCV) and tiling images into a grid.
+
+Joint coordinates follow the project's pixel-centre convention; when an image is upscaled for
+display by ``s`` the joints are mapped with ``(x + 0.5) * s - 0.5`` so they stay on their pixels.
+
+Example:
+    >>> import numpy as np
+    >>> from integral_pose.skeletons import H36M17
+    >>> img = draw_skeleton(np.zeros((64, 64, 3), np.uint8), np.full((17, 2), 32.0), H36M17)
+    >>> img.shape
+    (64, 64, 3)
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from integral_pose.skeletons import Skeleton, get_skeleton
+
+__all__ = ["to_uint8_image", "draw_skeleton", "make_grid", "save_image", "put_label"]
+
+# RGB: the person's left in blue, right in orange, centre in green
+_LEFT, _RIGHT, _CENTRE = (40, 120, 255), (255, 140, 0), (0, 200, 80)
+
+
+def to_uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """(3, H, W) float tensor in [0, 1] or (H, W, 3) array -> (H, W, 3) uint8 RGB (a copy)."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+        if image.ndim == 3 and image.shape[0] in (1, 3):
+            image = image.transpose(1, 2, 0)
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if image.dtype != np.uint8:
+        image = np.clip(np.asarray(image, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(image).copy()
+
+
+def _side(name: str) -> tuple[int, int, int]:
+    n = name.lower()
+    if n.startswith(("l_", "left")):
+        return _LEFT
+    if n.startswith(("r_", "right")):
+        return _RIGHT
+    return _CENTRE
+
+
+def draw_skeleton(
+    image: np.ndarray | torch.Tensor,
+    joints: np.ndarray | torch.Tensor,
+    skeleton: Skeleton | str,
+    visible: np.ndarray | torch.Tensor | None = None,
+    scale: float = 1.0,
+    radius: int | None = None,
+    thickness: int | None = None,
+    color: tuple[int, int, int] | None = None,
+) -> np.ndarray:
+    """Draw limbs and joints; returns a new (H * scale, W * scale, 3) uint8 RGB image.
+
+    Args:
+        image: (3, H, W) float tensor or (H, W, 3) array.
+        joints: (K, 2) pixel coordinates in ``image``.
+        skeleton: a Skeleton or its name.
+        visible: (K,) joints with value <= 0 are not drawn (nor their limbs).
+        scale: upscale factor for display (nearest neighbour), joints mapped pixel-centre exactly.
+        color: one colour for everything (e.g. predictions); default: left blue, right orange, centre green.
+    """
+    sk = get_skeleton(skeleton)
+    img = to_uint8_image(image)
+    if scale != 1.0:
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_NEAREST)
+    j = np.asarray(joints.detach().cpu() if isinstance(joints, torch.Tensor) else joints, dtype=np.float64)
+    if j.shape != (sk.num_joints, 2):
+        raise ValueError(f"joints must be ({sk.num_joints}, 2) for {sk.name}, got {j.shape}")
+    j = (j + 0.5) * scale - 0.5
+    vis = np.ones(len(j), bool) if visible is None else np.asarray(
+        visible.detach().cpu() if isinstance(visible, torch.Tensor) else visible
+    ) > 0
+    vis &= np.isfinite(j).all(1)
+    size = max(img.shape[:2])
+    thickness = thickness or max(1, size // 200)
+    radius = radius or max(2, size // 120)
+    shift = 4  # sub-pixel drawing: OpenCV takes fixed-point coordinates with `shift` fractional bits
+    fp = np.round(j * (1 << shift)).astype(np.int64) if len(j) else j.astype(np.int64)
+    for a, b in sk.limbs:
+        if vis[a] and vis[b]:
+            col = color or (_side(sk.joint_names[a]) if _side(sk.joint_names[a]) != _CENTRE else _side(sk.joint_names[b]))
+            cv2.line(img, tuple(int(v) for v in fp[a]), tuple(int(v) for v in fp[b]), col, thickness, cv2.LINE_AA, shift)
+    for k in range(len(j)):
+        if vis[k]:
+            cv2.circle(img, tuple(int(v) for v in fp[k]), radius << shift, color or _side(sk.joint_names[k]), -1, cv2.LINE_AA, shift)
+            cv2.circle(img, tuple(int(v) for v in fp[k]), radius << shift, (0, 0, 0), 1, cv2.LINE_AA, shift)
+    return img
+
+
+def put_label(image: np.ndarray, text: str) -> np.ndarray:
+    """Write a small label in the top-left corner (in place; returns the image)."""
+    scale = max(0.35, image.shape[0] / 700)
+    cv2.putText(image, text, (3, int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, (3, int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+def make_grid(images: Sequence[np.ndarray], ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile (H_i, W_i, 3) uint8 images into one image (cells sized to the largest)."""
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    n = len(images)
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    ch = max(im.shape[0] for im in images)
+    cw = max(im.shape[1] for im in images)
+    grid = np.full((nrows * (ch + pad) + pad, ncols * (cw + pad) + pad, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (ch + pad), pad + c * (cw + pad)
+        grid[y : y + im.shape[0], x : x + im.shape[1]] = im
+    return grid
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+    """Write an RGB uint8 image (PNG/JPEG by extension); raise naming the file on failure."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write image {path}")
