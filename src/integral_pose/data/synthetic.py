@@ -257,12 +257,14 @@ def render_person(
     palette = np.stack([skin, shirt, trousers, shins, shoes, forearms]).astype(np.float32)
     stripe_f = rng.uniform(0, 30) if rng.random() < 0.4 else 0.0
     light = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.9, 0.3), -1.0])
-    light /= np.linalg.norm(light)
-    amb = rng.uniform(0.25, 0.5)
+    light = (light / np.linalg.norm(light)).tolist()
+    amb = float(rng.uniform(0.25, 0.5))
+    za_l, zb_l, RA_l, RB_l = za.tolist(), zb.tolist(), RA.tolist(), RB.tolist()
+    pa_l, pb_l, ra_l, rb_l = pa.tolist(), pb.tolist(), ra.tolist(), rb.tolist()
     for i in range(len(A)):
-        ax_, ay_ = pa[i]
-        bx_, by_ = pb[i]
-        r0, r1 = ra[i], rb[i]
+        ax_, ay_ = pa_l[i]
+        bx_, by_ = pb_l[i]
+        r0, r1 = ra_l[i], rb_l[i]
         x0 = max(int(math.floor(min(ax_ - r0, bx_ - r1))), 0)
         x1 = min(int(math.ceil(max(ax_ + r0, bx_ + r1))), w - 1)
         y0 = max(int(math.floor(min(ay_ - r0, by_ - r1))), 0)
@@ -274,8 +276,8 @@ def render_person(
         dx, dy = bx_ - ax_, by_ - ay_
         L2 = dx * dx + dy * dy
         if L2 > 1e-9:
-            t = ((xs - ax_) * dx + (ys - ay_) * dy) / L2
-            np.clip(t, 0.0, 1.0, out=t)
+            t = (xs - ax_) * (dx / L2) + (ys - ay_) * (dy / L2)
+            np.minimum(np.maximum(t, 0.0, out=t), 1.0, out=t)  # np.clip's wrapper costs more than the work here
         else:
             t = np.zeros((ys.shape[0], xs.shape[1]), dtype=np.float32)
         cx = ax_ + t * dx
@@ -285,17 +287,13 @@ def render_person(
         ey = ys - cy
         q = (ex * ex + ey * ey) / (r * r)
         inside = q < 1.0
-        if not inside.any():
-            continue
         nz = np.sqrt(np.maximum(1.0 - q, 0.0))
-        depth = za[i] + t * (zb[i] - za[i]) - (RA[i] + t * (RB[i] - RA[i])) * nz
+        depth = za_l[i] + t * (zb_l[i] - za_l[i]) - (RA_l[i] + t * (RB_l[i] - RA_l[i])) * nz
         zb_reg = zbuf[y0 : y1 + 1, x0 : x1 + 1]
         upd = inside & (depth < zb_reg)
-        if not upd.any():
-            continue
-        # Lambertian shading from the surface normal (ex/r, ey/r, -nz) of the capsule
+        # Lambertian shading from the unit surface normal (ex/r, ey/r, -nz) of the capsule
         lam = (ex * light[0] + ey * light[1]) / r - nz * light[2]
-        shade = amb + (1.0 - amb) * np.clip(lam, 0.0, 1.0)
+        shade = amb + (1.0 - amb) * np.maximum(lam, 0.0)
         g = _PART_G[i]
         if stripe_f > 0 and g == 1:
             shade = shade * (1.0 + 0.15 * np.sign(np.sin(t * stripe_f)))
