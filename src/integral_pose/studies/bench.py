@@ -264,8 +264,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", default="fwd,fwdbwd", help="comma-separated, from fwd,fwdbwd")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cuda or cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads); 0 = leave")
-    parser.add_argument("--repeats", type=int, default=0, help="timed calls per measurement (default 100 GPU, 20 CPU)")
-    parser.add_argument("--warmup", type=int, default=0, help="untimed calls first (default 10 GPU, 3 CPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 100 GPU, 20 CPU)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 10 GPU, 3 CPU)")
     parser.add_argument("--quick", action="store_true",
                         help="CPU-sized run: shapes " + "; ".join(map(str, QUICK_SHAPES)) + ", fp32, fewer repeats, "
                              "no torch.compile unless --impls names it")
@@ -297,7 +297,9 @@ def main(args: argparse.Namespace) -> int:
     for m in modes:
         if m not in ("fwd", "fwdbwd"):
             raise SystemExit(f"unknown mode {m!r}; choose from fwd, fwdbwd")
-    timer = Timer(device, args.warmup or (10 if gpu else 3), args.repeats or (100 if gpu else (10 if args.quick else 20)))
+    warmup = args.warmup if args.warmup is not None else (10 if gpu else 3)
+    repeats = args.repeats if args.repeats else (100 if gpu else (10 if args.quick else 20))
+    timer = Timer(device, warmup, repeats)
 
     header = [
         f"Machine: {machine_line(device)}",
