@@ -27,6 +27,7 @@ The choice is made per call, so the variable may be set after Triton was importe
 """
 # No `from __future__ import annotations` here: Triton (and its interpreter) read the kernels' tl.constexpr annotations.
 
+import functools
 import math
 import os
 
@@ -251,8 +252,14 @@ def _next_pow2(n: int) -> int:
 
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
     return 8  # interpreter: the value only shapes the test grids
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sms(index: int) -> int:
+    # Cached: launch overhead matters when the whole kernel takes a few microseconds.
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _plan(rows: int, n: int, block_max: int, device: torch.device, block: int = 0, split: int = 0):
