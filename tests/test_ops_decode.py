@@ -1,0 +1,234 @@
+"""decode(): every method's accuracy, the debiased integral's targets, scores, NaN policy, errors."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from integral_pose import decode, render_heatmaps, soft_argmax
+from integral_pose.ops.decode import DECODE_METHODS, LOGIT_METHODS, SCORE_METHODS, spread
+
+SIZES = {1: (64,), 2: (64, 64), 3: (20, 20, 20)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: OpenMP threads only add sync latency, badly so on a shared 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _positions(n_samples: int, size, seed: int) -> torch.Tensor:
+    """Uniform over the whole map extent [-0.5, n - 0.5] per axis, plus its corners."""
+    g = torch.Generator().manual_seed(seed)
+    n = torch.tensor(list(reversed(size)), dtype=torch.float64)
+    c = torch.rand(n_samples, 1, len(size), generator=g, dtype=torch.float64) * n - 0.5
+    corners = torch.cartesian_prod(*[torch.tensor([-0.5, m - 0.5], dtype=torch.float64) for m in n.tolist()])
+    return torch.cat([c, corners.view(-1, 1, len(size))])
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("sigma", [1.0, 1.7, 2.3, 3.0])
+def test_integral_debiased_meets_target_over_the_whole_map(nd, sigma):
+    size = SIZES[nd]
+    c = _positions({1: 400, 2: 300, 3: 120}[nd], size, seed=int(10 * sigma) + nd)
+    logits, _ = render_heatmaps(c.float(), size, sigma, "log_gaussian")  # float32 logits, as a net gives
+    xy, scores = decode(logits, "integral_debiased")
+    err = (xy.double() - c).abs()  # per-axis error in cells
+    assert err.mean() <= 0.05 and err.max() <= 0.25, (err.mean().item(), err.max().item())
+    assert err.max() <= 1e-3  # in fact exact: the model is the truncated, cell-sampled Gaussian
+    assert ((scores >= 0) & (scores <= 1)).all()
+    # the plain readout fails the same target at the border (the bias being removed is real)
+    plain = (decode(logits, "integral")[0].double() - c).abs()
+    assert plain.max() > 0.25
+
+
+def test_background_bias_closed_form_matches_gu_et_al():
+    # Gu et al.'s setting: raw heatmap h = beta * Gaussian score (background logit exactly 0).
+    # With C = sum exp(h), N cells and centre c = (n - 1)/2, the bump's mean is (C J - N c)/(C - N).
+    size, beta = (48, 56), 5.0
+    c = torch.tensor([[[14.3, 30.6]], [[40.2, 11.9]]], dtype=torch.float64)
+    scores, _ = render_heatmaps(c, size, 2.0, "gaussian")
+    h = beta * scores
+    C = h.exp().flatten(2).sum(-1, keepdim=True)
+    N = 48 * 56
+    centre = torch.tensor([(56 - 1) / 2, (48 - 1) / 2], dtype=torch.float64)
+    J = soft_argmax(h)
+    gu = (C * J - N * centre) / (C - N)
+    ours, _ = decode(h, "integral_debiased")
+    torch.testing.assert_close(ours, gu, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours, c, atol=0.02, rtol=0)
+    assert (J - c).abs().max() > 2.0  # plain soft-argmax is pulled far toward the centre
+    # the tempting variant with the centre at n/2 (a corner grid) is off by whole cells here
+    wrong = (C * J - N * (centre + 0.5)) / (C - N)
+    assert (wrong - c).abs().max() > 0.5
+
+
+@settings(max_examples=20, deadline=None)
+@given(shift=st.floats(-300.0, 300.0), seed=st.integers(0, 2**16))
+def test_debiased_is_invariant_to_a_constant_offset(shift, seed):
+    g = torch.Generator().manual_seed(seed)
+    c = torch.rand(3, 2, 2, generator=g, dtype=torch.float64) * 24 - 0.5
+    logits, _ = render_heatmaps(c, (24, 24), 1.5, "log_gaussian")
+    logits = logits + 0.1 * torch.randn(logits.shape, generator=g, dtype=torch.float64)
+    a, sa = decode(logits, "integral_debiased")
+    b, sb = decode(logits + shift, "integral_debiased")
+    torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
+    torch.testing.assert_close(sa, sb, atol=1e-9, rtol=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    x=st.floats(-0.5, 31.5), y=st.floats(-0.5, 27.5), tx=st.floats(-3, 3), ty=st.floats(-3, 3),
+    sigma=st.floats(1.0, 3.0),
+)
+def test_debiased_shift_equivariance_up_to_the_border(x, y, tx, ty, sigma):
+    c = torch.tensor([[[x, y]]], dtype=torch.float64)
+    t = torch.tensor([tx, ty], dtype=torch.float64)
+    c2 = torch.minimum((c + t).clamp(min=-0.5), torch.tensor([31.5, 27.5], dtype=torch.float64))
+    a, _ = decode(render_heatmaps(c, (28, 32), sigma, "log_gaussian")[0], "integral_debiased")
+    b, _ = decode(render_heatmaps(c2, (28, 32), sigma, "log_gaussian")[0], "integral_debiased")
+    torch.testing.assert_close(b - a, c2 - c, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", DECODE_METHODS)
+def test_joints_are_independent(method):
+    g = torch.Generator().manual_seed(3)
+    c = torch.rand(2, 4, 2, generator=g) * 20
+    kind = "log_gaussian" if method in LOGIT_METHODS else "gaussian"
+    x, _ = render_heatmaps(c, (20, 21), 2.0, kind)
+    y = x.clone()
+    y[:, 2] = torch.randn(y[:, 2].shape, generator=g) * 3
+    keep = [0, 1, 3]
+    cx, sx = decode(x, method)
+    cy, sy = decode(y, method)
+    assert torch.equal(cx[:, keep], cy[:, keep]) and torch.equal(sx[:, keep], sy[:, keep])
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_gradcheck_integral_methods(nd):
+    g = torch.Generator().manual_seed(nd)
+    c = torch.rand(1, 2, nd, generator=g, dtype=torch.float64) * 5 - 0.5
+    base, _ = render_heatmaps(c, (5,) * nd, 1.2, "log_gaussian")
+    x = (base + 0.05 * torch.randn(base.shape, generator=g, dtype=torch.float64)).requires_grad_(True)
+    for method in LOGIT_METHODS:
+        assert torch.autograd.gradcheck(lambda t, m=method: decode(t, m, beta=1.3)[0], (x,))
+    assert torch.autograd.gradcheck(lambda t: spread(t, beta=0.8), (x,))
+
+
+def test_debiased_gradient_is_finite_at_the_border_and_in_low_precision():
+    c = torch.tensor([[[-0.5, 63.5], [10.2, 0.0]]])
+    x, _ = render_heatmaps(c, (64, 64), 2.0, "log_gaussian")
+    x.requires_grad_(True)
+    decode(x, "integral_debiased")[0].sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        y = torch.full((1, 2, 9, 9), -1e4, dtype=dtype)
+        y[0, 0, 4, 6] = 1e4
+        y[0, 1] = 1e4
+        for method in DECODE_METHODS:
+            xy, s = decode(y, method)
+            assert torch.isfinite(xy).all() and torch.isfinite(s).all(), (method, dtype)
+            if method in LOGIT_METHODS:
+                torch.testing.assert_close(xy[0, 0], torch.tensor([6.0, 4.0]))
+                torch.testing.assert_close(xy[0, 1], torch.tensor([4.0, 4.0]))
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_score_methods(nd):
+    size = SIZES[nd]
+    g = torch.Generator().manual_seed(nd)
+    n = torch.tensor(list(reversed(size)), dtype=torch.float32)
+    # interior, >= 3 sigma from the border: DARK is exact up to discretisation there
+    c = torch.rand(50, 1, nd, generator=g) * (n - 13) + 6
+    scores, _ = render_heatmaps(c, size, 2.0, "gaussian")
+    am, s_am = decode(scores, "argmax")
+    assert torch.equal(am, c.round()) and ((s_am > 0.6) & (s_am <= 1)).all()
+    aq, _ = decode(scores, "argmax_quarter")
+    step = aq - am
+    assert torch.equal(step.abs(), torch.full_like(step, 0.25))
+    assert torch.equal(torch.sign(step), torch.sign(c - am))  # toward the higher neighbour = the centre
+    dark, s_dark = decode(scores, "dark", dark_sigma=2.0)
+    assert (dark - c).abs().max() <= 1e-3
+    assert torch.equal(s_dark, s_am)
+    # integer centres: peak exactly 1, argmax exact
+    ci = c.round()
+    _, s1 = decode(render_heatmaps(ci, size, 2.0, "gaussian")[0], "argmax")
+    torch.testing.assert_close(s1, torch.ones_like(s1))
+
+
+def test_argmax_quarter_keeps_border_cells_and_dark_handles_the_border():
+    x = torch.zeros(1, 2, 1, 6)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 1.0, 0.5  # peak at the first cell: no left neighbour
+    x[0, 1, 0, 3], x[0, 1, 0, 4] = 1.0, 0.5
+    xy, _ = decode(x, "argmax_quarter")
+    assert xy[0, :, 0].tolist() == [0.0, 3.25]
+    c = torch.tensor([[[0.3, 10.0], [62.8, 0.2]]])
+    xy, _ = decode(render_heatmaps(c, (32, 64), 1.0, "gaussian")[0], "dark", dark_sigma=1.0)
+    assert (xy - c).abs().max() < 0.5  # the border stays sub-cell (refined from one cell inward)
+
+
+def test_scores_are_confidences_in_unit_interval():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 5, 12, 10, generator=g) * 10 + 3
+    for method in DECODE_METHODS:
+        _, s = decode(x, method)
+        assert s.shape == (4, 5) and ((s >= 0) & (s <= 1)).all(), method
+    sharp = torch.full((1, 1, 16, 16), -50.0)
+    sharp[0, 0, 5, 7] = 0.0
+    flat = torch.zeros(1, 1, 16, 16)
+    for method in LOGIT_METHODS:
+        assert decode(sharp, method)[1].item() > 0.99
+        assert decode(flat, method)[1].item() < 0.1
+        torch.testing.assert_close(decode(flat, method)[0], torch.tensor([[[7.5, 7.5]]]))
+
+
+@pytest.mark.parametrize("method", DECODE_METHODS)
+def test_nan_and_inf_give_nan_and_zero_score_for_exactly_those_joints(method):
+    x, _ = render_heatmaps(torch.tensor([[[3.0, 4.0]] * 5]).view(1, 5, 2), (9, 9), 1.5,
+                           "log_gaussian" if method in LOGIT_METHODS else "gaussian")
+    x[0, 0, 1, 1] = math.nan
+    x[0, 1, 2, 2] = math.inf
+    x[0, 2] = -math.inf
+    x[0, 3, 8, 8] = -math.inf  # isolated -inf: a masked logit / zero score, decoded normally
+    xy, s = decode(x, method)
+    assert torch.isnan(xy[0, :3]).all() and torch.equal(s[0, :3], torch.zeros(3))
+    assert torch.isfinite(xy[0, 3:]).all() and (s[0, 3:] > 0).all()
+    assert (xy[0, 3:] - torch.tensor([3.0, 4.0])).abs().max() < 0.3
+
+
+def test_spread_is_the_std_of_the_distribution():
+    c = torch.tensor([[[20.0, 22.0, 18.5]]])
+    x, _ = render_heatmaps(c, (40, 44, 40), torch.tensor([[2.5]]), "log_gaussian")
+    torch.testing.assert_close(spread(x), torch.full((1, 1, 3), 2.5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(spread(x, beta=4.0), torch.full((1, 1, 3), 1.25), atol=1e-4, rtol=0)
+
+
+def test_beta_multiplies_for_integral_methods():
+    x = torch.randn(2, 3, 8, 9)
+    torch.testing.assert_close(decode(x, "integral", beta=2.0)[0], soft_argmax(2.0 * x))
+    torch.testing.assert_close(decode(x, "integral_debiased", beta=2.0)[0], decode(2.0 * x, "integral_debiased")[0])
+
+
+@pytest.mark.parametrize(
+    "bad, kwargs, exc, match",
+    [
+        (torch.zeros(2, 3), {}, ValueError, r"\(B, K, H, W\)"),
+        (torch.zeros(1, 1, 2, 2, 2, 2), {}, ValueError, "1 to 3 spatial dims"),
+        (torch.zeros(1, 1, 4, 4, dtype=torch.int32), {}, TypeError, r"floating-point.*\(B, K, \*S\)"),
+        (torch.zeros(1, 1, 4, 4), {"method": "softargmax"}, ValueError, "method must be one of"),
+    ],
+)
+def test_bad_input(bad, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        decode(bad, kwargs.get("method", "integral"))
+
+
+def test_method_lists():
+    assert set(SCORE_METHODS) | set(LOGIT_METHODS) == set(DECODE_METHODS)
+    assert DECODE_METHODS == ("argmax", "argmax_quarter", "dark", "integral", "integral_debiased")
