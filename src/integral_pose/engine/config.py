@@ -46,6 +46,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("data.val_ann", None, "Validation annotation file (relative to data.root unless absolute)."),
     ("data.train_images", None, "Training image folder (relative to data.root unless absolute)."),
     ("data.val_images", None, "Validation image folder (relative to data.root unless absolute)."),
+    ("data.head_boxes", None, "MPII head boxes (.mat/.json, one per record) for PCKh, relative to data.root; null = PCKh omitted."),
     ("data.mpii_root", None, "MPII root for the mixed h36m_mpii dataset (its 2D half)."),
     ("data.mpii_ann", None, "MPII annotation json for the mixed dataset, relative to data.mpii_root."),
     ("data.synthetic_train", 12000, "Synthetic training images (rendered once, cached in memory)."),

@@ -124,7 +124,7 @@ def build_dataset(cfg: dict[str, Any], split: str) -> Dataset:
     elif ds_name == "mpii":
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")
-        ds = D.MpiiDataset(ann, images, transform=tf)
+        ds = D.MpiiDataset(ann, images, head_boxes=_path(cfg, "head_boxes", required=False), transform=tf)
     elif ds_name in ("h36m", "h36m_mpii"):
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")
