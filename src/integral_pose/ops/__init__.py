@@ -5,7 +5,9 @@ from integral_pose.ops.coordinates import (
     depth_mm_to_cells,
     normalized_to_cells,
 )
-from integral_pose.ops.decode import DECODE_METHODS, decode, spread
+# `decode` the function is exported at the top level (integral_pose.decode); here the name stays
+# the submodule, so that `integral_pose.ops.decode.spread` resolves as the contract says.
+from integral_pose.ops.decode import DECODE_METHODS, spread
 from integral_pose.ops.soft_argmax import (
     expectation,
     marginals,
