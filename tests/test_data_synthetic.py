@@ -120,3 +120,16 @@ def test_bad_inputs():
         SyntheticHumans(2, poses=bad)
     with pytest.raises(IndexError):
         SyntheticHumans(2, image_size=32)[5]
+
+
+def test_3d_follows_image_rotation_and_flip():
+    # after in-plane rotation and flip, root-relative 3D (x, y) still points the way the 2D limbs do
+    t = TopDownTransform(input_size=64, heatmap_size=64, rotation_factor=60, rotation_prob=1.0, flip_prob=0.5, seed=11)
+    ds = SyntheticHumans(12, image_size=96, seed=5, transform=t)
+    for i in range(12):
+        s = ds[i]
+        d2 = (s["target"][:, :2] - s["target"][0, :2]).double()
+        d3 = s["joints_3d"][:, :2].double()
+        far = d2.norm(dim=1) > 8
+        cos = (d2[far] * d3[far]).sum(1) / (d2[far].norm(dim=1) * d3[far].norm(dim=1))
+        assert cos.median() > 0.9, (i, cos)

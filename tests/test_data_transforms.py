@@ -47,7 +47,8 @@ def test_augmented_labels_find_their_blobs(seed):
     rng = np.random.default_rng(seed)
     rec = _record(rng)
     t = TopDownTransform(input_size=(192, 256), heatmap_size=(48, 64), skeleton="h36m17", scale_factor=0.3,
-                         rotation_factor=40, rotation_prob=1.0, flip_prob=0.5, color_factor=0.0, seed=seed)
+                         rotation_factor=40, rotation_prob=1.0, flip_prob=0.5, color_factor=0.0, seed=seed,
+                         half_body_prob=0.5, shift_factor=0.05)
     params = t.sample_params(rec, np.random.default_rng(seed), H36M17)
     params["flip"] = bool(seed % 2)
     s = t(rec, params)
