@@ -241,7 +241,7 @@ class TopDownTransform:
         image = rec["image"]
         if isinstance(image, torch.Tensor):
             image = image.detach().cpu().numpy().transpose(1, 2, 0)
-        image = np.asarray(image)
+        image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"record {_record_name(rec)}: image must be (H, W, 3), got {image.shape}")
         crop = cv2.warpAffine(image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
