@@ -184,7 +184,7 @@ def remap_joints(
 
     Example:
         >>> j, v = remap_joints(np.ones((16, 2)), np.ones(16))
-        >>> j.shape, v[7]
+        >>> j.shape, float(v[7])
         ((17, 2), 0.0)
     """
     m = np.asarray(mapping)
