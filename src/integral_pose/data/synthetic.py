@@ -133,12 +133,15 @@ _PARTS = (
     (4, 5, 80, 55, "trousers"), (5, 6, 52, 40, "shins"), (6, 19, 38, 30, "shoes"),
     (11, 12, 50, 40, "shirt"), (12, 13, 38, 30, "forearms"), (20, 20, 42, 42, "skin"),
     (14, 15, 50, 40, "shirt"), (15, 16, 38, 30, "forearms"), (21, 21, 42, 42, "skin"),
+    # front/back cues a real head has: hair on the back and top, a nose on the face
+    (23, 23, 92, 92, "hair"), (22, 22, 24, 24, "nose"),
 )
 _PART_A = np.array([p[0] for p in _PARTS])
 _PART_B = np.array([p[1] for p in _PARTS])
 _PART_RA = np.array([p[2] for p in _PARTS], dtype=np.float64)
 _PART_RB = np.array([p[3] for p in _PARTS], dtype=np.float64)
-_GROUPS = ("skin", "shirt", "trousers", "shins", "shoes", "forearms")
+_PART_HEAD = np.array([p[0] >= 22 or p[0] == 17 for p in _PARTS])
+_GROUPS = ("skin", "shirt", "trousers", "shins", "shoes", "forearms", "hair", "nose")
 _PART_G = np.array([_GROUPS.index(p[4]) for p in _PARTS])
 # how far in front of a joint another surface must be to occlude it: the thickest part at the joint
 _JOINT_RADIUS = np.zeros(17)
@@ -170,12 +173,21 @@ def body_primitives(joints_cam: np.ndarray, girth: float = 1.0) -> tuple[np.ndar
     fa_r, fa_l = j[16] - j[15], j[13] - j[12]
     hand_r = j[16] + 0.28 * fa_r
     hand_l = j[13] + 0.28 * fa_l
-    ext = np.concatenate([j, head_c[None], toe_r[None], toe_l[None], hand_r[None], hand_l[None]], 0)
+    # the face looks along the part of neck -> neck/nose orthogonal to the head's axis
+    up_h = j[10] - j[9]
+    up_h = up_h / (np.linalg.norm(up_h) + 1e-9)
+    face = j[9] - j[8]
+    face = face - (face @ up_h) * up_h
+    face = face / (np.linalg.norm(face) + 1e-9)
+    nose = head_c + 0.97 * 98.0 * face
+    hair = head_c + 98.0 * (0.2 * up_h - 0.22 * face)
+    ext = np.concatenate([j, head_c[None], toe_r[None], toe_l[None], hand_r[None], hand_l[None], nose[None], hair[None]], 0)
     # ordering: index 18 = right toe (after right ankle 3), 19 = left toe, 20 = right hand, 21 = left hand
     a = ext[_PART_A]
     b = ext[_PART_B]
     # parts listed as right-hand (20) belong to the right arm in _PARTS order; keep lists consistent
-    return a, b, _PART_RA * girth, _PART_RB * girth
+    g = np.where(_PART_HEAD, 1.0, girth)  # heads keep their size: head_size labels assume 98 mm
+    return a, b, _PART_RA * g, _PART_RB * g
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -254,7 +266,8 @@ def render_person(
     shins = trousers if rng.random() < 0.8 else skin
     shoes = rng.uniform(0.0, 0.4, 3)
     forearms = shirt if rng.random() < 0.6 else skin
-    palette = np.stack([skin, shirt, trousers, shins, shoes, forearms]).astype(np.float32)
+    hair = rng.uniform(0.0, 0.35, 3) + rng.uniform(0.0, 0.4) * np.array([0.9, 0.7, 0.3]) if rng.random() < 0.9 else shirt
+    palette = np.stack([skin, shirt, trousers, shins, shoes, forearms, hair, skin * 0.85]).astype(np.float32)
     stripe_f = rng.uniform(0, 30) if rng.random() < 0.4 else 0.0
     light = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.9, 0.3), -1.0])
     light = (light / np.linalg.norm(light)).tolist()
