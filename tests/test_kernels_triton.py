@@ -93,6 +93,14 @@ def test_non_contiguous_input(device):
     torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5)
 
 
+def test_empty_batch(device):
+    x = torch.zeros(0, 3, 4, 5, device=device, requires_grad=True)
+    y = _fused(x, 1.0)
+    assert y.shape == (0, 3, 2)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 @pytest.mark.parametrize("split", [1, 2])
 def test_large_logits_stay_finite(device, split):
     # |logits| ~ 1e4 with near ties: exp must be taken after the max is subtracted.
