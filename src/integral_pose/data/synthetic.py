@@ -274,14 +274,17 @@ def render_person(
     amb = float(rng.uniform(0.25, 0.5))
     za_l, zb_l, RA_l, RB_l = za.tolist(), zb.tolist(), RA.tolist(), RB.tolist()
     pa_l, pb_l, ra_l, rb_l = pa.tolist(), pb.tolist(), ra.tolist(), rb.tolist()
-    for i in range(len(A)):
+    # back to front, so a part's anti-aliased rim blends over what lies behind it; the z-buffer
+    # still decides every covered pixel, so interpenetrating parts occlude each other correctly
+    order = np.argsort(-(za + zb)).tolist()
+    for i in order:
         ax_, ay_ = pa_l[i]
         bx_, by_ = pb_l[i]
         r0, r1 = ra_l[i], rb_l[i]
-        x0 = max(int(math.floor(min(ax_ - r0, bx_ - r1))), 0)
-        x1 = min(int(math.ceil(max(ax_ + r0, bx_ + r1))), w - 1)
-        y0 = max(int(math.floor(min(ay_ - r0, by_ - r1))), 0)
-        y1 = min(int(math.ceil(max(ay_ + r0, by_ + r1))), h - 1)
+        x0 = max(int(math.floor(min(ax_ - r0, bx_ - r1))) - 1, 0)
+        x1 = min(int(math.ceil(max(ax_ + r0, bx_ + r1))) + 1, w - 1)
+        y0 = max(int(math.floor(min(ay_ - r0, by_ - r1))) - 1, 0)
+        y1 = min(int(math.ceil(max(ay_ + r0, by_ + r1))) + 1, h - 1)
         if x1 < x0 or y1 < y0:
             continue
         xs = np.arange(x0, x1 + 1, dtype=np.float32)[None, :]
@@ -300,10 +303,12 @@ def render_person(
         ey = ys - cy
         q = (ex * ex + ey * ey) / (r * r)
         inside = q < 1.0
+        # coverage of the pixel by the part's outline (1 px wide linear ramp centred on the edge)
+        alpha = np.minimum(np.maximum(r * (1.0 - np.sqrt(q)) + 0.5, 0.0), 1.0)
         nz = np.sqrt(np.maximum(1.0 - q, 0.0))
         depth = za_l[i] + t * (zb_l[i] - za_l[i]) - (RA_l[i] + t * (RB_l[i] - RA_l[i])) * nz
         zb_reg = zbuf[y0 : y1 + 1, x0 : x1 + 1]
-        upd = inside & (depth < zb_reg)
+        upd = (alpha > 0.0) & (depth < zb_reg)
         # Lambertian shading from the unit surface normal (ex/r, ey/r, -nz) of the capsule
         lam = (ex * light[0] + ey * light[1]) / r - nz * light[2]
         shade = amb + (1.0 - amb) * np.maximum(lam, 0.0)
@@ -312,7 +317,9 @@ def render_person(
             shade = shade * (1.0 + 0.15 * np.sign(np.sin(t * stripe_f)))
         col = palette[g][None, None, :] * shade[..., None]
         img_reg = image[y0 : y1 + 1, x0 : x1 + 1]
-        img_reg[upd] = col[upd]
+        a = alpha[upd][:, None]
+        img_reg[upd] = a * col[upd] + (1.0 - a) * img_reg[upd]
+        upd &= inside
         zb_reg[upd] = depth[upd]
     return zbuf, np.isfinite(zbuf)
 
