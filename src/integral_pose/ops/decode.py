@@ -65,18 +65,41 @@ def _gather_at(flat: Tensor, coords: Tensor, size: tuple[int, ...]) -> Tensor:
     return torch.gather(flat, 2, _ravel(coords, size))
 
 
-def _blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur over the spatial dims of (B, K, *S), zero padding (as DARK does)."""
-    nd = x.dim() - 2
+def _gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, int]:
     r = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    t = torch.arange(-r, r + 1, dtype=dtype, device=device)
     kernel = torch.exp(-(t * t) / (2.0 * sigma * sigma))
-    kernel = (kernel / kernel.sum()).view(1, 1, -1)
+    return kernel / kernel.sum(), r
+
+
+def _local_patches(x: Tensor, centre: Tensor, half: int) -> Tensor:
+    """(B, K, *S) map, integer centres (B, K, d) -> (B, K, P, ..., P) patches, P = 2 half + 1, zero outside."""
+    size = tuple(x.shape[2:])
+    d = len(size)
+    xp = F.pad(x, [half] * (2 * d))  # zero padding, as DARK pads before blurring
+    psize = tuple(n + 2 * half for n in size)
+    r = torch.arange(2 * half + 1, device=x.device)
+    flat = torch.zeros((), dtype=torch.long, device=x.device)
+    stride = 1
+    for a in range(d):  # a = 0 is x, the last axis; padded index centre + j is original centre + j - half
+        idx = centre[..., a, None] + r  # (B, K, P)
+        view = [*idx.shape[:2]] + [1] * d
+        view[2 + d - 1 - a] = 2 * half + 1
+        flat = flat + idx.view(view) * stride
+        stride *= psize[-1 - a]
+    patches = torch.gather(xp.flatten(2), 2, flat.flatten(2))
+    return patches.view(*x.shape[:2], *([2 * half + 1] * d))
+
+
+def _blur_valid(x: Tensor, kernel: Tensor) -> Tensor:
+    """Separable blur over the spatial dims of (B, K, *S) without padding (each side shrinks by r)."""
+    nd = x.dim() - 2
+    k = kernel.view(1, 1, -1)
     for axis in range(2, 2 + nd):
         moved = x.movedim(axis, -1)
         shape = moved.shape
-        y = F.conv1d(moved.reshape(-1, 1, shape[-1]), kernel, padding=r)
-        x = y.view(shape).movedim(-1, axis)
+        y = F.conv1d(moved.reshape(-1, 1, shape[-1]), k)
+        x = y.view(*shape[:-1], y.shape[-1]).movedim(-1, axis)
     return x
 
 
@@ -109,16 +132,18 @@ def _decode_dark(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
     coords = idx.to(x.dtype)
     if min(size) < 3:  # no room for the 3-point derivative stencils
         return coords, maxval
-    # Modulation (DARK, Sec. 3.2): blur with the training sigma, rescale to the original maximum,
-    # then take the log so that a Gaussian becomes a quadratic whose vertex Taylor finds exactly.
-    blurred = _blur(x, sigma)
-    bmax = blurred.flatten(2).max(-1).values
-    scale = torch.where(bmax > 0, maxval / bmax.clamp(min=1e-30), torch.ones_like(bmax))
-    logmap = torch.log(blurred.clamp(min=1e-10) * 1.0).flatten(2) + torch.log(scale.clamp(min=1e-30))[..., None]
     # Expand around the argmax, moved one cell inward at the border: for a quadratic any expansion
     # point gives the same vertex, and there the central stencils exist.
     n_xyz = torch.tensor(list(reversed(size)), device=x.device)
     e = torch.minimum(idx.clamp(min=1), n_xyz - 2)
+    # Modulation (DARK, Sec. 3.2): blur with the training sigma (zero padding), then take the log so
+    # that a Gaussian becomes a quadratic whose vertex one Newton step finds exactly. Only the 3^d
+    # cells the stencils read are blurred (from a local patch): the same numbers, ~(n / 15)^d less
+    # work. DARK's rescaling to the original peak adds a constant to the log map, which no
+    # derivative sees, so it is left out.
+    kernel, r = _gaussian_kernel(sigma, x.dtype, x.device)
+    local = _blur_valid(_local_patches(x, e, r + 1), kernel)  # (B, K, 3, ..., 3) centred on e
+    logmap = torch.log(local.clamp(min=1e-10)).flatten(2)
     eye = torch.eye(d, dtype=idx.dtype, device=x.device)
     offsets = [torch.zeros(d, dtype=idx.dtype, device=x.device)]
     for a in range(d):
@@ -127,7 +152,8 @@ def _decode_dark(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
         for b in range(a + 1, d):
             offsets += [eye[a] + eye[b], eye[a] - eye[b], -eye[a] + eye[b], -eye[a] - eye[b]]
     off = torch.stack(offsets)  # (M, d)
-    vals = _gather_at(logmap, e.unsqueeze(2) + off, size)  # (B, K, M)
+    centre = torch.ones(d, dtype=idx.dtype, device=x.device)
+    vals = _gather_at(logmap, (centre + off).expand(*e.shape[:2], *off.shape), (3,) * d)  # (B, K, M)
     f0 = vals[..., 0]
     grad = torch.stack([(vals[..., 1 + 2 * a] - vals[..., 2 + 2 * a]) / 2 for a in range(d)], -1)
     hess = torch.zeros(*vals.shape[:2], d, d, dtype=vals.dtype, device=x.device)
@@ -154,14 +180,9 @@ def _decode_dark(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
 def _integral_scores(probs: Tensor) -> Tensor:
     """Probability mass in the (2r+1)^d window around each joint's most probable cell."""
     size = tuple(probs.shape[2:])
-    d = len(size)
-    b, k = probs.shape[:2]
-    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[d - 1]
-    kw = 2 * _SCORE_WINDOW + 1
-    mass = pool(probs.reshape(b * k, 1, *size), kw, stride=1, padding=_SCORE_WINDOW, count_include_pad=True)
-    mass = mass.reshape(b, k, -1) * kw**d
-    mode = probs.flatten(2).argmax(-1, keepdim=True)
-    return torch.gather(mass, 2, mode).squeeze(-1)
+    mode = _unravel(probs.flatten(2).argmax(-1), size)
+    window = _local_patches(probs, mode, _SCORE_WINDOW)  # zero outside the map
+    return window.flatten(2).sum(-1)
 
 
 def _truncated_gaussian_mean(q: Tensor, iters: int = 8) -> Tensor:
@@ -230,8 +251,7 @@ def _decode_integral_debiased(logits: Tensor, beta: float) -> tuple[Tensor, Tens
         mu = _truncated_gaussian_mean(q).to(x.dtype)
         coords.append(mu.clamp(-0.5, n - 0.5))
     coords = torch.stack(coords, -1)
-    probs = torch.softmax(flat, -1).view_as(x)
-    return coords, _integral_scores(probs)
+    return coords, _integral_scores((w / C).view_as(x))
 
 
 def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: float = 2.0) -> tuple[Tensor, Tensor]:
@@ -291,11 +311,15 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: floa
     if method not in DECODE_METHODS:
         raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
     x = heatmaps.to(_compute_dtype(heatmaps))
-    invalid = _invalid_joints(x)
-    if method in SCORE_METHODS:
-        # Scores are >= 0 by nature: a -inf cell is a zero. Invalid joints are zeroed and reported below.
-        x = torch.where(x == -math.inf, torch.zeros((), dtype=x.dtype, device=x.device), x)
-    x = torch.where(invalid.view(*invalid.shape, *([1] * (x.dim() - 2))), torch.zeros((), dtype=x.dtype, device=x.device), x)
+    if bool(torch.isfinite(x).all()):  # the common case: skip the sanitising passes
+        invalid = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
+    else:
+        invalid = _invalid_joints(x)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        if method in SCORE_METHODS:
+            # Scores are >= 0 by nature: a -inf cell is a zero. Invalid joints are zeroed, reported below.
+            x = torch.where(x == -math.inf, zero, x)
+        x = torch.where(invalid.view(*invalid.shape, *([1] * (x.dim() - 2))), zero, x)
     if method == "argmax":
         coords, scores = _decode_argmax(x, quarter=False)
     elif method == "argmax_quarter":
