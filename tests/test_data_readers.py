@@ -193,3 +193,17 @@ def test_mpii_bad_records_name_the_record(tmp_path):
         with pytest.raises(ValueError, match=match) as e:
             MpiiDataset(p)
         assert "record 1" in str(e.value)
+
+
+@needs_data
+def test_h36m_bad_3d_names_the_record(tmp_path):
+    data = json.loads((DATA / "h36m_frames" / "h36m_coco.json").read_text())
+    data["annotations"][2]["keypoints_3d"][5] = float("nan")
+    p = tmp_path / "h36m.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="annotation id=3 .*keypoints_3d.*NaN"):
+        H36MFrames(p, cameras=DATA / "h36m_frames" / "cameras.json")
+    data["annotations"][2]["keypoints_3d"] = data["annotations"][2]["keypoints_3d"][:60]
+    p.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="annotation id=3 .*17 x 4"):
+        H36MFrames(p, cameras=DATA / "h36m_frames" / "cameras.json")

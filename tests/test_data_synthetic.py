@@ -133,3 +133,11 @@ def test_3d_follows_image_rotation_and_flip():
         far = d2.norm(dim=1) > 8
         cos = (d2[far] * d3[far]).sum(1) / (d2[far].norm(dim=1) * d3[far].norm(dim=1))
         assert cos.median() > 0.9, (i, cos)
+
+
+def test_same_items_from_dataloader_workers():
+    ds = SyntheticHumans(6, image_size=32, seed=9)
+    direct = [ds[i]["image"] for i in range(6)]
+    dl = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, shuffle=False)
+    got = torch.cat([b["image"] for b in dl])
+    assert torch.equal(got, torch.stack(direct))
