@@ -263,10 +263,12 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: floa
     - ``"argmax_quarter"`` (score maps): argmax moved 1/4 cell toward the higher neighbour along
       each axis (the common HRNet / Simple Baselines readout); only where both neighbours exist.
     - ``"dark"`` (score maps; Zhang et al., CVPR 2020): blur with a Gaussian of ``dark_sigma``
-      (zero padding), rescale to the original peak, take the log, and take one Newton (2nd-order
-      Taylor) step from the argmax: ``x = e - H^-1 g`` with central differences at ``e`` (``e`` is
-      the argmax moved one cell inward at the border). Skipped where the log map is not locally
-      concave; the step is limited to 1 cell. Score = original peak clipped to [0, 1].
+      (the modulation step; zero padding as DARK pads), take the log, and take one Newton
+      (2nd-order Taylor) step: ``x = e - H^-1 g`` with central differences at ``e``, the argmax
+      moved one cell inward at the border (a quadratic has the same vertex from any point).
+      DARK's rescaling to the original peak only adds a constant to the log map, so it is
+      omitted; only the cells the stencils read are blurred. Skipped where the log map is not
+      locally concave; the step is limited to 1 cell. Score = original peak clipped to [0, 1].
     - ``"integral"`` (logits): plain soft-argmax, :func:`soft_argmax` of ``beta * logits``.
     - ``"integral_debiased"`` (logits): soft-argmax with both of its biases removed; see below.
 
