@@ -129,3 +129,12 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(module, extraglobs={"torch": torch})
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_gradcheck_heatmap_mse_and_marginals():
+    from integral_pose.ops.soft_argmax import marginals
+
+    pred = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda p: heatmap_mse(p, target, torch.tensor([[1.0, 0.5]], dtype=torch.float64)), (pred,))
+    assert torch.autograd.gradcheck(lambda p: marginals(p), (pred,))

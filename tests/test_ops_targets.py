@@ -115,3 +115,11 @@ def test_docstring_examples_run(name):
     module = importlib.import_module(f"integral_pose.ops.{name}")  # the module, not the same-named function
     result = doctest.testmod(module, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_gradcheck_render_and_conversions():
+    c = torch.tensor([[[1.3, 2.2], [3.1, 0.4]]], dtype=torch.float64, requires_grad=True)
+    for kind in ("gaussian", "log_gaussian"):
+        assert torch.autograd.gradcheck(lambda t, k=kind: render_heatmaps(t, (4, 5), 1.1, k)[0], (c,))
+    assert torch.autograd.gradcheck(lambda t: cells_to_normalized(t, (4, 5)), (c,))
+    assert torch.autograd.gradcheck(lambda t: normalized_to_cells(t, (4, 5)), (c,))
