@@ -160,11 +160,9 @@ def _combine_kernel(
     w = tl.exp(m_i - m_ref)
     s = tl.reduce(s_i * w, 0, tl.standard._sum_combine)
     o = out_ptr + row.to(tl.int64) * NDIM
-    tl.store(o, tl.reduce(tl.load(p + 2, mask=mask, other=0.0).to(ACC) * w, 0, tl.standard._sum_combine) / s)
-    if NDIM >= 2:
-        tl.store(o + 1, tl.reduce(tl.load(p + 3, mask=mask, other=0.0).to(ACC) * w, 0, tl.standard._sum_combine) / s)
-    if NDIM == 3:
-        tl.store(o + 2, tl.reduce(tl.load(p + 4, mask=mask, other=0.0).to(ACC) * w, 0, tl.standard._sum_combine) / s)
+    for a in tl.static_range(NDIM):
+        moment = tl.load(p + 2 + a, mask=mask, other=0.0).to(ACC)
+        tl.store(o + a, tl.reduce(moment * w, 0, tl.standard._sum_combine) / s)
     st = stats_ptr + row.to(tl.int64) * 2
     tl.store(st, m)
     tl.store(st + 1, s)
