@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from integral_pose import create_model, soft_argmax
-from integral_pose.models import list_models, load_torchvision_weights, resnet
+from integral_pose.models import list_models, load_torchvision_weights, output_stride, resnet
 from integral_pose.models.pose_net import IMAGENET_MEAN, IMAGENET_STD
 
 # torchvision's resnet state_dict sizes (fc.weight and fc.bias included): resnet18 122, resnet50 320.
@@ -44,9 +44,10 @@ def test_load_torchvision_checkpoint_by_key(tmp_path):
         load_torchvision_weights(resnet("resnet18", width=32), path)  # width-reduced: shapes differ
 
 
-@pytest.mark.parametrize("num_deconv,stride", [(3, 4), (2, 8)])
-def test_output_shapes_2d_3d(num_deconv, stride):
-    net = create_model("tiny", 17, num_deconv=num_deconv, width=8, head_channels=16).eval()
+@pytest.mark.parametrize("name,num_deconv,stride", [("tiny", None, 4), ("tiny", 1, 8), ("resnet18", None, 4), ("resnet18", 2, 8)])
+def test_output_shapes_2d_3d(name, num_deconv, stride):
+    net = create_model(name, 17, num_deconv=num_deconv, width=8, head_channels=16).eval()
+    assert net.stride == stride == output_stride(name, num_deconv)
     x = torch.rand(2, 3, 64, 96)
     assert net(x).shape == (2, 17, 64 // stride, 96 // stride)
     assert net.heatmap_size((96, 64)) == (96 // stride, 64 // stride)

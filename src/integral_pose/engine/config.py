@@ -35,7 +35,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("model.name", "tiny", "Backbone: tiny, resnet18, resnet34, resnet50, resnet101, resnet152 (see create_model)."),
     ("model.width", None, "Trunk base width; null = the model's default (64 for ResNets, 16 for tiny)."),
     ("model.head_channels", None, "Deconv channels; null = the model's default (256 for ResNets, 64 for tiny)."),
-    ("model.num_deconv", 3, "Deconvolutions in the head; output stride = 32 / 2**num_deconv (3 -> stride 4)."),
+    ("model.num_deconv", None, "Deconvolutions in the head; null = the model's default (3 for ResNets, 2 for tiny: output stride 4 for both)."),
     ("model.depth_bins", None, "D for a 3D (volumetric) head; null = 2D."),
     ("model.pretrained", None, "Local path of a torchvision ResNet state_dict for the trunk; null = from scratch."),
     # data

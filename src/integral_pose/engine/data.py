@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from integral_pose.engine.config import ConfigError
-from integral_pose.engine.sampling import ResumableDataLoader, ResumableSampler
+from integral_pose.engine.sampling import EpochSeededDataset, ResumableDataLoader, ResumableSampler
 
 __all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "VAL_SEED_OFFSET"]
 
@@ -72,15 +72,17 @@ def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool, skeleton: str):
         padding=float(d["box_padding"]),
         depth_bins=cfg["model"]["depth_bins"],
         heatmap_sigma=float(d["heatmap_sigma"]) if heatmaps else None,
-        # An int seed makes item i's augmentation a function of (seed, i); the loader re-seeds it
-        # every epoch (ResumableDataLoader.augment_seed), so augmentation still varies by epoch.
+        # An int seed makes item i's augmentation a function of (seed, i); EpochSeededDataset
+        # re-seeds it every epoch, so augmentation still varies by epoch.
         seed=int(cfg["seed"]),
     )
 
 
 def _heatmap_size(cfg: dict[str, Any]) -> tuple[int, int]:
+    from integral_pose.models import output_stride
+
     w, h = cfg["data"]["input_size"]
-    stride = 32 // (2 ** cfg["model"]["num_deconv"])
+    stride = output_stride(cfg["model"]["name"], cfg["model"]["num_deconv"])
     return (w // stride, h // stride)
 
 
@@ -165,7 +167,10 @@ class PoseDataModule(L.LightningDataModule):
     def train_dataloader(self) -> ResumableDataLoader:
         world, rank = self._world()
         d = self.cfg["data"]
-        sampler = ResumableSampler(len(self.train_set), shuffle=True, seed=int(self.cfg["seed"]), num_replicas=world, rank=rank, drop_last=True)
+        seed = int(self.cfg["seed"])
+        sampler = ResumableSampler(
+            len(self.train_set), shuffle=True, seed=seed, num_replicas=world, rank=rank, drop_last=True, encode_epoch=True
+        )
         trainer = self.trainer
 
         def progress() -> tuple[int, int]:
@@ -174,13 +179,13 @@ class PoseDataModule(L.LightningDataModule):
             return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
         return ResumableDataLoader(
-            self.train_set,
+            EpochSeededDataset(self.train_set, seed),
             batch_size=d["batch_size"],
             sampler=sampler,
             drop_last=True,
             num_workers=d["num_workers"],
+            persistent_workers=d["num_workers"] > 0,
             progress=progress,
-            augment_seed=int(self.cfg["seed"]),
         )
 
     def val_dataloader(self) -> ResumableDataLoader:

@@ -56,6 +56,15 @@ class PoseLightningModule(L.LightningModule):
         self.model = build_model_from_config(cfg, num_joints)
         self._t_last: float | None = None
 
+    def setup(self, stage: str) -> None:
+        # GPUs: Lightning swaps in torch's SyncBatchNorm (Trainer(sync_batchnorm=True)). CPU
+        # processes (gloo) get the CPU-capable equivalent here, before DDP wraps the model.
+        t = self.trainer
+        if self.cfg["train"]["sync_batchnorm"] and t is not None and t.world_size > 1 and self.device.type == "cpu":
+            from integral_pose.engine.distributed import convert_batchnorm
+
+            convert_batchnorm(self.model)
+
     # ----------------------------------------------------------------------------- losses
     def current_mode(self) -> str:
         t = self.cfg["train"]

@@ -20,6 +20,7 @@ import copy
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,12 @@ def _on_gpu(cfg: dict[str, Any]) -> bool:
     return torch.cuda.is_available() and cfg["train"]["accelerator"] in ("auto", "gpu", "cuda")
 
 
-def run_training(cfg: dict[str, Any], output: str | Path, resume: bool = False, verbose: bool = True) -> dict[str, Any]:
+def run_training(
+    cfg: dict[str, Any], output: str | Path, resume: bool = False, verbose: bool = True, callbacks: Sequence[Any] = ()
+) -> dict[str, Any]:
     """Train, evaluate on the held-out set, write the run directory; return the metrics (rank 0).
 
-    Other ranks of a DDP run return an empty dict.
+    ``callbacks`` are extra Lightning callbacks. Other ranks of a DDP run return an empty dict.
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -76,11 +79,14 @@ def run_training(cfg: dict[str, Any], output: str | Path, resume: bool = False, 
     dm = PoseDataModule(cfg)
 
     ckpt_dir = out / "checkpoints"
+    extra_callbacks = list(callbacks)
     callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                                 save_top_k=-1, every_n_epochs=1, save_last=True)]
+                                 save_top_k=-1, every_n_epochs=1, save_last=True, enable_version_counter=False)]
     if t["checkpoint_every_n_steps"]:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
+        # Both callbacks write last.ckpt (no last-v1.ckpt): it is always the newest state.
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False,
                                          every_n_train_steps=int(t["checkpoint_every_n_steps"])))
+    callbacks.extend(extra_callbacks)
     gpu = _on_gpu(cfg)
     trainer = L.Trainer(
         default_root_dir=str(out),
@@ -97,7 +103,7 @@ def run_training(cfg: dict[str, Any], output: str | Path, resume: bool = False, 
         enable_progress_bar=bool(t["progress_bar"]),
         enable_model_summary=False,
         deterministic=(True if not gpu else "warn") if t["deterministic"] else False,
-        sync_batchnorm=bool(t["sync_batchnorm"]),
+        sync_batchnorm=bool(t["sync_batchnorm"]) and gpu,  # CPU: PoseLightningModule.setup converts BN
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         num_sanity_val_steps=0,
     )

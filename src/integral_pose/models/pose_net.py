@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from integral_pose.models.resnet import RESNET_SPECS, ResNet, BasicBlock, load_torchvision_weights
 from integral_pose.ops.soft_argmax import soft_argmax, split_depth_channels
 
-__all__ = ["PoseNet", "DeconvHead", "create_model", "list_models", "MODEL_SPECS"]
+__all__ = ["PoseNet", "DeconvHead", "create_model", "list_models", "output_stride", "MODEL_SPECS"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,15 +30,24 @@ class _Spec:
     layers: tuple[int, int, int, int]
     width: int
     head_channels: int
+    maxpool: bool = True
+    num_deconv: int = 3
 
 
-# Every name the factory accepts, with its default width and head channels. "tiny" is a
-# ResNet-10-like trunk (one BasicBlock per stage) at a quarter of the width with a 64-channel head:
-# about 0.6 M parameters, fast enough to train to a useful accuracy on 2 CPU cores in minutes.
+# Every name the factory accepts, with its defaults. "tiny" is a ResNet-10-like trunk (one
+# BasicBlock per stage) at a quarter of the width, without the stem max-pool (stride 16, so a
+# 64x64 input keeps 4x4 features), and two 64-channel deconvs: output stride 4 like the paper's
+# head, about 0.6 M parameters, fast enough to train well on 2 CPU cores in minutes.
 MODEL_SPECS: dict[str, _Spec] = {
     name: _Spec(block, layers, 64, 256) for name, (block, layers) in RESNET_SPECS.items()
 }
-MODEL_SPECS["tiny"] = _Spec(BasicBlock, (1, 1, 1, 1), 16, 64)
+MODEL_SPECS["tiny"] = _Spec(BasicBlock, (1, 1, 1, 1), 16, 64, maxpool=False, num_deconv=2)
+
+
+def output_stride(name: str, num_deconv: int | None = None) -> int:
+    """Input pixels per heatmap cell of model ``name`` (4 for every default configuration)."""
+    spec = MODEL_SPECS[name]
+    return (32 if spec.maxpool else 16) // 2 ** (spec.num_deconv if num_deconv is None else num_deconv)
 
 
 def list_models() -> list[str]:
@@ -86,7 +95,7 @@ class PoseNet(nn.Module):
 
     Shapes:
         images (B, 3, H, W) RGB in [0, 1] -> logits (B, K, H/s, W/s) for 2D or (B, K, D, H/s, W/s)
-        for 3D, with stride s = 32 / 2**num_deconv (4 for the paper's head).
+        for 3D, with stride s = trunk stride / 2**num_deconv (32 / 8 = 4 for the paper's head).
 
     Example:
         >>> net = create_model("tiny", num_joints=17)
@@ -111,7 +120,9 @@ class PoseNet(nn.Module):
             raise ValueError(f"num_deconv must be in 0..5, got {num_deconv}")
         self.num_joints = num_joints
         self.depth_bins = depth_bins
-        self.stride = 32 // (2**num_deconv) if num_deconv <= 5 else 1
+        self.stride = backbone.stride // (2**num_deconv)
+        if self.stride < 1:
+            raise ValueError(f"num_deconv={num_deconv} upsamples past the input resolution (trunk stride {backbone.stride})")
         self.backbone = backbone
         out = num_joints * (depth_bins or 1)
         self.head = DeconvHead(backbone.out_channels, out, head_channels, num_deconv)
@@ -127,7 +138,7 @@ class PoseNet(nn.Module):
         """(W, H) of the output maps for an input of (W, H) pixels (both must divide by 32)."""
         w, h = input_size
         if w % 32 or h % 32:
-            raise ValueError(f"input size (W, H) = {input_size} must be a multiple of 32 for a ResNet trunk")
+            raise ValueError(f"input size (W, H) = {input_size} must be a multiple of 32")
         return w // self.stride, h // self.stride
 
     def forward(self, images: Tensor) -> Tensor:
@@ -150,7 +161,7 @@ def create_model(
     depth_bins: int | None = None,
     pretrained: str | Path | None = None,
     head_channels: int | None = None,
-    num_deconv: int = 3,
+    num_deconv: int | None = None,
     width: int | None = None,
 ) -> PoseNet:
     """Build a pose network by name (timm-style: one factory, the same arguments for every model).
@@ -163,7 +174,8 @@ def create_model(
         pretrained: local path of a torchvision-format ResNet state_dict for the trunk (only for
             the standard widths); None trains from scratch. Nothing is downloaded.
         head_channels: deconv channels (default: 256 for ResNets, 64 for "tiny").
-        num_deconv: deconvolutions in the head (3 in the paper: output stride 4).
+        num_deconv: deconvolutions in the head (default: 3 for ResNets as in the paper, 2 for
+            "tiny"; output stride 4 either way).
         width: trunk base width (default: 64 for ResNets, 16 for "tiny").
 
     Example:
@@ -178,7 +190,7 @@ def create_model(
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} Valid: {list_models()}")
     spec = MODEL_SPECS[name]
-    backbone = ResNet(spec.block, spec.layers, width=width or spec.width)
+    backbone = ResNet(spec.block, spec.layers, width=width or spec.width, maxpool=spec.maxpool)
     if pretrained:
         load_torchvision_weights(backbone, pretrained)
     return PoseNet(
@@ -186,5 +198,5 @@ def create_model(
         num_joints,
         depth_bins=depth_bins,
         head_channels=head_channels or spec.head_channels,
-        num_deconv=num_deconv,
+        num_deconv=spec.num_deconv if num_deconv is None else num_deconv,
     )

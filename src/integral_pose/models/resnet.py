@@ -82,6 +82,8 @@ class ResNet(nn.Module):
         block: :class:`BasicBlock` or :class:`Bottleneck`.
         layers: blocks per stage, e.g. (2, 2, 2, 2) for ResNet-18.
         width: channels of the stem and first stage (64 in the standard networks).
+        maxpool: keep the stem's 3x3 stride-2 max-pool (total stride 32); False gives stride 16,
+            i.e. twice the feature resolution, for small inputs.
 
     Example:
         >>> net = ResNet(BasicBlock, (1, 1, 1, 1), width=8)
@@ -89,7 +91,7 @@ class ResNet(nn.Module):
         torch.Size([1, 64, 2, 2])
     """
 
-    def __init__(self, block: type[nn.Module], layers: tuple[int, ...], width: int = 64) -> None:
+    def __init__(self, block: type[nn.Module], layers: tuple[int, ...], width: int = 64, maxpool: bool = True) -> None:
         super().__init__()
         if len(layers) != 4 or any(n < 1 for n in layers):
             raise ValueError(f"layers must be 4 positive block counts, got {layers}")
@@ -97,7 +99,8 @@ class ResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if maxpool else nn.Identity()
+        self.stride = 32 if maxpool else 16
         self.layer1 = self._make_layer(block, width, layers[0], 1)
         self.layer2 = self._make_layer(block, width * 2, layers[1], 2)
         self.layer3 = self._make_layer(block, width * 4, layers[2], 2)
