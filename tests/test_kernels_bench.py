@@ -15,6 +15,8 @@ def _run(tmp_path, *argv):
 
 
 def test_table_rows_and_bandwidth_columns(tmp_path):
+    pytest.importorskip("kornia", reason="kornia is a test-only dependency (pip install -e '.[dev]')")
+    pytest.importorskip("dsntnn", reason="dsntnn is a test-only dependency (pip install -e '.[dev]')")
     text = _run(tmp_path, "--device", "cpu", "--shapes", "2,3,6,5;1,2,3,4,5", "--impls", "torch,kornia,dsntnn",
                 "--dtypes", "fp32,bf16", "--repeats", "2", "--warmup", "1")
     lines = [ln for ln in text.splitlines() if ln.startswith("| 2, 3, 6, 5") or ln.startswith("| 1, 2, 3, 4, 5")]
