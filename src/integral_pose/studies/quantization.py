@@ -3,7 +3,9 @@
 Simulation: joints uniformly at random over the WHOLE heatmap extent [-0.5, n - 0.5]^2 (borders
 included), each rendered as exact log-Gaussian logits of std ``--sigma`` cells
 (``render_heatmaps(kind="log_gaussian")``). Noise (``--noise LEVEL``): i.i.d. N(0, LEVEL^2) added
-to every logit, in nats; LEVEL 0 (exact maps) is always included. Every method reads the input it
+to every logit, in nats; LEVEL 0 (exact maps) is always included. ``--floor NATS`` first clips
+the logits from below at ``peak - NATS``: a background level like the one networks learn, which
+holds much of the softmax mass on a 64x64 map (the case the background correction is for). Every method reads the input it
 is meant for, derived from the same noisy map:
 
 - "argmax", "argmax_quarter", "dark" read SCORES ``exp(logits - max)`` (peak 1, background 0,
@@ -40,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise", type=float, nargs="*", default=list(DEFAULT_NOISE), metavar="LEVEL",
         help="std of i.i.d. noise added to the logits, in nats (default: 0.1 0.3; 0 is always included)",
     )
+    parser.add_argument(
+        "--floor", type=float, default=None, metavar="NATS",
+        help="optional background: clip the logits from below at (peak - NATS) before adding noise",
+    )
     parser.add_argument("--samples", type=int, default=2000, help="random joint positions per noise level (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
@@ -60,6 +66,7 @@ def run_study(
     samples: int = 2000,
     seed: int = 0,
     chunk: int = 1000,
+    floor: float | None = None,
 ) -> dict:
     """Run the simulation; returns positions, border distances and per-(noise, method) errors in px.
 
@@ -84,6 +91,8 @@ def run_study(
         for start in range(0, samples, chunk):
             c = coords[start:start + chunk]
             logits, _ = render_heatmaps(c.float(), (n, n), sigma, kind="log_gaussian")
+            if floor is not None:  # a learned background level: every cell at least peak - floor
+                logits = torch.maximum(logits, logits.flatten(2).amax(-1)[..., None, None] - floor)
             if level > 0:
                 logits = logits + level * torch.randn(logits.shape, generator=g)
             scores = torch.exp(logits - logits.flatten(2).amax(-1)[..., None, None])
@@ -96,7 +105,7 @@ def run_study(
     return {
         "levels": levels, "edge_px": (edge_cells * stride).numpy(), "border": (edge_cells < 3 * sigma).numpy(),
         "errors": errors, "stride": stride, "input_size": input_size, "heatmap_size": heatmap_size,
-        "sigma": sigma, "samples": samples, "seed": seed,
+        "sigma": sigma, "samples": samples, "seed": seed, "floor": floor,
     }
 
 
@@ -151,9 +160,10 @@ def plot(result: dict, path: Path) -> None:
         ax.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel("mean error (input px)")
     axes[0][0].legend(fontsize=8, loc="center right")
+    floor = "" if result["floor"] is None else f", background floor peak − {result['floor']:g} nats"
     fig.suptitle(
         f"Readout error: {result['input_size']} px input, {result['heatmap_size']}x{result['heatmap_size']} heatmap, "
-        f"σ = {result['sigma']:g} cells ({result['samples']} joints per panel)", fontsize=11
+        f"σ = {result['sigma']:g} cells{floor} ({result['samples']} joints per panel)", fontsize=11
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,12 +175,17 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
-    result = run_study(args.input_size, args.heatmap_size, args.sigma, args.noise, args.samples, args.seed)
+    if args.floor is not None and args.floor <= 0:
+        raise SystemExit("--floor must be positive (nats below the peak)")
+    result = run_study(args.input_size, args.heatmap_size, args.sigma, args.noise, args.samples, args.seed,
+                       floor=args.floor)
     n = args.heatmap_size
     print(
         f"Decoding error in input pixels: {args.input_size} px input, {n}x{n} heatmap (stride "
         f"{result['stride']:g} px), sigma {args.sigma:g} cells, {args.samples} joints uniform over the whole map, "
-        f"seed {args.seed}.\nInputs: exact log-Gaussian logits plus i.i.d. N(0, noise^2) per logit; "
+        f"seed {args.seed}.\nInputs: exact log-Gaussian logits"
+        + (f" clipped below at peak - {args.floor:g} nats (background floor)" if args.floor is not None else "")
+        + " plus i.i.d. N(0, noise^2) per logit; "
         f"argmax/argmax_quarter/dark read scores exp(logits - max), integral/integral_debiased read the logits.\n"
         f"Border = within 3 sigma ({3 * args.sigma:g} cells) of the map edge: {int(result['border'].sum())} "
         f"joints; interior: {int((~result['border']).sum())}.\n"
