@@ -71,8 +71,8 @@ def test_background_bias_closed_form_matches_gu_et_al():
 
 def test_debiased_removes_a_noisy_background_floor():
     # A network-like map: log-Gaussian bump over a background floor 8 nats below the peak, plus
-    # 0.3 nats of i.i.d. noise everywhere. The floor holds most of the softmax mass, so plain
-    # soft-argmax is pulled cells toward the centre; the windowed fit removes it.
+    # 0.3 nats of i.i.d. noise everywhere. The floor holds ~5% of the softmax mass, enough to pull
+    # plain soft-argmax cells toward the centre; the windowed fit removes it.
     g = torch.Generator().manual_seed(5)
     c = torch.rand(300, 1, 2, generator=g) * 64 - 0.5
     logits, _ = render_heatmaps(c, (64, 64), 2.0, "log_gaussian")

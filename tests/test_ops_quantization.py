@@ -42,6 +42,14 @@ def test_cli_prints_table_and_writes_plot(tmp_path, capsys):
         assert f"| 0 | {method} |" in out and f"| 0.1 | {method} |" in out
 
 
+def test_background_floor_hurts_plain_integral_not_debiased():
+    r = run_study(noise=[], samples=200, seed=2, floor=8.0)
+    e = r["errors"]
+    assert r["levels"] == [0.0]
+    assert e[(0.0, "integral")].mean() > 5.0  # ~5% of the softmax mass on the floor: cells of bias
+    assert e[(0.0, "integral_debiased")].mean() < 0.1 and e[(0.0, "integral_debiased")].max() < 1.0
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="noise"):
         run_study(noise=[-1.0], samples=10)

@@ -4,8 +4,8 @@ Simulation: joints uniformly at random over the WHOLE heatmap extent [-0.5, n - 
 included), each rendered as exact log-Gaussian logits of std ``--sigma`` cells
 (``render_heatmaps(kind="log_gaussian")``). Noise (``--noise LEVEL``): i.i.d. N(0, LEVEL^2) added
 to every logit, in nats; LEVEL 0 (exact maps) is always included. ``--floor NATS`` first clips
-the logits from below at ``peak - NATS``: a background level like the one networks learn, which
-holds much of the softmax mass on a 64x64 map (the case the background correction is for). Every method reads the input it
+the logits from below at ``peak - NATS``: a background level like the one networks learn; with 4096 cells even
+peak - 8 nats holds ~5% of the softmax mass (the case the background correction is for). Every method reads the input it
 is meant for, derived from the same noisy map:
 
 - "argmax", "argmax_quarter", "dark" read SCORES ``exp(logits - max)`` (peak 1, background 0,
