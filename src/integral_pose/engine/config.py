@@ -71,6 +71,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.switch_epoch", None, "heatmap_then_integral: epoch at which the loss switches to integral; null = half of max_epochs."),
     ("train.max_epochs", 12, "Training epochs."),
     ("train.max_steps", -1, "Stop after this many optimizer steps (-1 = no limit)."),
+    ("train.max_time_s", None, "Wall-clock cap on one run's training in seconds (a safety net for the demo on a busy machine); null = none. A capped run is reported as such."),
     ("train.lr", 0.002, "Adam learning rate (the paper: 1e-3)."),
     ("train.weight_decay", 0.0, "Adam weight decay."),
     ("train.lr_steps", [8, 11], "Epochs at which the learning rate is multiplied by lr_factor (step decay)."),
@@ -96,6 +97,18 @@ SCHEMA: list[tuple[str, Any, str]] = [
 ]
 
 _KEYS = {k for k, _, _ in SCHEMA}
+_DEFAULTS = {k: v for k, v, _ in SCHEMA}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """YAML 1.1 reads 1e-3 (no dot) as a string; read it as the number the key expects."""
+    default = _DEFAULTS.get(key)
+    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key} = {value!r}: expected a number") from None
+    return value
 
 
 def _set(d: dict, dotted: str, value: Any) -> None:
@@ -144,7 +157,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item}: value {raw!r} is not valid YAML: {e}") from None
-        _set(cfg, key, value)
+        _set(cfg, key, _coerce(key, value))
     return cfg
 
 
@@ -167,7 +180,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
         for key, value in flatten(loaded).items():
             _check_key(key, str(path))
-            _set(cfg, key, value)
+            _set(cfg, key, _coerce(key, value))
     apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg

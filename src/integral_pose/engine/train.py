@@ -97,6 +97,7 @@ def run_training(
         precision=_precision(cfg),
         max_epochs=t["max_epochs"],
         max_steps=t["max_steps"],
+        max_time={"seconds": float(t["max_time_s"])} if t["max_time_s"] else None,
         callbacks=callbacks,
         logger=[TensorBoardLogger(str(out), name="tb", version=""), CSVLogger(str(out), name="csv", version="")],
         log_every_n_steps=t["log_every_n_steps"],
@@ -130,6 +131,8 @@ def run_training(
             "train_time_s": round(train_s, 2),
             "train_images": int(n_train),
             "epochs": int(trainer.current_epoch),
+            "stopped_by_time_cap": bool(t["max_time_s"]) and trainer.current_epoch < t["max_epochs"]
+            and (t["max_steps"] < 0 or trainer.global_step < t["max_steps"]),
             "global_step": int(trainer.global_step),
             "images_per_s": round(trainer.global_step * cfg["data"]["batch_size"] * trainer.world_size / max(train_s, 1e-9), 1),
         }

@@ -1,0 +1,134 @@
+"""Training and inference speed of the pose networks on this machine's CPU.
+
+    python benchmarks/bench_train.py [--threads 2] [--quick] [--out benchmarks/bench_train.json]
+
+Measures, for the default demo model ("tiny", 64x64 input) and the paper-sized ResNet-50 at
+256x192 (H x W):
+
+- training images/s: forward + soft-argmax + L1 + backward + Adam step on random images
+  (the data pipeline is excluded: the demo's data is pre-rendered and cached);
+- inference latency at batch 1 and throughput at batch 32: PyTorch eager (torch.inference_mode)
+  versus the ONNX export (``integral_pose.engine.export``) in onnxruntime, same thread count.
+
+Prints a markdown table (for benchmarks/RESULTS.md) and writes the raw numbers as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from integral_pose import create_model, soft_argmax
+from integral_pose.engine.export import export_onnx
+
+
+def _cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _timeit(fn, warmup: int, reps: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_train(model: torch.nn.Module, batch: int, hw: tuple[int, int], steps: int) -> float:
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = torch.rand(batch, 3, *hw)
+    k = model.num_joints
+    target = torch.rand(batch, k, 2) - 0.5
+
+    def step():
+        logits = model(x)
+        coords = soft_argmax(logits)
+        size = logits.shape[-2:]
+        norm = (coords + 0.5) / torch.tensor([size[1], size[0]]) - 0.5
+        loss = (norm - target).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times = _timeit(step, warmup=2, reps=steps)
+    return batch / statistics.median(times)
+
+
+def bench_infer(model: torch.nn.Module, hw: tuple[int, int], reps1: int, reps32: int) -> dict[str, float]:
+    import onnxruntime as ort
+
+    model.eval()
+    res: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.onnx"
+        export_onnx(model, path, (hw[1], hw[0]))
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        for b, reps in ((1, reps1), (32, reps32)):
+            x = torch.rand(b, 3, *hw)
+            xn = x.numpy()
+            with torch.inference_mode():
+                t_pt = _timeit(lambda: soft_argmax(model(x)), warmup=2, reps=reps)
+            t_ort = _timeit(lambda: sess.run(None, {"images": xn}), warmup=2, reps=reps)
+            if b == 1:
+                res["torch_latency_ms_b1"] = 1000 * statistics.median(t_pt)
+                res["onnx_latency_ms_b1"] = 1000 * statistics.median(t_ort)
+            else:
+                res["torch_img_s_b32"] = b / statistics.median(t_pt)
+                res["onnx_img_s_b32"] = b / statistics.median(t_ort)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    ap.add_argument("--out", default="benchmarks/bench_train.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    q = args.quick
+    cases = [
+        ("tiny (default demo), 64x64", create_model("tiny", 17), 32, (64, 64), 5 if q else 20, 10 if q else 50, 3 if q else 10),
+        ("resnet50, 256x192", create_model("resnet50", 17), 8, (256, 192), 2 if q else 4, 3 if q else 10, 1 if q else 3),
+    ]
+    rows = []
+    for name, model, batch, hw, steps, reps1, reps32 in cases:
+        r = {"model": name, "train_batch": batch, "train_img_s": bench_train(model, batch, hw, steps)}
+        r.update(bench_infer(model, hw, reps1, reps32))
+        rows.append(r)
+        print(r, flush=True)
+    meta = {"cpu": _cpu_name(), "threads": args.threads, "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"\n{meta}\n")
+    print("| model, input (H x W) | train img/s (batch) | latency b=1, eager (ms) | latency b=1, ONNX Runtime (ms) | b=32 eager (img/s) | b=32 ONNX Runtime (img/s) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['model']} | {r['train_img_s']:.1f} ({r['train_batch']}) | {r['torch_latency_ms_b1']:.2f} | "
+              f"{r['onnx_latency_ms_b1']:.2f} | {r['torch_img_s_b32']:.1f} | {r['onnx_img_s_b32']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""CLI round trips: train -> predict (same joints as the evaluation path) -> export (onnxruntime == PyTorch)."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from integral_pose import soft_argmax
+from integral_pose.cli import main as cli
+from integral_pose.engine.config import load_config
+from integral_pose.engine.data import build_dataset
+from integral_pose.engine.evaluate import evaluate_checkpoint, load_checkpoint
+from integral_pose.engine.inference import collect_predictions
+from integral_pose.skeletons import flip_permutation
+
+TINY = [
+    "model.width=8", "model.head_channels=16", "data.synthetic_image_size=80", "data.synthetic_train=32",
+    "data.synthetic_val=8", "data.batch_size=8", "train.max_epochs=1", "train.progress_bar=false",
+    "train.compare_modes=[]", "train.warmup_steps=0", "train.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    args = ["train", "--output", str(out)]
+    for o in TINY:
+        args += ["--set", o]
+    assert cli(args) == 0
+    assert (out / "metrics.json").is_file() and (out / "summary.md").is_file()
+    return out
+
+
+def test_predict_matches_evaluation_path(run, tmp_path):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    model, cfg, skeleton = load_checkpoint(ckpt)
+    val = build_dataset(cfg, "val")  # held-out synthetic images (cached as uint8)
+    i = 3
+    raw = val.record(i)
+    img_path = tmp_path / "person.png"
+    cv2.imwrite(str(img_path), cv2.cvtColor(raw["image"], cv2.COLOR_RGB2BGR))  # lossless uint8
+    box = ",".join(f"{v:.6f}" for v in raw["bbox"])
+    assert cli(["predict", "--checkpoint", str(ckpt), str(img_path), "--box", box, "--out", str(tmp_path / "pred")]) == 0
+    rec = json.loads((tmp_path / "pred" / "person.json").read_text())
+    got = np.array([[j["x"], j["y"]] for j in rec["joints"]])
+    assert [j["name"] for j in rec["joints"]][0] == "pelvis" and got.shape == (17, 2)
+    png = cv2.imread(str(tmp_path / "pred" / "person.png"))
+    assert png is not None and png.shape[0] >= raw["image"].shape[0]
+    # the same image through the dataset pipeline and the evaluation code
+    batch = default_collate([val[i]])
+    col = collect_predictions(model, [batch], tuple(cfg["data"]["input_size"]), ["integral"],
+                              flip_permutation(skeleton).tolist())
+    np.testing.assert_allclose(got, col["pred"]["integral"][0], atol=2e-3)
+
+
+def test_predict_errors(run, tmp_path):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert cli(["predict", "--checkpoint", str(ckpt), str(tmp_path / "missing.png"), "--out", str(tmp_path)]) == 1
+    assert cli(["predict", "--checkpoint", str(ckpt), "x.png", "--box", "1,2,3", "--out", str(tmp_path)]) == 2
+    assert cli(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), "x.png", "--out", str(tmp_path)]) == 2
+
+
+def test_export_onnx_round_trip(run, tmp_path, capsys):
+    ckpt = run / "checkpoints" / "last.ckpt"
+    onnx_path = tmp_path / "m.onnx"
+    assert cli(["export", "--checkpoint", str(ckpt), "--onnx", str(onnx_path)]) == 0
+    assert "OK" in capsys.readouterr().out
+    model, cfg, _ = load_checkpoint(ckpt)
+    x = torch.rand(3, 3, 64, 64)  # a batch size other than the export's: the batch axis is dynamic
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    logits, coords = sess.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        ref = model(x)
+    np.testing.assert_allclose(logits, ref.numpy(), atol=1e-4)
+    np.testing.assert_allclose(coords, soft_argmax(ref).numpy(), atol=1e-4)
+
+
+def test_evaluate_checkpoint_writes_metrics(run, tmp_path):
+    m = evaluate_checkpoint(run / "checkpoints" / "last.ckpt", overrides=["eval.flip_test=false"], output=tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["pck@0.2"] == pytest.approx(m["pck@0.2"]) and 0.0 <= m["pck@0.2"] <= 1.0
+    assert saved["flip_test"] is False
+    with pytest.raises(ValueError, match="model keys cannot change"):
+        evaluate_checkpoint(run / "checkpoints" / "last.ckpt", overrides=["model.width=16"])
+
+
+def test_train_rejects_unknown_key(capsys):
+    assert cli(["train", "--set", "train.lrr=1"]) == 2
+    assert "did you mean 'train.lr'" in capsys.readouterr().err
