@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     # One line per command: (name, module, help). Imports are explicit so a reader can follow them.
     from integral_pose.studies import quantization
     from integral_pose.studies import bench
+    from integral_pose.studies import study
     from integral_pose.data import show as show_data
     from integral_pose.metrics import report as evaluate_report
     from integral_pose.engine import export, predict, train
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", train, "train a model from a config (default: the synthetic CPU demo)"),
         ("predict", predict, "run a checkpoint on images: JSON of joints + PNG with the skeleton"),
         ("export", export, "export a checkpoint to ONNX and check onnxruntime against PyTorch"),
+        ("study", study, "reproduction study: readouts x output resolution, mixed 2D/3D training"),
     ]
     for name, module, help_text in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)

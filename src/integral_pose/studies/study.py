@@ -1,0 +1,592 @@
+"""``integral-pose study``: integral versus heatmap readouts across output resolutions, and mixed 2D/3D training.
+
+    integral-pose study [--poses DIR] [--quick | --smoke] [--out DIR]
+
+A reproduction study of the claims of Sun et al. (ECCV 2018), measured on rendered people:
+
+- **2D**: the same network (the "tiny" ResNet trunk, 64x64 input) trained briefly in each readout
+  -- heatmap MSE read out by argmax and by DARK (one trained model, two readouts), integral
+  (L1 on soft-argmax coordinates), heatmap-then-integral -- at output resolutions 8, 16, 32 and 64.
+  Only the head's upsampling changes between resolutions (1, 2, 3 or 4 deconvolutions after the
+  stride-16 trunk); the trunk, input size, data, augmentation, optimiser and step count are fixed.
+  Metrics on held-out people: PCK@0.2 (torso), head-normalised PCK@0.5, mean error in pixels of
+  the rendered image. A "ground-truth heatmap + argmax" row gives the quantisation floor of argmax
+  at each resolution (no network involved).
+- **3D**: an integral 3D model (volumetric head) trained (a) with 3D labels on half of the training
+  poses only, (b) on the same half with 3D labels mixed 1:1 with the other half carrying 2D labels
+  only (depth weight 0, the paper's MPII + Human3.6M mixing), and (c) for reference with 3D labels
+  on all poses. All three take the same number of optimiser steps. MPJPE and PA-MPJPE (mm) on the
+  test people.
+
+With ``--poses DIR`` (a pose archive like ../shared/data/h36m_poses) the images are rendered from
+the archive's real 3D poses through its real calibrated cameras: training poses from subjects S1,
+S5, S6, S7, S8, test poses from S9 and S11 (frames with ``frame % 320 == 0``, i.e. the protocol's
+every-64th frame thinned by the archive's every-5th sampling, through all 4 cameras). Without it,
+procedural :class:`~integral_pose.data.SyntheticHumans`. Images are rendered once and shared by
+every run. Everything is seeded; on a fixed machine and thread count the numbers repeat exactly.
+
+Outputs in ``--out``: ``results.md`` (the tables), ``results.json`` (every number and the
+setting), ``study_2d.png`` (metrics versus output resolution, one line per readout) and
+``study_3d.png``. See docs/study.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = [
+    "add_arguments",
+    "main",
+    "run_study",
+    "StudySetting",
+    "SETTINGS",
+    "num_deconv_for",
+    "heatmap_sigma_for",
+    "Without3D",
+    "build_renders",
+    "format_tables",
+    "READOUTS_2D",
+]
+
+SKELETON = "h36m17"
+TRAIN_SUBJECTS = (1, 5, 6, 7, 8)
+TEST_SUBJECTS = (9, 11)
+TEST_FRAME_MODULO = 320  # every 64th frame of the 50 Hz videos, of which the archive holds every 5th
+
+# (row label, training mode, decoder). argmax and DARK read the same trained heatmap model.
+READOUTS_2D: tuple[tuple[str, str, str], ...] = (
+    ("heatmap + argmax", "heatmap", "argmax"),
+    ("heatmap + DARK", "heatmap", "dark"),
+    ("integral", "integral", "integral"),
+    ("heatmap then integral", "heatmap_then_integral", "integral"),
+)
+GT_ARGMAX = "ground-truth heatmap + argmax"
+
+
+@dataclass(frozen=True)
+class StudySetting:
+    """Everything that sizes a study run (see SETTINGS for the presets)."""
+
+    name: str
+    train_images: int  # rendered training people (2D runs use all; 3D runs split them in halves)
+    test_poses: int | None  # test poses kept (None = all of the protocol's frames)
+    test_cameras: int  # cameras per test pose (archive); synthetic: test images = test_poses * this
+    epochs_2d: int
+    epochs_3d: int  # 3D runs see half the images per epoch: twice the epochs = the same steps
+    batch_size: int = 32
+    resolutions: tuple[int, ...] = (8, 16, 32, 64)
+    input_size: int = 64
+    render_size: int = 96
+    model: str = "tiny"
+    head_channels: int = 32  # the 64x64 head's last deconv dominates CPU time; 32 channels keeps it affordable
+    depth_bins: int = 16
+    resolution_3d: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    seed: int = 0
+    render_workers: int = 2
+    with_3d: bool = True
+
+    @property
+    def steps_2d(self) -> int:
+        return self.epochs_2d * (self.train_images // self.batch_size)
+
+    @property
+    def steps_3d(self) -> int:
+        return self.epochs_3d * ((self.train_images // 2) // self.batch_size)
+
+
+SETTINGS: dict[str, StudySetting] = {
+    # The recorded study (benchmarks/RESULTS.md): 450 steps of 32 images per run, ~40 min on 2 CPU cores.
+    "full": StudySetting("full", train_images=4800, test_poses=None, test_cameras=4, epochs_2d=3, epochs_3d=6),
+    # A few minutes: the same pipeline, far too short to rank readouts reliably.
+    "quick": StudySetting("quick", train_images=640, test_poses=50, test_cameras=2, epochs_2d=2, epochs_3d=4,
+                          warmup_steps=10),
+    # CI: every code path, two optimiser steps per run, two resolutions.
+    "smoke": StudySetting("smoke", train_images=32, test_poses=8, test_cameras=1, epochs_2d=1, epochs_3d=2,
+                          batch_size=16, resolutions=(8, 16), warmup_steps=1, render_workers=0, depth_bins=8),
+}
+
+
+# ------------------------------------------------------------------------------------------ setup
+def num_deconv_for(resolution: int, input_size: int, model: str = "tiny") -> int:
+    """Deconvolutions that bring ``model``'s trunk to ``resolution`` cells for a square ``input_size``.
+
+    Example:
+        >>> [num_deconv_for(r, 64) for r in (8, 16, 32, 64)]
+        [1, 2, 3, 4]
+    """
+    from integral_pose.models import output_stride
+
+    trunk = output_stride(model, 0)
+    if input_size % resolution:
+        raise ValueError(f"resolution {resolution} does not divide the input size {input_size}")
+    stride = input_size // resolution
+    n = math.log2(trunk / stride) if stride <= trunk else -1.0
+    if n < 0 or n != int(n):
+        raise ValueError(
+            f"resolution {resolution} needs output stride {stride}; {model!r} has trunk stride {trunk}, "
+            f"so the reachable resolutions are {input_size // trunk} x 2**k"
+        )
+    return int(n)
+
+
+def heatmap_sigma_for(resolution: int, input_size: int) -> float:
+    """Gaussian target std in cells: at least one cell and at least two input pixels.
+
+    One cell keeps the peak resolvable for DARK's Taylor fit at coarse maps; two pixels keeps the
+    target from shrinking to a single hot pixel at stride 1, where MSE training stalls.
+
+    Example:
+        >>> [heatmap_sigma_for(r, 64) for r in (8, 16, 32, 64)]
+        [1.0, 1.0, 1.0, 2.0]
+    """
+    stride = input_size / resolution
+    return float(max(1.0, 2.0 / stride))
+
+
+class Without3D:
+    """Wrap a :class:`~integral_pose.data.TopDownTransform` so that it sees records without 3D joints.
+
+    The transform then gives depth weight 0 and ``has_3d`` 0, exactly as for a 2D-only dataset
+    (MPII in the paper); x, y targets are untouched. ``seed`` is forwarded, so the engine's
+    per-epoch re-seeding of augmentation reaches the wrapped transform.
+    """
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    @property
+    def seed(self) -> Any:
+        return self.transform.seed
+
+    @seed.setter
+    def seed(self, value: Any) -> None:
+        self.transform.seed = value
+
+    def __call__(self, rec: dict) -> dict:
+        return self.transform({k: v for k, v in rec.items() if k != "joints_3d"})
+
+
+def _view(base: Any, transform: Any) -> Any:
+    """A shallow copy of a cached SyntheticHumans sharing its renders, with another transform."""
+    ds = type(base).__new__(type(base))
+    ds.__dict__.update(base.__dict__)
+    ds.transform = transform
+    return ds
+
+
+def _archive_split(poses_dir: Path, setting: StudySetting) -> tuple[Any, dict[str, Any]]:
+    """(train SyntheticHumans, test SyntheticHumans) rendering the archive's poses through its cameras."""
+    from integral_pose.data import PoseArchive, SyntheticHumans
+
+    train_arc = PoseArchive(poses_dir, subjects=TRAIN_SUBJECTS)
+    test_arc = PoseArchive(poses_dir, subjects=TEST_SUBJECTS)
+    if len(train_arc) == 0 or len(test_arc) == 0:
+        raise ValueError(f"{poses_dir}: needs poses of subjects {TRAIN_SUBJECTS} (train) and {TEST_SUBJECTS} (test)")
+    rng = np.random.default_rng([setting.seed, 17])
+    n = setting.train_images
+    tr_idx = np.sort(rng.choice(len(train_arc), size=n, replace=n > len(train_arc)))
+    tr_idx = rng.permutation(tr_idx)  # the halves of the 3D study are random halves
+    tr_cams = [train_arc.subject_cameras(int(s)) for s in train_arc.subject[tr_idx]]
+    train = SyntheticHumans(n, image_size=setting.render_size, seed=setting.seed,
+                            poses=train_arc.joints[tr_idx], cameras=tr_cams)
+
+    te_idx = np.flatnonzero(test_arc.frame % TEST_FRAME_MODULO == 0)
+    if setting.test_poses is not None and setting.test_poses < len(te_idx):
+        te_idx = np.sort(np.random.default_rng([setting.seed, 23]).choice(te_idx, setting.test_poses, replace=False))
+    poses, cams, meta = [], [], []
+    for i in te_idx:
+        s = int(test_arc.subject[i])
+        for cam in test_arc.subject_cameras(s)[: setting.test_cameras]:
+            poses.append(test_arc.joints[i])
+            cams.append([cam])  # one camera per item: every test pose is seen through each camera
+            meta.append((s, str(test_arc.action[i]), int(test_arc.frame[i])))
+    test = SyntheticHumans(len(poses), image_size=setting.render_size, seed=setting.seed + 1_000_003,
+                           poses=np.stack(poses), cameras=cams)
+    info = {
+        "source": str(poses_dir),
+        "train_subjects": list(TRAIN_SUBJECTS),
+        "test_subjects": list(TEST_SUBJECTS),
+        "train_pool_poses": int(len(train_arc)),
+        "train_poses": int(len(np.unique(tr_idx))),
+        "test_poses": int(len(te_idx)),
+        "test_images": int(len(poses)),
+        "test_frame_rule": f"frame % {TEST_FRAME_MODULO} == 0",
+        "test_subject_counts": {f"S{s}": int(sum(m[0] == s for m in meta)) for s in TEST_SUBJECTS},
+    }
+    return (train, test), info
+
+
+def build_renders(setting: StudySetting, poses_dir: str | Path | None = None, verbose: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+    """Render (and cache in memory) the training and test people once for every run.
+
+    Returns:
+        (train, test, info): two cached :class:`~integral_pose.data.SyntheticHumans` without a
+        transform (each run attaches its own through a shallow view) and a description.
+    """
+    from integral_pose.data import SyntheticHumans
+
+    t0 = time.perf_counter()
+    if poses_dir is not None:
+        (train, test), info = _archive_split(Path(poses_dir), setting)
+    else:
+        n_test = (setting.test_poses or 500) * setting.test_cameras
+        train = SyntheticHumans(setting.train_images, image_size=setting.render_size, seed=setting.seed)
+        test = SyntheticHumans(n_test, image_size=setting.render_size, seed=setting.seed + 1_000_003)
+        info = {"source": "procedural SyntheticHumans", "train_poses": setting.train_images, "test_images": n_test}
+    workers = setting.render_workers if len(train) >= 256 else 0
+    train.cache(num_workers=workers)
+    test.cache(num_workers=workers if len(test) >= 256 else 0)
+    info["render_s"] = round(time.perf_counter() - t0, 1)
+    if verbose:
+        print(f"rendered {len(train)} training and {len(test)} test images ({info['source']}) in {info['render_s']} s", flush=True)
+    return train, test, info
+
+
+def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int | None, epochs: int) -> dict[str, Any]:
+    from integral_pose.engine.config import load_config
+
+    cfg = load_config(None)
+    cfg["seed"] = setting.seed
+    cfg["name"] = f"study_{setting.name}"
+    cfg["model"].update(name=setting.model, num_deconv=num_deconv_for(resolution, setting.input_size, setting.model),
+                        head_channels=setting.head_channels, depth_bins=depth_bins)
+    cfg["data"].update(input_size=[setting.input_size, setting.input_size],
+                       heatmap_sigma=heatmap_sigma_for(resolution, setting.input_size),
+                       batch_size=setting.batch_size, num_workers=0)
+    cfg["train"].update(mode=mode, max_epochs=epochs, max_steps=-1, lr=setting.lr,
+                        lr_steps=[max(1, round(0.75 * epochs))], warmup_steps=setting.warmup_steps,
+                        switch_epoch=None, compare_modes=[], progress_bar=False)
+    # Flip test off: averaging two argmax readouts halves their quantisation step, which is the
+    # very effect the study measures.
+    cfg["eval"].update(flip_test=False, decoders=["argmax", "dark"])
+    return cfg
+
+
+def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool | None = None):
+    """The engine's TopDownTransform for ``cfg`` (heatmap targets only where the mode trains on them)."""
+    from integral_pose.engine.data import _transform as engine_transform
+
+    if heatmaps is None:
+        heatmaps = train and cfg["train"]["mode"] in ("heatmap", "heatmap_then_integral")
+    return engine_transform(cfg, train, heatmaps, SKELETON)
+
+
+def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset) -> tuple[Any, float, int]:
+    """Train with the engine's LightningModule and data module on in-memory datasets."""
+    import lightning as L
+
+    from integral_pose.engine.data import PoseDataModule
+    from integral_pose.engine.module import PoseLightningModule
+    from integral_pose.skeletons import get_skeleton
+
+    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    module = PoseLightningModule(cfg, get_skeleton(SKELETON).num_joints, SKELETON)
+    dm = PoseDataModule(cfg)
+    dm.train_set, dm.val_set = train_set, val_set  # pre-set: setup() then builds nothing
+    gpu = torch.cuda.is_available()
+    trainer = L.Trainer(
+        accelerator="gpu" if gpu else "cpu", devices=1, precision="32-true",
+        max_epochs=cfg["train"]["max_epochs"], max_steps=-1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    return module.model, time.perf_counter() - t0, int(trainer.global_step)
+
+
+def _evaluate(model: Any, cfg: dict[str, Any], test_set: Dataset, methods: list[str]) -> dict[str, dict[str, float]]:
+    from integral_pose.engine.evaluate import evaluate_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    res = evaluate_model(model, test_set, cfg, SKELETON, methods=methods, device=device)
+    return res["by_decoder"]
+
+
+@torch.no_grad()
+def _gt_argmax(cfg: dict[str, Any], test: Any) -> dict[str, float]:
+    """Argmax of ground-truth Gaussian heatmaps on the test crops: argmax's quantisation floor."""
+    from integral_pose import decode
+    from integral_pose.engine.inference import cells_to_image, compute_metrics
+    from integral_pose.skeletons import get_skeleton
+
+    view = _view(test, _transform(cfg, train=False, heatmaps=True))
+    loader = torch.utils.data.DataLoader(view, batch_size=128, shuffle=False)
+    pred, gt, vis, head = [], [], [], []
+    for b in loader:
+        coords, _ = decode(b["heatmap"], "argmax")
+        hm = (b["heatmap"].shape[-1], b["heatmap"].shape[-2])
+        pred.append(cells_to_image(coords, hm, tuple(cfg["data"]["input_size"]), b["crop_to_image"]).numpy())
+        gt.append(b["joints_img"].double().numpy())
+        vis.append(b["visible"].numpy())
+        head.append(b["head_size"].double().numpy())
+    col = {"pred": {"argmax": np.concatenate(pred)}, "gt": np.concatenate(gt), "visible": np.concatenate(vis),
+           "head_size": np.concatenate(head), "has_3d": np.zeros(len(np.concatenate(head)))}
+    return compute_metrics(col, get_skeleton(SKELETON), "argmax", cfg["eval"]["pck_threshold"])
+
+
+# ------------------------------------------------------------------------------------------ study
+def _keep(m: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
+    return {k: (float(m[k]) if k in m and m[k] is not None else None) for k in keys}
+
+
+_KEYS_2D = ("pck@0.2", "pckh@0.5", "mean_error_px", "auc")
+_KEYS_3D = ("mpjpe_mm", "pa_mpjpe_mm", "pck@0.2", "mean_error_px")
+
+
+def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> list[dict[str, Any]]:
+    """Every (resolution, training mode) once; heatmap models are read out by argmax and DARK."""
+    rows: list[dict[str, Any]] = []
+    modes: dict[str, list[tuple[str, str]]] = {}
+    for label, mode, dec in READOUTS_2D:
+        modes.setdefault(mode, []).append((label, dec))
+    for res in setting.resolutions:
+        base = _config(setting, "integral", res, None, setting.epochs_2d)
+        floor = _gt_argmax(base, test)
+        rows.append({"readout": GT_ARGMAX, "training": "none", "resolution": res, **_keep(floor, _KEYS_2D),
+                     "train_time_s": 0.0, "steps": 0})
+        for mode, readouts in modes.items():
+            cfg = _config(setting, mode, res, None, setting.epochs_2d)
+            model, secs, steps = _fit(cfg, _view(train, _transform(cfg, True)), _view(test, _transform(cfg, False)))
+            by = _evaluate(model, cfg, _view(test, _transform(cfg, False)), [d for _, d in readouts])
+            params = int(sum(p.numel() for p in model.parameters()))
+            for label, dec in readouts:
+                row = {"readout": label, "training": mode, "resolution": res, **_keep(by[dec], _KEYS_2D),
+                       "train_time_s": round(secs, 1), "steps": steps, "params": params,
+                       "num_deconv": cfg["model"]["num_deconv"], "heatmap_sigma": cfg["data"]["heatmap_sigma"]}
+                rows.append(row)
+                log(f"  2D res {res:>2} | {label:<22} PCK@0.2 {100 * (row['pck@0.2'] or 0):5.1f}%  "
+                    f"PCKh@0.5 {100 * (row['pckh@0.5'] or 0):5.1f}%  err {row['mean_error_px']:.2f} px  "
+                    f"({steps} steps, {secs:.0f} s)")
+    return rows
+
+
+def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> list[dict[str, Any]]:
+    """(a) 3D labels on half the poses, (b) + the other half with 2D labels only (1:1), (c) 3D on all."""
+    from torch.utils.data import Subset
+
+    from integral_pose.data import MixedDataset
+
+    half = len(train) // 2
+    idx_a, idx_b = range(0, half), range(half, 2 * half)
+    res, d = setting.resolution_3d, setting.depth_bins
+    cfg = _config(setting, "integral", res, d, setting.epochs_3d)
+    tf = _transform(cfg, True)
+    tf_2d = _transform(cfg, True)
+    a_3d = Subset(_view(train, tf), idx_a)
+    b_2d = Subset(_view(train, Without3D(tf_2d)), idx_b)
+    b_3d = Subset(_view(train, _transform(cfg, True)), idx_b)
+    # Every run draws `half` items per epoch, so all three take the same optimiser steps.
+    runs = [
+        ("3D labels on half the poses", "a", a_3d),
+        ("+ other half with 2D labels only (1:1)", "b", MixedDataset([a_3d, b_2d], ratios=[1, 1], length=half, seed=setting.seed)),
+        ("reference: 3D labels on all poses", "c", MixedDataset([a_3d, b_3d], ratios=[1, 1], length=half, seed=setting.seed)),
+    ]
+    rows = []
+    for label, key, ds in runs:
+        model, secs, steps = _fit(cfg, ds, _view(test, _transform(cfg, False)))
+        by = _evaluate(model, cfg, _view(test, _transform(cfg, False)), ["integral"])
+        row = {"run": key, "training": label, **_keep(by["integral"], _KEYS_3D), "train_time_s": round(secs, 1),
+               "steps": steps, "poses_3d": half if key != "c" else 2 * half, "poses_2d_only": half if key == "b" else 0,
+               "resolution": res, "depth_bins": d}
+        rows.append(row)
+        log(f"  3D ({key}) {label:<40} MPJPE {row['mpjpe_mm']:.1f} mm  PA-MPJPE {row['pa_mpjpe_mm']:.1f} mm  ({steps} steps, {secs:.0f} s)")
+    return rows
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
+
+
+def _num(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "—" if v is None or not np.isfinite(v) else fmt.format(v)
+
+
+def format_tables(results: dict[str, Any]) -> str:
+    """Markdown: the 2D table (readout x resolution) and the 3D table."""
+    out = []
+    rows = results.get("2d") or []
+    if rows:
+        res_list = sorted({r["resolution"] for r in rows})
+        labels = [GT_ARGMAX] + [lab for lab, _, _ in READOUTS_2D]
+        for key, title, fmt in (("pck@0.2", "PCK@0.2 (torso)", _pct), ("pckh@0.5", "PCKh@0.5 (head-normalised)", _pct),
+                                ("mean_error_px", "mean error (px of the rendered image)", _num)):
+            out.append(f"**2D — {title}**, by output resolution (input {results['setting']['input_size']} px)\n")
+            out.append("| readout | " + " | ".join(f"{r}×{r}" for r in res_list) + " |")
+            out.append("| --- | " + " | ".join("---:" for _ in res_list) + " |")
+            for lab in labels:
+                cells = []
+                for r in res_list:
+                    m = next((x for x in rows if x["readout"] == lab and x["resolution"] == r), None)
+                    cells.append("—" if m is None else fmt(m[key]))
+                out.append(f"| {lab} | " + " | ".join(cells) + " |")
+            out.append("")
+    rows3 = results.get("3d") or []
+    if rows3:
+        r0 = rows3[0]
+        out.append(f"**3D — integral, {r0['resolution']}×{r0['resolution']}×{r0['depth_bins']} volume**, same optimiser steps in every run\n")
+        out.append("| run | training data | MPJPE (mm) | PA-MPJPE (mm) | PCK@0.2 (2D) | steps |")
+        out.append("| --- | --- | ---: | ---: | ---: | ---: |")
+        for r in rows3:
+            data = f"{r['poses_3d']} poses with 3D" + (f" + {r['poses_2d_only']} with 2D only" if r["poses_2d_only"] else "")
+            out.append(f"| ({r['run']}) {r['training']} | {data} | {_num(r['mpjpe_mm'], '{:.1f}')} | "
+                       f"{_num(r['pa_mpjpe_mm'], '{:.1f}')} | {_pct(r['pck@0.2'])} | {r['steps']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
+    """study_2d.png (three panels, one line per readout) and study_3d.png (bars); returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    rows = results.get("2d") or []
+    if rows:
+        res_list = sorted({r["resolution"] for r in rows})
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        styles = {GT_ARGMAX: ("0.5", ":", "x"), "heatmap + argmax": ("C0", "-", "o"), "heatmap + DARK": ("C1", "-", "s"),
+                  "integral": ("C2", "-", "^"), "heatmap then integral": ("C3", "--", "v")}
+        for ax, (key, title, scale) in zip(axes, (("mean_error_px", "mean error (px, lower is better)", 1.0),
+                                                  ("pck@0.2", "PCK@0.2 torso (%)", 100.0),
+                                                  ("pckh@0.5", "PCKh@0.5 head (%)", 100.0))):
+            for lab, (col, ls, mk) in styles.items():
+                ys = []
+                for r in res_list:
+                    m = next((x for x in rows if x["readout"] == lab and x["resolution"] == r), None)
+                    v = None if m is None else m[key]
+                    ys.append(np.nan if v is None else v * scale)
+                ax.plot(res_list, ys, color=col, ls=ls, marker=mk, label=lab)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(res_list)
+            ax.set_xticklabels([str(r) for r in res_list])
+            ax.set_xlabel("output resolution (cells per side)")
+            ax.set_title(title, fontsize=10)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        src = results["data"]["source"]
+        fig.suptitle(f"2D readouts vs output resolution — {Path(src).name if '/' in src else src}, "
+                     f"{results['setting']['name']} setting, input {results['setting']['input_size']} px", fontsize=10)
+        fig.tight_layout()
+        p = out / "study_2d.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    rows3 = results.get("3d") or []
+    if rows3:
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+        x = np.arange(len(rows3))
+        mp = [r["mpjpe_mm"] or np.nan for r in rows3]
+        pa = [r["pa_mpjpe_mm"] or np.nan for r in rows3]
+        ax.bar(x - 0.2, mp, 0.4, label="MPJPE")
+        ax.bar(x + 0.2, pa, 0.4, label="PA-MPJPE")
+        for xi, a, b in zip(x, mp, pa):
+            ax.text(xi - 0.2, a, f"{a:.0f}", ha="center", va="bottom", fontsize=8)
+            ax.text(xi + 0.2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(["(a) 3D half", "(b) 3D half\n+ 2D-only half", "(c) 3D all\n(reference)"][: len(rows3)], fontsize=8)
+        ax.set_ylabel("mm (lower is better)")
+        ax.set_title("integral 3D on test people: mixed 2D/3D training", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        p = out / "study_3d.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def run_study(setting: StudySetting, poses_dir: str | Path | None = None, out: str | Path = "runs/study",
+              verbose: bool = True) -> dict[str, Any]:
+    """Render, train every run, evaluate, write OUT/results.{md,json} and the plots; return the results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda s: print(s, flush=True)) if verbose else (lambda s: None)
+    import lightning.pytorch  # noqa: F401  (its import sets its loggers to INFO; quieten them after)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    t0 = time.perf_counter()
+    train, test, info = build_renders(setting, poses_dir, verbose)
+    results: dict[str, Any] = {"setting": {**asdict(setting), "steps_2d": setting.steps_2d, "steps_3d": setting.steps_3d},
+                               "data": info, "machine": _machine()}
+    log(f"2D: {len(setting.resolutions)} resolutions x 3 trainings, {setting.steps_2d} steps each")
+    results["2d"] = run_2d(setting, train, test, log)
+    if setting.with_3d:
+        log(f"3D: 3 runs, {setting.steps_3d} steps each")
+        results["3d"] = run_3d(setting, train, test, log)
+    results["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    table = format_tables(results)
+    head = (f"# Reproduction study ({setting.name})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
+            f"{info['test_images']} test images; wall time {results['wall_time_s']:.0f} s on {results['machine']['cpu']} "
+            f"({results['machine']['torch_threads']} torch threads), torch {results['machine']['torch']}.\n")
+    (out / "results.md").write_text(head + "\n" + table)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    results["plots"] = [str(p) for p in plot_results(results, out)]
+    log("\n" + table)
+    log(f"wrote {out / 'results.md'}, {out / 'results.json'}, " + ", ".join(results["plots"]) +
+        f"  (total {results['wall_time_s']:.0f} s)")
+    return results
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--poses", default=None, metavar="DIR",
+                        help="pose archive (poses_world_mm.npz + cameras.json, e.g. ../shared/data/h36m_poses); "
+                             "default: procedural synthetic humans")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a few-minute setting (same pipeline, far fewer steps)")
+    size.add_argument("--smoke", action="store_true", help="the CI setting: every code path in well under a minute")
+    parser.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
+    parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; results repeat exactly only at a fixed count; "
+                             "1 is much faster when other jobs share the cores)")
+
+
+def main(args: argparse.Namespace) -> int:
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    setting = replace(SETTINGS[name], seed=int(args.seed), with_3d=not args.no_3d)
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    if args.poses is not None:
+        p = Path(args.poses)
+        missing = [f for f in ("poses_world_mm.npz", "cameras.json") if not (p / f).is_file()]
+        if missing:
+            print(f"integral-pose study: --poses {p}: missing {', '.join(missing)} (expected a pose archive like ../shared/data/h36m_poses)")
+            return 2
+    run_study(setting, args.poses, args.out)
+    return 0

@@ -1,0 +1,113 @@
+"""The reproduction study (`integral-pose study`): its building blocks and a CI smoke run (< 60 s on 2 cores)."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from integral_pose.studies import study as S
+
+POSES = Path(__file__).parents[2] / "shared" / "data" / "h36m_poses"
+
+
+def test_resolution_changes_only_the_head():
+    """Each output resolution is reached by the head's deconvolutions alone; the trunk is the same."""
+    from integral_pose.engine.module import build_model_from_config
+
+    setting = S.SETTINGS["full"]
+    trunks = []
+    for res, nd in zip((8, 16, 32, 64), (1, 2, 3, 4)):
+        assert S.num_deconv_for(res, setting.input_size, setting.model) == nd
+        cfg = S._config(setting, "integral", res, None, 1)
+        net = build_model_from_config(cfg, 17).eval()
+        with torch.no_grad():
+            assert net(torch.rand(1, 3, 64, 64)).shape == (1, 17, res, res)
+        trunks.append({k: tuple(v.shape) for k, v in net.backbone.state_dict().items()})
+        assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in net.head.modules()) == nd
+    assert all(t == trunks[0] for t in trunks)
+    with pytest.raises(ValueError, match="resolution 128"):
+        S.num_deconv_for(128, 64)  # stride 1/2: beyond what deconvs of a 64 px input reach here
+
+
+def test_heatmap_sigma_rule():
+    assert [S.heatmap_sigma_for(r, 64) for r in (8, 16, 32, 64)] == [1.0, 1.0, 1.0, 2.0]
+    assert S.heatmap_sigma_for(64, 256) == 1.0
+
+
+def test_without3d_withholds_depth_only():
+    """2D-only samples: same image and x, y targets; depth weight 0 and has_3d 0; seed forwarded."""
+    from integral_pose.data import SyntheticHumans, TopDownTransform
+
+    raw = SyntheticHumans(2, image_size=64, seed=3)
+    tf = TopDownTransform(64, 16, train=True, skeleton="h36m17", depth_bins=8, seed=5)
+    wrapped = S.Without3D(TopDownTransform(64, 16, train=True, skeleton="h36m17", depth_bins=8, seed=5))
+    rec = raw.record(1)
+    a, b = tf(dict(rec)), wrapped(dict(rec))
+    assert torch.equal(a["image"], b["image"])
+    assert torch.equal(a["target"][:, :2], b["target"][:, :2])
+    assert torch.equal(a["target_weight"][:, :2], b["target_weight"][:, :2])
+    assert a["target_weight"][:, 2].sum() > 0 and a["has_3d"] == 1
+    assert b["target_weight"][:, 2].sum() == 0 and b["has_3d"] == 0
+    wrapped.seed = 11  # the engine re-seeds augmentation every epoch through .seed
+    assert wrapped.transform.seed == 11
+
+
+@pytest.mark.skipif(not POSES.is_dir(), reason=f"pose archive not found at {POSES} (../shared/data/h36m_poses)")
+def test_archive_split_uses_real_subjects_and_protocol_frames():
+    from integral_pose.data import PoseArchive
+
+    setting = replace(S.SETTINGS["smoke"], train_images=6, test_poses=3, test_cameras=2)
+    train, test, info = S.build_renders(setting, POSES, verbose=False)
+    assert len(train) == 6 and len(test) == 6 and info["test_images"] == 6
+    arc = PoseArchive(POSES)
+    def source(pose: np.ndarray) -> tuple[int, int]:
+        i = int(np.flatnonzero(np.all(np.abs(arc.joints - pose) < 1e-3, axis=(1, 2)))[0])
+        return int(arc.subject[i]), int(arc.frame[i])
+    for p in train.poses:
+        assert source(p)[0] in S.TRAIN_SUBJECTS
+    for p in test.poses:
+        subj, frame = source(p)
+        assert subj in S.TEST_SUBJECTS and frame % S.TEST_FRAME_MODULO == 0
+    # every test pose is seen through 2 different cameras of its subject
+    assert not np.allclose(test.cameras[0][0]["R"], test.cameras[1][0]["R"])
+    np.testing.assert_array_equal(test.poses[0], test.poses[1])
+    item = test[0]
+    assert item["image"].shape == (3, setting.render_size, setting.render_size)
+
+
+def test_smoke_run_end_to_end(tmp_path):
+    """The whole study in its CI setting: every readout, both resolutions, the three 3D runs, files."""
+    from integral_pose.cli import main
+
+    out = tmp_path / "study"
+    assert main(["study", "--smoke", "--out", str(out), "--threads", "2"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    rows = res["2d"]
+    labels = [S.GT_ARGMAX] + [lab for lab, _, _ in S.READOUTS_2D]
+    for r in (8, 16):
+        got = {x["readout"]: x for x in rows if x["resolution"] == r}
+        assert sorted(got) == sorted(labels)
+        for x in got.values():
+            assert 0.0 <= x["pck@0.2"] <= 1.0 and 0.0 <= x["pckh@0.5"] <= 1.0 and math.isfinite(x["mean_error_px"])
+        # argmax and DARK read one trained heatmap model (same training run)
+        assert got["heatmap + argmax"]["train_time_s"] == got["heatmap + DARK"]["train_time_s"]
+        steps = {x["steps"] for lab, x in got.items() if lab != S.GT_ARGMAX}
+        assert steps == {res["setting"]["steps_2d"]}
+    # argmax of exact ground-truth heatmaps: its error is the quantisation step, halved per doubling
+    floor = {x["resolution"]: x["mean_error_px"] for x in rows if x["readout"] == S.GT_ARGMAX}
+    assert 0 < floor[16] < 0.75 * floor[8]
+    three = {x["run"]: x for x in res["3d"]}
+    assert sorted(three) == ["a", "b", "c"]
+    assert len({x["steps"] for x in three.values()}) == 1  # same optimiser steps in every 3D run
+    assert three["b"]["poses_2d_only"] == three["a"]["poses_3d"] and three["c"]["poses_3d"] == 2 * three["a"]["poses_3d"]
+    for x in three.values():
+        assert math.isfinite(x["mpjpe_mm"]) and math.isfinite(x["pa_mpjpe_mm"]) and x["pa_mpjpe_mm"] <= x["mpjpe_mm"] + 1e-6
+    md = (out / "results.md").read_text()
+    assert "heatmap + DARK" in md and "PA-MPJPE" in md
+    for name in ("study_2d.png", "study_3d.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
