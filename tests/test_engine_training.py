@@ -127,7 +127,10 @@ def test_heatmap_mode_and_comparison_table(tmp_path):
 
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
-    common = TINY + ["train.max_epochs=1", "data.synthetic_train=64", "train.accelerator=cpu", "eval.flip_test=false"]
+    # SGD, not Adam: Adam turns float-rounding differences in near-zero gradients into lr-sized steps,
+    # which would hide the comparison; with SGD weight differences track gradient differences.
+    common = TINY + ["train.max_epochs=1", "data.synthetic_train=64", "train.accelerator=cpu", "eval.flip_test=false",
+                     "train.optimizer=sgd", "train.lr=0.05"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
     def train(out, extra):

@@ -149,7 +149,10 @@ class PoseLightningModule(L.LightningModule):
     # ----------------------------------------------------------------------------- optimiser
     def configure_optimizers(self):
         t = self.cfg["train"]
-        opt = torch.optim.Adam(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        if t["optimizer"] == "sgd":
+            opt = torch.optim.SGD(self.model.parameters(), lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
+        else:
+            opt = torch.optim.Adam(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
         steps = sorted(int(s) for s in (t["lr_steps"] or []))
         factor = float(t["lr_factor"])
         warm = int(t["warmup_steps"] or 0)
