@@ -17,8 +17,15 @@
 # Copy bench.md (and the compile rows) into benchmarks/RESULTS.md, section "## Operators".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
+# The first interpreter whose torch sees a GPU: $PYTHON, then python3, then ./.venv (often a CPU build).
+PY=""
+for cand in ${PYTHON:-} python3 .venv/bin/python; do
+  if command -v "$cand" >/dev/null 2>&1 && "$cand" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    PY=$cand; break
+  fi
+done
+if [ -z "$PY" ]; then echo "no Python whose torch sees a CUDA device (set PYTHON=...)"; exit 1; fi
+echo "using $PY"
 DEST=${OUT:-benchmarks/gpu_out}
 mkdir -p "$DEST"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -31,7 +38,6 @@ unset TRITON_INTERPRET
   $PY -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__, '|', torch.cuda.get_device_name(), '| SMs', torch.cuda.get_device_properties(0).multi_processor_count)"
 } > "$DEST/device.txt" 2>&1
 cat "$DEST/device.txt"
-$PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { echo "no CUDA device visible to torch"; exit 1; }
 
 echo "== 2. kernel tests on CUDA"
 timeout 300 $PY -m pytest -q -x -p no:cacheprovider tests/test_kernels_triton.py -k "cuda or plan" 2>&1 | tail -40 | tee "$DEST/tests.txt"
