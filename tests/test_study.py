@@ -24,6 +24,8 @@ def test_resolution_changes_only_the_head():
     for res, nd in zip((8, 16, 32, 64), (1, 2, 3, 4)):
         assert S.num_deconv_for(res, setting.input_size, setting.model) == nd
         cfg = S._config(setting, "integral", res, None, 1)
+        # the paper's plain integral loss, whatever the engine's demo defaults are
+        assert cfg["train"]["js_weight"] == 0 and cfg["train"]["coord_loss"] == "l1" and not cfg["train"]["combine"]
         net = build_model_from_config(cfg, 17).eval()
         with torch.no_grad():
             assert net(torch.rand(1, 3, 64, 64)).shape == (1, 17, res, res)

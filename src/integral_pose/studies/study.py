@@ -32,6 +32,7 @@ setting), ``study_2d.png`` (metrics versus output resolution, one line per reado
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -257,23 +258,38 @@ def build_renders(setting: StudySetting, poses_dir: str | Path | None = None, ve
     return train, test, info
 
 
+# Every training key the comparison depends on, pinned here so that the study does not drift when
+# the engine's demo defaults change (the paper's plain integral loss: L1, no JS regulariser).
+PINNED: dict[str, dict[str, Any]] = {
+    "data": {"rotation": 20.0, "scale": 0.25, "flip": True, "box_padding": 1.25, "num_workers": 0,
+             "limit_train": None, "limit_val": None},
+    "train": {"optimizer": "adam", "weight_decay": 0.0, "lr_factor": 0.1, "coord_loss": "l1", "coord_weight": 1.0,
+              "heatmap_weight": 1.0, "js_weight": 0.0, "combine": False, "switch_epoch": None, "max_steps": -1,
+              "max_time_s": None, "compare_modes": [], "progress_bar": False, "precision": "32-true"},
+    "eval": {"pck_threshold": 0.2, "batch_size": 64},
+}
+
+
 def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int | None, epochs: int) -> dict[str, Any]:
-    from integral_pose.engine.config import load_config
+    from integral_pose.engine.config import load_config, validate
 
     cfg = load_config(None)
+    for section, values in PINNED.items():
+        for key, value in values.items():
+            if key in cfg[section]:  # keys an older engine lacks are at their (only) behaviour
+                cfg[section][key] = copy.deepcopy(value)
     cfg["seed"] = setting.seed
     cfg["name"] = f"study_{setting.name}"
     cfg["model"].update(name=setting.model, num_deconv=num_deconv_for(resolution, setting.input_size, setting.model),
-                        head_channels=setting.head_channels, depth_bins=depth_bins)
+                        head_channels=setting.head_channels, depth_bins=depth_bins, width=None, pretrained=None)
     cfg["data"].update(input_size=[setting.input_size, setting.input_size],
-                       heatmap_sigma=heatmap_sigma_for(resolution, setting.input_size),
-                       batch_size=setting.batch_size, num_workers=0)
-    cfg["train"].update(mode=mode, max_epochs=epochs, max_steps=-1, lr=setting.lr,
-                        lr_steps=[max(1, round(0.75 * epochs))], warmup_steps=setting.warmup_steps,
-                        switch_epoch=None, compare_modes=[], progress_bar=False)
+                       heatmap_sigma=heatmap_sigma_for(resolution, setting.input_size), batch_size=setting.batch_size)
+    cfg["train"].update(mode=mode, max_epochs=epochs, lr=setting.lr, lr_steps=[max(1, round(0.75 * epochs))],
+                        warmup_steps=setting.warmup_steps)
     # Flip test off: averaging two argmax readouts halves their quantisation step, which is the
     # very effect the study measures.
     cfg["eval"].update(flip_test=False, decoders=["argmax", "dark"])
+    validate(cfg)
     return cfg
 
 
@@ -493,7 +509,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
             ax.set_xlabel("output resolution (cells per side)")
             ax.set_title(title, fontsize=10)
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
+        axes[0].legend(fontsize=7, loc="best", framealpha=0.8)
         src = results["data"]["source"]
         fig.suptitle(f"2D readouts vs output resolution — {Path(src).name if '/' in src else src}, "
                      f"{results['setting']['name']} setting, input {results['setting']['input_size']} px", fontsize=10)
