@@ -21,7 +21,7 @@ from integral_pose.skeletons import flip_permutation
 TINY = [
     "model.width=8", "model.head_channels=16", "data.synthetic_image_size=80", "data.synthetic_train=32",
     "data.synthetic_val=8", "data.batch_size=8", "train.max_epochs=1", "train.progress_bar=false",
-    "train.compare_modes=[]", "train.warmup_steps=0", "train.threads=1",
+    "train.compare_modes=[]", "train.warmup_steps=0", "train.threads=1", "train.max_time_s=null",
 ]
 
 

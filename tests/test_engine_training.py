@@ -27,7 +27,7 @@ TINY = [
     "model.width=8", "model.head_channels=16", "data.synthetic_image_size=64", "data.synthetic_train=64",
     "data.synthetic_val=32", "data.batch_size=8", "train.max_epochs=2", "train.progress_bar=false",
     "train.compare_modes=[]", "train.warmup_steps=0", "train.lr_steps=[1]", "train.log_every_n_steps=1",
-    "train.threads=1",
+    "train.threads=1", "train.max_time_s=null",
 ]
 
 

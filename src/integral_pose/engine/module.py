@@ -55,6 +55,10 @@ class PoseLightningModule(L.LightningModule):
         self.cfg = cfg
         self.model = build_model_from_config(cfg, num_joints)
         self._t_last: float | None = None
+        self._fit_start: float | None = None
+
+    def on_fit_start(self) -> None:
+        self._fit_start = time.perf_counter()
 
     def setup(self, stage: str) -> None:
         # GPUs: Lightning swaps in torch's SyncBatchNorm (Trainer(sync_batchnorm=True)). CPU
@@ -157,10 +161,17 @@ class PoseLightningModule(L.LightningModule):
         factor = float(t["lr_factor"])
         warm = int(t["warmup_steps"] or 0)
 
+        max_epochs = max(1, int(t["max_epochs"]))
+        cap = float(t["max_time_s"] or 0)
+
         # One step-wise schedule: linear warm-up by optimizer step, step decay by epoch. It reads the
         # trainer's epoch, which a resumed run restores, so a resumed run follows the same curve.
+        # Under a wall-clock cap (train.max_time_s) the decay also happens at the same fraction of
+        # the time budget, so a run cut short by a slow machine still anneals.
         def lr_lambda(step: int) -> float:
-            epoch = self.trainer.current_epoch if self._trainer is not None else 0
+            epoch = float(self.trainer.current_epoch) if self._trainer is not None else 0.0
+            if cap > 0 and self._fit_start is not None:
+                epoch = max(epoch, (time.perf_counter() - self._fit_start) / cap * max_epochs)
             decay = factor ** sum(epoch >= s for s in steps)
             ramp = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
             return decay * ramp

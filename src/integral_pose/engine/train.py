@@ -154,15 +154,16 @@ def format_table(runs: dict[str, dict[str, Any]]) -> str:
     cols = [("pck@0.2", "PCK@0.2", 100), ("pckh@0.5", "PCKh@0.5", 100), ("auc", "AUC", 100),
             ("mean_error_px", "mean err (px)", 1), ("mpjpe_mm", "MPJPE (mm)", 1), ("pa_mpjpe_mm", "PA-MPJPE (mm)", 1)]
     present = [c for c in cols if any(c[0] in m for r in runs.values() for m in r["by_decoder"].values())]
-    lines = ["| training | readout | " + " | ".join(c[1] for c in present) + " | train time (s) |",
-             "| --- | --- | " + " | ".join("---:" for _ in present) + " | ---: |"]
+    lines = ["| training | readout | " + " | ".join(c[1] for c in present) + " | epochs | train time (s) |",
+             "| --- | --- | " + " | ".join("---:" for _ in present) + " | ---: | ---: |"]
     for mode, r in runs.items():
         for dec, m in r["by_decoder"].items():
             vals = []
             for key, _, scale in present:
                 v = m.get(key)
                 vals.append("—" if v is None else (f"{100 * v:.1f}%" if scale == 100 else f"{v:.2f}"))
-            lines.append(f"| {mode} | {_LABEL.get(dec, dec)} | " + " | ".join(vals) + f" | {r['train_time_s']:.0f} |")
+            ep = f"{r['epochs']}" + (" (time cap)" if r.get("stopped_by_time_cap") else "")
+            lines.append(f"| {mode} | {_LABEL.get(dec, dec)} | " + " | ".join(vals) + f" | {ep} | {r['train_time_s']:.0f} |")
     return "\n".join(lines)
 
 
