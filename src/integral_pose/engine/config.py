@@ -84,7 +84,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.num_nodes", 1, "Nodes (set by your launcher: torchrun or SLURM, read by Lightning)."),
     ("train.strategy", "auto", "Lightning strategy: auto (DDP when more than one process) | ddp | ddp_spawn | ..."),
     ("train.sync_batchnorm", True, "Synchronise BatchNorm statistics across processes under DDP (keeps DDP equal to one big batch)."),
-    ("train.threads", None, "torch CPU threads per process; null = leave torch's default."),
+    ("train.threads", "auto", "torch CPU threads per process: an int, null (torch's default) or auto = the cores not already busy (cores minus the 1-minute load average, at least 1). On a shared machine more threads than free cores make every op wait for descheduled threads: 10x slower measured here."),
     ("train.checkpoint_every_n_steps", 0, "Also write last.ckpt every N steps (for mid-epoch resume); 0 = only each epoch."),
     ("train.log_every_n_steps", 20, "Logging interval in steps."),
     ("train.progress_bar", True, "Show the progress bar (loss, images/s)."),

@@ -40,6 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set train.lr=0.001 (repeatable; see docs/configs.md)")
 
 
+def resolve_threads(value: Any) -> int | None:
+    """train.threads -> a thread count (None = leave torch's default)."""
+    if value in (None, "", 0):
+        return None
+    if value == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:
+            busy = 0.0
+        return max(1, min(cores, int(round(cores - busy))))
+    return int(value)
+
+
 def _precision(cfg: dict[str, Any]) -> str:
     p = cfg["train"]["precision"]
     if p != "auto":
@@ -71,8 +85,9 @@ def run_training(
 
     out = Path(output)
     t = cfg["train"]
-    if t["threads"]:
-        torch.set_num_threads(int(t["threads"]))
+    threads = resolve_threads(t["threads"])
+    if threads:
+        torch.set_num_threads(threads)
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     skeleton = dataset_skeleton(cfg)
     module = PoseLightningModule(cfg, get_skeleton(skeleton).num_joints, skeleton)
@@ -134,6 +149,7 @@ def run_training(
             "stopped_by_time_cap": bool(t["max_time_s"]) and trainer.current_epoch < t["max_epochs"]
             and (t["max_steps"] < 0 or trainer.global_step < t["max_steps"]),
             "global_step": int(trainer.global_step),
+            "threads": torch.get_num_threads(),
             "images_per_s": round(trainer.global_step * cfg["data"]["batch_size"] * trainer.world_size / max(train_s, 1e-9), 1),
         }
     )
@@ -178,6 +194,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.output)
     t0 = time.perf_counter()
+    # Resolve "auto" once, before this process adds to the load average, for every run below.
+    cfg["train"]["threads"] = resolve_threads(cfg["train"]["threads"])
     try:
         runs = {cfg["train"]["mode"]: run_training(cfg, out, resume=args.resume)}
         for mode in cfg["train"]["compare_modes"] or []:
