@@ -92,8 +92,10 @@ def test_kill_mid_epoch_and_resume_gives_identical_weights(tmp_path):
 
 
 def test_short_training_learns_and_writes_run_dir(tmp_path):
-    over = TINY + ["data.synthetic_train=256", "data.synthetic_val=64", "train.max_epochs=6", "train.lr_steps=[5]",
-                   "data.batch_size=16", "train.lr=0.003", "train.warmup_steps=10", "eval.flip_test=false"]
+    # the demo's own network (width 16, 64-channel head) for 8 short epochs
+    over = TINY + ["model.width=null", "model.head_channels=null", "data.synthetic_train=256", "data.synthetic_val=64",
+                   "train.max_epochs=8", "train.lr_steps=[7]", "data.batch_size=16", "train.lr=0.003",
+                   "train.warmup_steps=10", "eval.flip_test=false"]
     cfg = load_config(None, over)
     val = build_dataset(cfg, "val")
     torch.manual_seed(0)
@@ -103,7 +105,7 @@ def test_short_training_learns_and_writes_run_dir(tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert {"pck@0.2", "pckh@0.5", "auc", "mean_error_px"} <= saved.keys()
     assert yaml.safe_load((out / "config.yaml").read_text()) == cfg
-    assert (out / "checkpoints" / "last.ckpt").is_file() and len(list((out / "checkpoints").glob("epoch*.ckpt"))) == 6
+    assert (out / "checkpoints" / "last.ckpt").is_file() and len(list((out / "checkpoints").glob("epoch*.ckpt"))) == 8
     assert list((out / "tb").rglob("events.out.tfevents*")), "TensorBoard log missing"
     rows = (out / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
