@@ -90,7 +90,7 @@ def test_smoke_run_end_to_end(tmp_path):
     assert main(["study", "--smoke", "--out", str(out), "--threads", "2"]) == 0
     res = json.loads((out / "results.json").read_text())
     rows = res["2d"]
-    labels = [S.GT_ARGMAX] + [lab for lab, _, _ in S.READOUTS_2D]
+    labels = [S.MEAN_POSE, S.GT_ARGMAX] + [lab for lab, _, _ in S.READOUTS_2D]
     for r in (8, 16):
         got = {x["readout"]: x for x in rows if x["resolution"] == r}
         assert sorted(got) == sorted(labels)
@@ -98,7 +98,7 @@ def test_smoke_run_end_to_end(tmp_path):
             assert 0.0 <= x["pck@0.2"] <= 1.0 and 0.0 <= x["pckh@0.5"] <= 1.0 and math.isfinite(x["mean_error_px"])
         # argmax and DARK read one trained heatmap model (same training run)
         assert got["heatmap + argmax"]["train_time_s"] == got["heatmap + DARK"]["train_time_s"]
-        steps = {x["steps"] for lab, x in got.items() if lab != S.GT_ARGMAX}
+        steps = {x["steps"] for lab, x in got.items() if lab not in (S.GT_ARGMAX, S.MEAN_POSE)}
         assert steps == {res["setting"]["steps_2d"]}
     # argmax of exact ground-truth heatmaps: its error is the quantisation step, halved per doubling
     floor = {x["resolution"]: x["mean_error_px"] for x in rows if x["readout"] == S.GT_ARGMAX}

@@ -60,6 +60,8 @@ __all__ = [
     "build_renders",
     "format_tables",
     "READOUTS_2D",
+    "GT_ARGMAX",
+    "MEAN_POSE",
 ]
 
 SKELETON = "h36m17"
@@ -75,6 +77,8 @@ READOUTS_2D: tuple[tuple[str, str, str], ...] = (
     ("heatmap then integral", "heatmap_then_integral", "integral"),
 )
 GT_ARGMAX = "ground-truth heatmap + argmax"
+MEAN_POSE = "mean training pose (no image)"
+SKELETON_K = 17
 
 
 @dataclass(frozen=True)
@@ -335,25 +339,48 @@ def _evaluate(model: Any, cfg: dict[str, Any], test_set: Dataset, methods: list[
 
 
 @torch.no_grad()
-def _gt_argmax(cfg: dict[str, Any], test: Any) -> dict[str, float]:
-    """Argmax of ground-truth Gaussian heatmaps on the test crops: argmax's quantisation floor."""
-    from integral_pose import decode
+def _fixed_readout(cfg: dict[str, Any], test: Any, predict: Any) -> dict[str, float]:
+    """Metrics of a readout without a network: ``predict(batch) -> (B, K, 2)`` heatmap cells."""
     from integral_pose.engine.inference import cells_to_image, compute_metrics
     from integral_pose.skeletons import get_skeleton
 
+    from integral_pose.engine.data import _heatmap_size
+
     view = _view(test, _transform(cfg, train=False, heatmaps=True))
     loader = torch.utils.data.DataLoader(view, batch_size=128, shuffle=False)
+    hm = _heatmap_size(cfg)
     pred, gt, vis, head = [], [], [], []
     for b in loader:
-        coords, _ = decode(b["heatmap"], "argmax")
-        hm = (b["heatmap"].shape[-1], b["heatmap"].shape[-2])
-        pred.append(cells_to_image(coords, hm, tuple(cfg["data"]["input_size"]), b["crop_to_image"]).numpy())
+        pred.append(cells_to_image(predict(b), hm, tuple(cfg["data"]["input_size"]), b["crop_to_image"]).numpy())
         gt.append(b["joints_img"].double().numpy())
         vis.append(b["visible"].numpy())
         head.append(b["head_size"].double().numpy())
-    col = {"pred": {"argmax": np.concatenate(pred)}, "gt": np.concatenate(gt), "visible": np.concatenate(vis),
+    col = {"pred": {"fixed": np.concatenate(pred)}, "gt": np.concatenate(gt), "visible": np.concatenate(vis),
            "head_size": np.concatenate(head), "has_3d": np.zeros(len(np.concatenate(head)))}
-    return compute_metrics(col, get_skeleton(SKELETON), "argmax", cfg["eval"]["pck_threshold"])
+    return compute_metrics(col, get_skeleton(SKELETON), "fixed", cfg["eval"]["pck_threshold"])
+
+
+def _gt_argmax(cfg: dict[str, Any], test: Any) -> dict[str, float]:
+    """Argmax of ground-truth Gaussian heatmaps on the test crops: argmax's quantisation floor."""
+    from integral_pose import decode
+
+    return _fixed_readout(cfg, test, lambda b: decode(b["heatmap"], "argmax")[0])
+
+
+@torch.no_grad()
+def _mean_pose(cfg: dict[str, Any], train: Any, test: Any) -> dict[str, float]:
+    """Predict the mean training pose (in crop coordinates) for every test crop: what "learned nothing
+    from the image" scores, since the crop itself already centres and scales the person."""
+    view = _view(train, _transform(cfg, train=False))
+    loader = torch.utils.data.DataLoader(view, batch_size=256, shuffle=False)
+    total = torch.zeros(SKELETON_K, 2, dtype=torch.float64)
+    count = torch.zeros(SKELETON_K, 1, dtype=torch.float64)
+    for b in loader:
+        w = b["target_weight"][..., :1].double()
+        total += (b["target"][..., :2].double() * w).sum(0)
+        count += w.sum(0)
+    mean = (total / count.clamp_min(1)).float()
+    return _fixed_readout(cfg, test, lambda b: mean.expand(b["image"].shape[0], -1, -1))
 
 
 # ------------------------------------------------------------------------------------------ study
@@ -371,7 +398,12 @@ def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     modes: dict[str, list[tuple[str, str]]] = {}
     for label, mode, dec in READOUTS_2D:
         modes.setdefault(mode, []).append((label, dec))
+    mean = _mean_pose(_config(setting, "integral", setting.resolutions[0], None, setting.epochs_2d), train, test)
+    log(f"  2D mean training pose (no image): PCK@0.2 {100 * mean['pck@0.2']:5.1f}%  PCKh@0.5 "
+        f"{100 * mean.get('pckh@0.5', float('nan')):5.1f}%  err {mean['mean_error_px']:.2f} px")
     for res in setting.resolutions:
+        rows.append({"readout": MEAN_POSE, "training": "none", "resolution": res, **_keep(mean, _KEYS_2D),
+                     "train_time_s": 0.0, "steps": 0})
         base = _config(setting, "integral", res, None, setting.epochs_2d)
         floor = _gt_argmax(base, test)
         rows.append({"readout": GT_ARGMAX, "training": "none", "resolution": res, **_keep(floor, _KEYS_2D),
@@ -452,7 +484,7 @@ def format_tables(results: dict[str, Any]) -> str:
     rows = results.get("2d") or []
     if rows:
         res_list = sorted({r["resolution"] for r in rows})
-        labels = [GT_ARGMAX] + [lab for lab, _, _ in READOUTS_2D]
+        labels = [MEAN_POSE, GT_ARGMAX] + [lab for lab, _, _ in READOUTS_2D]
         for key, title, fmt in (("pck@0.2", "PCK@0.2 (torso)", _pct), ("pckh@0.5", "PCKh@0.5 (head-normalised)", _pct),
                                 ("mean_error_px", "mean error (px of the rendered image)", _num)):
             out.append(f"**2D — {title}**, by output resolution (input {results['setting']['input_size']} px)\n")
@@ -491,7 +523,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
     if rows:
         res_list = sorted({r["resolution"] for r in rows})
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-        styles = {GT_ARGMAX: ("0.5", ":", "x"), "heatmap + argmax": ("C0", "-", "o"), "heatmap + DARK": ("C1", "-", "s"),
+        styles = {MEAN_POSE: ("k", (0, (1, 3)), ""), GT_ARGMAX: ("0.5", ":", "x"), "heatmap + argmax": ("C0", "-", "o"), "heatmap + DARK": ("C1", "-", "s"),
                   "integral": ("C2", "-", "^"), "heatmap then integral": ("C3", "--", "v")}
         for ax, (key, title, scale) in zip(axes, (("mean_error_px", "mean error (px, lower is better)", 1.0),
                                                   ("pck@0.2", "PCK@0.2 torso (%)", 100.0),
