@@ -142,7 +142,7 @@ class PoseNet(nn.Module):
         return w // self.stride, h // self.stride
 
     def forward(self, images: Tensor) -> Tensor:
-        if images.dim() != 4 or images.shape[1] != 3:
+        if not torch.jit.is_tracing() and (images.dim() != 4 or images.shape[1] != 3):
             raise ValueError(f"images must have shape (B, 3, H, W) RGB in [0, 1], got {tuple(images.shape)}")
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         logits = self.head(self.backbone(x))
