@@ -151,3 +151,11 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
         assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5), f"{k}: max diff {(a[k] - b[k]).abs().max():.3g}"
     init = build_model_from_config(load_config(None, common), 17).state_dict()
     assert any(not torch.allclose(a[f"model.{k}"], v.float()) for k, v in init.items() if v.is_floating_point())
+
+
+def test_3d_training_reports_mpjpe(tmp_path):
+    cfg = load_config(REPO / "configs" / "synthetic_3d.yaml",
+                      TINY + ["model.depth_bins=8", "train.max_epochs=1", "data.synthetic_train=32"])
+    m = run_training(cfg, tmp_path / "3d", verbose=False)
+    assert {"mpjpe_mm", "pa_mpjpe_mm", "pck@0.2"} <= m.keys()
+    assert 0 < m["pa_mpjpe_mm"] <= m["mpjpe_mm"] < 2000  # root-relative mm; alignment only lowers it
