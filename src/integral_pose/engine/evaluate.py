@@ -70,7 +70,8 @@ def evaluate_model(
     was_training = model.training
     model.to(device)
     col = collect_predictions(
-        model, loader, tuple(cfg["data"]["input_size"]), methods, flip, depth_bins=cfg["model"]["depth_bins"], device=device
+        model, loader, tuple(cfg["data"]["input_size"]), methods, flip, depth_bins=cfg["model"]["depth_bins"], device=device,
+        dark_sigma=float(cfg["data"]["heatmap_sigma"]),
     )
     model.train(was_training)
     sk = get_skeleton(skeleton)

@@ -14,41 +14,35 @@ import torch
 from torch import Tensor, nn
 
 from integral_pose.ops.coordinates import depth_cells_to_mm
-from integral_pose.ops.soft_argmax import soft_argmax, spatial_softmax
 
 __all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "collect_predictions", "compute_metrics", "DECODERS"]
 
 DECODERS = ("integral", "argmax", "argmax_quarter", "dark", "integral_debiased")
 
 
-def decode_logits(logits: Tensor, method: str = "integral") -> tuple[Tensor, Tensor]:
-    """Read joints out of network output.
+def decode_logits(logits: Tensor, method: str = "integral", dark_sigma: float = 2.0) -> tuple[Tensor, Tensor]:
+    """Read joints out of network output with one of ``integral_pose.decode``'s methods.
 
     Args:
-        logits: (B, K, H, W) or (B, K, D, H, W) network output.
-        method: "integral" (soft-argmax of the logits) or a heatmap decoder of
-            ``integral_pose.decode`` ("argmax", "argmax_quarter", "dark", "integral_debiased"; 2D only).
+        logits: (B, K, W), (B, K, H, W) or (B, K, D, H, W) network output.
+        method: "integral", "integral_debiased" (integral-trained logits) or "argmax",
+            "argmax_quarter", "dark" (heatmap-trained score maps).
+        dark_sigma: the Gaussian std (cells) the heatmap model was trained with; DARK smooths by it.
 
     Returns:
-        coords (B, K, d) in heatmap cells (x, y[, z]) and scores (B, K).
+        coords (B, K, d) in heatmap cells (x, y[, z]) and scores (B, K) in [0, 1].
     """
-    if method == "integral":
-        coords = soft_argmax(logits)
-        # Confidence of an integral readout: the largest probability of the softmax map, rescaled
-        # by the number of cells so a uniform map scores 1 and a peaked one scores higher.
-        probs = spatial_softmax(logits).flatten(2)
-        scores = probs.amax(-1)
-        return coords, scores
-    if logits.dim() != 4:
-        raise ValueError(f"decoder {method!r} needs 2D heatmaps (B, K, H, W), got {tuple(logits.shape)}")
-    from integral_pose.ops.decode import decode  # OPS's decoders (argmax, DARK, ...)
+    from integral_pose.ops.decode import decode
 
-    coords, scores = decode(logits.float(), method)
-    return coords, scores
+    return decode(logits.float(), method, dark_sigma=dark_sigma)
 
 
 def decode_with_flip(
-    logits: Tensor, method: str = "integral", flipped_logits: Tensor | None = None, flip_perm: Sequence[int] | None = None
+    logits: Tensor,
+    method: str = "integral",
+    flipped_logits: Tensor | None = None,
+    flip_perm: Sequence[int] | None = None,
+    dark_sigma: float = 2.0,
 ) -> tuple[Tensor, Tensor]:
     """Decode; with the mirrored image's logits, average the two predictions (the flip test).
 
@@ -59,12 +53,12 @@ def decode_with_flip(
     Returns:
         coords (B, K, d) in heatmap cells, scores (B, K).
     """
-    coords, scores = decode_logits(logits, method)
+    coords, scores = decode_logits(logits, method, dark_sigma)
     if flipped_logits is not None:
         if flip_perm is None:
             raise ValueError("flip test needs flip_perm (the skeleton's left/right permutation)")
         w = logits.shape[-1]
-        cf, sf = decode_logits(flipped_logits, method)
+        cf, sf = decode_logits(flipped_logits, method, dark_sigma)
         perm = torch.as_tensor(list(flip_perm), device=cf.device)
         cf = cf[:, perm].clone()
         sf = sf[:, perm]
@@ -103,6 +97,7 @@ def collect_predictions(
     flip_perm: Sequence[int] | None = None,
     depth_bins: int | None = None,
     device: torch.device | str = "cpu",
+    dark_sigma: float = 2.0,
 ) -> dict[str, Any]:
     """Predict every batch with every decoder; return numpy arrays for :func:`compute_metrics`.
 
@@ -122,7 +117,7 @@ def collect_predictions(
         lf = model(images.flip(-1)) if flip_perm is not None else None
         hm_size = (logits.shape[-1], logits.shape[-2])
         for m in methods:
-            coords, sc = decode_with_flip(logits, m, lf, flip_perm)
+            coords, sc = decode_with_flip(logits, m, lf, flip_perm, dark_sigma)
             preds[m].append(cells_to_image(coords.float().cpu(), hm_size, input_size, batch["crop_to_image"]).numpy())
             scores[m].append(sc.float().cpu().numpy())
             if coords.shape[-1] == 3 and depth_bins:

@@ -77,7 +77,7 @@ def predict_image(
     logits = model(x)
     lf = model(x.flip(-1)) if flip_test else None
     perm = flip_permutation(skeleton).tolist() if flip_test else None
-    coords, scores = decode_with_flip(logits, method, lf, perm)
+    coords, scores = decode_with_flip(logits, method, lf, perm, float(cfg["data"]["heatmap_sigma"]))
     hm = (logits.shape[-1], logits.shape[-2])
     inv = torch.from_numpy(invert_affine(M))[None]
     joints = cells_to_image(coords.float().cpu(), hm, (iw, ih), inv)[0].numpy()
