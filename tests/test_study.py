@@ -113,3 +113,16 @@ def test_smoke_run_end_to_end(tmp_path):
     assert "heatmap + DARK" in md and "PA-MPJPE" in md
     for name in ("study_2d.png", "study_3d.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scaled_head_init_touches_only_the_head():
+    from integral_pose.models import create_model
+
+    a, b = create_model("tiny", 17, num_deconv=3, head_channels=32), create_model("tiny", 17, num_deconv=3, head_channels=32)
+    b.load_state_dict(a.state_dict())
+    S.reinit_head(b, seed=0)
+    assert all(torch.equal(v, b.backbone.state_dict()[k]) for k, v in a.backbone.state_dict().items())
+    assert a.head.final.weight.std() < 0.002 and 0.04 < b.head.final.weight.std() < 0.06
+    c = create_model("tiny", 17, num_deconv=3, head_channels=32)
+    S.reinit_head(c, seed=0)
+    assert torch.equal(c.head.final.weight, b.head.final.weight)  # seeded

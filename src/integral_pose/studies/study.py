@@ -58,6 +58,7 @@ __all__ = [
     "heatmap_sigma_for",
     "Without3D",
     "build_renders",
+    "reinit_head",
     "format_tables",
     "READOUTS_2D",
     "GT_ARGMAX",
@@ -104,6 +105,7 @@ class StudySetting:
     seed: int = 0
     render_workers: int = 2
     with_3d: bool = True
+    head_init: str = "engine"  # "engine": the model as built (Simple Baselines' N(0, 0.001)); "scaled": see reinit_head
 
     @property
     def steps_2d(self) -> int:
@@ -184,6 +186,28 @@ class Without3D:
 
     def __call__(self, rec: dict) -> dict:
         return self.transform({k: v for k, v in rec.items() if k != "joints_3d"})
+
+
+HEAD_INITS = ("engine", "scaled")
+
+
+def reinit_head(model: torch.nn.Module, seed: int) -> None:
+    """Re-initialise the deconvolution head: Kaiming-normal deconvolutions, final 1x1 conv N(0, 0.05).
+
+    The engine's head uses Simple Baselines' N(0, 0.001) for both, which suits heatmap MSE but
+    starts an integral readout with near-zero logits: the softmax is uniform, the expectation sits
+    at the map centre and almost no gradient reaches the trunk, so a network trained from scratch
+    for a few hundred steps stays at the mean pose. Applied identically to every run of a study.
+    """
+    gen = torch.Generator().manual_seed(int(seed) + 99991)
+    head = model.head
+    with torch.no_grad():
+        for m in head.deconv.modules():
+            if isinstance(m, torch.nn.ConvTranspose2d):
+                fan_in = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / fan_in))
+        head.final.weight.copy_(torch.randn(head.final.weight.shape, generator=gen) * 0.05)
+        head.final.bias.zero_()
 
 
 def _view(base: Any, transform: Any) -> Any:
@@ -306,7 +330,7 @@ def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool | None = None):
     return engine_transform(cfg, train, heatmaps, SKELETON)
 
 
-def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset) -> tuple[Any, float, int]:
+def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset, head_init: str = "engine") -> tuple[Any, float, int]:
     """Train with the engine's LightningModule and data module on in-memory datasets."""
     import lightning as L
 
@@ -316,6 +340,10 @@ def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset) -> tuple[Any
 
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     module = PoseLightningModule(cfg, get_skeleton(SKELETON).num_joints, SKELETON)
+    if head_init == "scaled":
+        reinit_head(module.model, int(cfg["seed"]))
+    elif head_init != "engine":
+        raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
     dm = PoseDataModule(cfg)
     dm.train_set, dm.val_set = train_set, val_set  # pre-set: setup() then builds nothing
     gpu = torch.cuda.is_available()
@@ -410,7 +438,8 @@ def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
                      "train_time_s": 0.0, "steps": 0})
         for mode, readouts in modes.items():
             cfg = _config(setting, mode, res, None, setting.epochs_2d)
-            model, secs, steps = _fit(cfg, _view(train, _transform(cfg, True)), _view(test, _transform(cfg, False)))
+            model, secs, steps = _fit(cfg, _view(train, _transform(cfg, True)), _view(test, _transform(cfg, False)),
+                                      setting.head_init)
             by = _evaluate(model, cfg, _view(test, _transform(cfg, False)), [d for _, d in readouts])
             params = int(sum(p.numel() for p in model.parameters()))
             for label, dec in readouts:
@@ -447,7 +476,7 @@ def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     ]
     rows = []
     for label, key, ds in runs:
-        model, secs, steps = _fit(cfg, ds, _view(test, _transform(cfg, False)))
+        model, secs, steps = _fit(cfg, ds, _view(test, _transform(cfg, False)), setting.head_init)
         by = _evaluate(model, cfg, _view(test, _transform(cfg, False)), ["integral"])
         row = {"run": key, "training": label, **_keep(by["integral"], _KEYS_3D), "train_time_s": round(secs, 1),
                "steps": steps, "poses_3d": half if key != "c" else 2 * half, "poses_2d_only": half if key == "b" else 0,
@@ -544,7 +573,8 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
         axes[0].legend(fontsize=7, loc="best", framealpha=0.8)
         src = results["data"]["source"]
         fig.suptitle(f"2D readouts vs output resolution — {Path(src).name if '/' in src else src}, "
-                     f"{results['setting']['name']} setting, input {results['setting']['input_size']} px", fontsize=10)
+                     f"{results['setting']['name']} setting, input {results['setting']['input_size']} px, "
+                     f"head init: {results['setting'].get('head_init', 'engine')}", fontsize=10)
         fig.tight_layout()
         p = out / "study_2d.png"
         fig.savefig(p, dpi=80)
@@ -598,7 +628,7 @@ def run_study(setting: StudySetting, poses_dir: str | Path | None = None, out: s
     results["wall_time_s"] = round(time.perf_counter() - t0, 1)
     table = format_tables(results)
     head = (f"# Reproduction study ({setting.name})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
-            f"{info['test_images']} test images; wall time {results['wall_time_s']:.0f} s on {results['machine']['cpu']} "
+            f"{info['test_images']} test images; head init: {setting.head_init}; wall time {results['wall_time_s']:.0f} s on {results['machine']['cpu']} "
             f"({results['machine']['torch_threads']} torch threads), torch {results['machine']['torch']}.\n")
     (out / "results.md").write_text(head + "\n" + table)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
@@ -620,6 +650,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
     parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
+    parser.add_argument("--head-init", choices=HEAD_INITS, default="engine",
+                        help="engine: the model's own head init, N(0, 0.001) (default); scaled: Kaiming deconvs and a "
+                             "N(0, 0.05) output conv, which integral training from scratch needs (docs/study.md)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; results repeat exactly only at a fixed count; "
                              "1 is much faster when other jobs share the cores)")
@@ -627,7 +660,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    setting = replace(SETTINGS[name], seed=int(args.seed), with_3d=not args.no_3d)
+    setting = replace(SETTINGS[name], seed=int(args.seed), with_3d=not args.no_3d, head_init=args.head_init)
     if args.threads:
         torch.set_num_threads(int(args.threads))
     if args.poses is not None:
