@@ -11,12 +11,7 @@ from integral_pose.losses import CombinedLoss, coordinate_loss, heatmap_mse, js_
 from integral_pose.ops.coordinates import cells_to_normalized
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_coordinate_loss_kinds_and_weights():

@@ -14,13 +14,7 @@ from integral_pose.ops.decode import DECODE_METHODS, LOGIT_METHODS, SCORE_METHOD
 SIZES = {1: (64,), 2: (64, 64), 3: (20, 20, 20)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: OpenMP threads only add sync latency, badly so on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _positions(n_samples: int, size, seed: int) -> torch.Tensor:

@@ -8,12 +8,7 @@ from integral_pose.cli import main as cli_main
 from integral_pose.studies.quantization import format_table, run_study
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_study_numbers():
