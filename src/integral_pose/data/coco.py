@@ -11,14 +11,13 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from integral_pose.data.common import PoseReader, check_box, check_joints
+from integral_pose.data.common import PoseReader, check_box, check_joints, read_json
 
 __all__ = ["CocoKeypoints"]
 
@@ -53,12 +52,7 @@ class CocoKeypoints(PoseReader):
     ) -> None:
         super().__init__(transform, skip_corrupt)
         ann_file = Path(ann_file)
-        if not ann_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file not found: {ann_file}")
-        try:
-            data = json.loads(ann_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{ann_file}: not valid JSON ({e})") from e
+        data = read_json(ann_file, "COCO annotation file")
         for key in ("images", "annotations"):
             if key not in data:
                 raise KeyError(f"{ann_file}: missing key {key!r} (has {sorted(data)})")

@@ -13,7 +13,6 @@ All 3D output of this module is in millimetres, camera frame unless stated.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from integral_pose.data.common import PoseReader, check_box, check_joints
+from integral_pose.data.common import PoseReader, check_box, check_joints, read_json
 from integral_pose.skeletons import H36M17
 
 __all__ = ["H36MFrames", "PoseArchive", "Camera", "project_points", "load_cameras"]
@@ -82,9 +81,7 @@ def load_cameras(path: str | os.PathLike, convention: str = "auto") -> dict[str,
     "auto" (a file with a top-level "cameras" key is "poses", otherwise "frames").
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"camera file not found: {path}")
-    data = json.loads(path.read_text())
+    data = read_json(path, "camera file")
     if convention == "auto":
         convention = "poses" if "cameras" in data else "frames"
     cams = data["cameras"] if "cameras" in data else data
@@ -156,9 +153,7 @@ class H36MFrames(PoseReader):
     ) -> None:
         super().__init__(transform, skip_corrupt)
         ann_file = Path(ann_file)
-        if not ann_file.is_file():
-            raise FileNotFoundError(f"Human3.6M annotation file not found: {ann_file}")
-        data = json.loads(ann_file.read_text())
+        data = read_json(ann_file, "Human3.6M annotation file")
         for key in ("images", "annotations"):
             if key not in data:
                 raise KeyError(f"{ann_file}: missing key {key!r}")
@@ -251,7 +246,7 @@ class PoseArchive:
         bad = np.flatnonzero(~np.isfinite(joints).all(axis=(1, 2)))
         if len(bad):
             raise ValueError(f"{npz}: NaN/inf coordinates in poses {bad[:10].tolist()}")
-        meta = json.loads(cam.read_text())
+        meta = read_json(cam, "camera file")
         names = meta.get("joint_names")
         if names is not None and tuple(names) != H36M17.joint_names:
             raise ValueError(f"{cam}: joint_names {names} differ from H36M17 {H36M17.joint_names}")

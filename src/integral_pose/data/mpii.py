@@ -20,14 +20,13 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from integral_pose.data.common import PoseReader, check_joints
+from integral_pose.data.common import PoseReader, check_joints, read_json
 from integral_pose.skeletons import MPII_TO_H36M, get_skeleton, remap_joints
 
 __all__ = ["MpiiDataset", "load_head_boxes", "SC_BIAS"]
@@ -50,7 +49,7 @@ def load_head_boxes(path: str | os.PathLike) -> np.ndarray:
         if hb.ndim != 3 or hb.shape[:2] != (2, 2):
             raise ValueError(f"{path}: headboxes_src must be (2, 2, N), got {hb.shape}")
         return np.transpose(hb, (2, 0, 1)).reshape(-1, 4)  # (N, [x1, y1, x2, y2])
-    data = json.loads(path.read_text())
+    data = read_json(path, "head box file")
     if isinstance(data, dict):
         if "headboxes" not in data:
             raise KeyError(f"{path}: expected a list of [x1, y1, x2, y2] or a dict with 'headboxes'")
@@ -88,12 +87,7 @@ class MpiiDataset(PoseReader):
     ) -> None:
         super().__init__(transform, skip_corrupt)
         ann_file = Path(ann_file)
-        if not ann_file.is_file():
-            raise FileNotFoundError(f"MPII annotation file not found: {ann_file}")
-        try:
-            data = json.loads(ann_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{ann_file}: not valid JSON ({e})") from e
+        data = read_json(ann_file, "MPII annotation file")
         if not isinstance(data, list):
             raise ValueError(f"{ann_file}: expected a JSON list of person records, got {type(data).__name__}")
         sk = get_skeleton(skeleton)
