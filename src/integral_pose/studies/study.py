@@ -117,7 +117,7 @@ class StudySetting:
 
 
 SETTINGS: dict[str, StudySetting] = {
-    # The recorded study (benchmarks/RESULTS.md): 450 steps of 32 images per run, ~40 min on 2 CPU cores.
+    # The recorded study (benchmarks/RESULTS.md): 450 steps of 32 images per run, 26-30 min on 2 shared CPU cores.
     "full": StudySetting("full", train_images=4800, test_poses=None, test_cameras=4, epochs_2d=3, epochs_3d=6),
     # A few minutes: the same pipeline, far too short to rank readouts reliably.
     "quick": StudySetting("quick", train_images=640, test_poses=50, test_cameras=2, epochs_2d=2, epochs_3d=4,
