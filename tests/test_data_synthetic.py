@@ -141,3 +141,31 @@ def test_same_items_from_dataloader_workers():
     dl = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, shuffle=False)
     got = torch.cat([b["image"] for b in dl])
     assert torch.equal(got, torch.stack(direct))
+
+
+def test_difficulty_options_default_to_the_standard_set_and_change_what_they_name():
+    from integral_pose.data.synthetic import sample_pose
+
+    std = SyntheticHumans(6, image_size=48, seed=7)
+    explicit = SyntheticHumans(6, image_size=48, seed=7, pose_amplitude=(0.25, 1.0), clutter=5)
+    calm_bg = SyntheticHumans(6, image_size=48, seed=7, clutter=0)
+    differs = False
+    for i in range(6):
+        a, b, c = std[i], explicit[i], calm_bg[i]
+        for k in a:
+            assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), k
+        # the pose and camera are drawn before the background: same joints, other clutter
+        assert torch.equal(a["joints_2d"], c["joints_2d"])
+        differs |= not torch.equal(a["image"], c["image"])
+    assert differs
+    # a smaller amplitude range keeps limbs nearer the rest pose (wrists, ankles vs pelvis)
+    spread = {}
+    for amp in ((0.25, 1.0), (0.1, 0.3)):
+        rng = np.random.default_rng(0)
+        J = np.stack([sample_pose(rng, amp)[0] for _ in range(300)])
+        spread[amp] = J[:, [3, 6, 13, 16]].std(axis=0).mean()
+    assert spread[(0.1, 0.3)] < 0.8 * spread[(0.25, 1.0)]
+    with pytest.raises(ValueError, match="pose_amplitude"):
+        SyntheticHumans(2, pose_amplitude=(0.8, 0.2))
+    with pytest.raises(ValueError, match="clutter"):
+        SyntheticHumans(2, clutter=-1)

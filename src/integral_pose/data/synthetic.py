@@ -70,8 +70,13 @@ def _d(x: float) -> float:
     return math.radians(x)
 
 
-def sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_pose(
+    rng: np.random.Generator, amplitude: tuple[float, float] = (0.25, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """A random body-frame pose within joint-angle limits.
+
+    ``amplitude`` (lo, hi): each person scales every joint angle's deviation from rest by a factor
+    drawn uniformly from this range (1 = the full joint-angle limits; smaller = calmer poses).
 
     Returns:
         joints (17, 3) in mm in the body frame (x left, y up, z forward, pelvis at the origin) and
@@ -80,7 +85,7 @@ def sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     size = rng.uniform(0.85, 1.12)
     offsets = REST_OFFSETS * size * rng.uniform(0.95, 1.05, size=(17, 1))
     # amplitude: some people stand still, some are in extreme poses
-    amp = rng.uniform(0.25, 1.0)
+    amp = rng.uniform(*amplitude)
 
     def u(lo: float, hi: float, rest: float = 0.0) -> float:
         return _d(rest + amp * (rng.uniform(lo, hi) - rest))
@@ -190,8 +195,8 @@ def body_primitives(joints_cam: np.ndarray, girth: float = 1.0) -> tuple[np.ndar
     return a, b, _PART_RA * g, _PART_RB * g
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A random textured background (H, W, 3) float32 in [0, 1]."""
+def _background(rng: np.random.Generator, h: int, w: int, clutter: int = 5) -> np.ndarray:
+    """A random textured background (H, W, 3) float32 in [0, 1] with 0..``clutter`` random shapes."""
     g = int(rng.integers(2, 9))
     base = rng.uniform(0.0, 1.0, size=(g, g, 3)).astype(np.float32)
     # mostly muted colours, like real scenes; sometimes saturated ones
@@ -212,7 +217,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         col = (rng.uniform(-0.3, 0.3) + rng.uniform(-0.1, 0.1, size=3)).astype(np.float32)
         img = img + pat[..., None] * col
     # clutter: a few random shapes, some limb-like
-    for _ in range(int(rng.integers(0, 6))):
+    for _ in range(int(rng.integers(0, clutter + 1))):
         col = tuple(float(x) for x in rng.uniform(0, 1, 3))
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
         shape = rng.integers(0, 3)
@@ -352,6 +357,11 @@ class SyntheticHumans(Dataset):
             camera frame of ``camera_image_size``.
         camera_image_size: (H, W) of the real cameras' images (only with ``crop_to_person=False``).
         fill: fraction of the shorter image side covered by the person's longer extent, (lo, hi).
+        pose_amplitude: (lo, hi) range of the per-person factor that scales every joint angle's
+            deviation from rest (random poses only; 1 = the full joint-angle limits). The default
+            (0.25, 1.0) mixes calm and extreme poses; e.g. (0.25, 0.6) gives an easier set.
+        clutter: at most this many random shapes (rectangles, ellipses, limb-like lines) drawn on
+            the background, 0..clutter per image (default 5); 0 = textured background only.
         transform: optional callable (e.g. :class:`TopDownTransform`) applied to the item's record
             (a dict with a numpy HWC float32 image); its result is returned instead of the raw item.
         cache: pre-render every item once (see :meth:`cache`); transforms still run on access.
@@ -378,6 +388,8 @@ class SyntheticHumans(Dataset):
         crop_to_person: bool = True,
         camera_image_size: Sequence[int] = (1000, 1000),
         fill: tuple[float, float] = (0.55, 0.9),
+        pose_amplitude: tuple[float, float] = (0.25, 1.0),
+        clutter: int = 5,
         transform: Callable[[dict], dict] | None = None,
         cache: bool = False,
     ) -> None:
@@ -427,6 +439,13 @@ class SyntheticHumans(Dataset):
         self.crop_to_person = bool(crop_to_person)
         self.camera_image_size = tuple(int(s) for s in camera_image_size)
         self.fill = (float(fill[0]), float(fill[1]))
+        lo, hi = (float(a) for a in pose_amplitude)
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"pose_amplitude must be (lo, hi) with 0 <= lo <= hi, got {tuple(pose_amplitude)}")
+        self.pose_amplitude = (lo, hi)
+        if int(clutter) < 0:
+            raise ValueError(f"clutter must be >= 0, got {clutter}")
+        self.clutter = int(clutter)
         self.transform = transform
         self._cache: dict[str, np.ndarray] | None = None
         if cache:
@@ -471,7 +490,7 @@ class SyntheticHumans(Dataset):
             # world z-up -> body y-up (a proper rotation)
             body = P @ np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]]).T
         else:
-            body, _ = sample_pose(rng)
+            body, _ = sample_pose(rng, getattr(self, "pose_amplitude", (0.25, 1.0)))
         # global orientation, then body (y up, z forward) -> camera (y down, z away from camera)
         Rg = _ry(rng.uniform(0, 2 * math.pi)) @ _rx(_d(rng.normal(0, 8))) @ _rz(_d(rng.normal(0, 6)))
         if rng.random() < 0.05:  # rarely: lying or upside down poses
@@ -496,7 +515,7 @@ class SyntheticHumans(Dataset):
         rng = np.random.default_rng([self.seed, index])
         X, f, c = self._pose_and_camera(rng, index)
         h, w = self.height, self.width
-        img = _background(rng, h, w)
+        img = _background(rng, h, w, getattr(self, "clutter", 5))
         zbuf, mask = render_person(X, f, c, img, rng, girth=rng.uniform(0.85, 1.2))
         # global photometric variation and sensor noise
         img = img * rng.uniform(0.7, 1.2) + rng.uniform(-0.1, 0.1)

@@ -107,9 +107,13 @@ def build_dataset(cfg: dict[str, Any], split: str) -> Dataset:
         if limit is not None:
             n = min(n, int(limit))
         seed = int(cfg["seed"]) + (0 if train else VAL_SEED_OFFSET)
-        key = (n, int(d["synthetic_image_size"]), seed)
+        amplitude = tuple(float(v) for v in d["synthetic_pose_amplitude"])
+        key = (n, int(d["synthetic_image_size"]), seed, amplitude, int(d["synthetic_clutter"]))
         if key not in _SYNTHETIC_CACHE:
-            raw = D.SyntheticHumans(n, image_size=int(d["synthetic_image_size"]), seed=seed)
+            raw = D.SyntheticHumans(
+                n, image_size=int(d["synthetic_image_size"]), seed=seed,
+                pose_amplitude=amplitude, clutter=int(d["synthetic_clutter"]),
+            )
             workers = min(4, os.cpu_count() or 1) if n >= 256 else 0
             raw.cache(num_workers=workers)
             _SYNTHETIC_CACHE[key] = raw
