@@ -37,6 +37,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("model.head_channels", None, "Deconv channels; null = the model's default (256 for ResNets, 64 for tiny)."),
     ("model.num_deconv", None, "Deconvolutions in the head; null = the model's default (3 for ResNets, 2 for tiny: output stride 4 for both)."),
     ("model.depth_bins", None, "D for a 3D (volumetric) head; null = 2D."),
+    ("model.head_init", "auto", "Head initialisation: simple_baselines (N(0, 0.001), for heatmap training), integral (Kaiming deconvs, N(0, 0.05) logits), or auto (integral when train.mode is integral)."),
     ("model.pretrained", None, "Local path of a torchvision ResNet state_dict for the trunk; null = from scratch."),
     # data
     ("data.dataset", "synthetic", "synthetic | coco | mpii | h36m | h36m_mpii (mixed 2D+3D, sampled 1:1)."),
@@ -193,6 +194,7 @@ _CHOICES = {
     "train.mode": ("integral", "heatmap", "heatmap_then_integral"),
     "train.coord_loss": ("l1", "l2", "smooth_l1"),
     "train.optimizer": ("adam", "sgd"),
+    "model.head_init": ("auto", "simple_baselines", "integral"),
     "data.dataset": ("synthetic", "coco", "mpii", "h36m", "h36m_mpii"),
 }
 

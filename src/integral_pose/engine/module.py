@@ -36,7 +36,17 @@ def build_model_from_config(cfg: dict[str, Any], num_joints: int):
         head_channels=m["head_channels"],
         num_deconv=m["num_deconv"],
         width=m["width"],
+        head_init=resolve_head_init(cfg),
     )
+
+
+def resolve_head_init(cfg: dict[str, Any]) -> str:
+    """``model.head_init`` with "auto" resolved: the integral init when training starts on the
+    integral loss, Simple Baselines' when it starts on heatmaps."""
+    init = cfg["model"]["head_init"]
+    if init == "auto":
+        return "integral" if cfg["train"]["mode"] == "integral" else "simple_baselines"
+    return init
 
 
 class PoseLightningModule(L.LightningModule):

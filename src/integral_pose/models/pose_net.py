@@ -38,6 +38,8 @@ class _Spec:
 # BasicBlock per stage) at a quarter of the width, without the stem max-pool (stride 16, so a
 # 64x64 input keeps 4x4 features), and two 64-channel deconvs: output stride 4 like the paper's
 # head, about 0.6 M parameters, fast enough to train well on 2 CPU cores in minutes.
+HEAD_INITS = ("simple_baselines", "integral")
+
 MODEL_SPECS: dict[str, _Spec] = {
     name: _Spec(block, layers, 64, 256) for name, (block, layers) in RESNET_SPECS.items()
 }
@@ -61,8 +63,12 @@ class DeconvHead(nn.Module):
     Each deconv doubles the resolution: (B, C_in, h, w) -> (B, out_channels, h * 2**num_deconv, ...).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, channels: int = 256, num_deconv: int = 3) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, channels: int = 256, num_deconv: int = 3, init: str = "simple_baselines"
+    ) -> None:
         super().__init__()
+        if init not in HEAD_INITS:
+            raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
         layers: list[nn.Module] = []
         cin = in_channels
         for _ in range(num_deconv):
@@ -74,10 +80,17 @@ class DeconvHead(nn.Module):
             cin = channels
         self.deconv = nn.Sequential(*layers)
         self.final = nn.Conv2d(cin, out_channels, 1)
+        # "simple_baselines": N(0, 0.001) everywhere, right for heatmap MSE (targets near 0 but at
+        # the peak). An integral readout started that way sees near-zero logits: a uniform softmax,
+        # the expectation at the map centre and almost no gradient into the trunk, so training from
+        # scratch lingers at the mean pose. "integral": Kaiming deconvolutions and N(0, 0.05) logits.
         for m in self.deconv.modules():
             if isinstance(m, nn.ConvTranspose2d):
-                nn.init.normal_(m.weight, std=0.001)
-        nn.init.normal_(self.final.weight, std=0.001)
+                if init == "integral":
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                else:
+                    nn.init.normal_(m.weight, std=0.001)
+        nn.init.normal_(self.final.weight, std=0.05 if init == "integral" else 0.001)
         nn.init.zeros_(self.final.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -110,6 +123,7 @@ class PoseNet(nn.Module):
         depth_bins: int | None = None,
         head_channels: int = 256,
         num_deconv: int = 3,
+        head_init: str = "simple_baselines",
     ) -> None:
         super().__init__()
         if num_joints < 1:
@@ -125,7 +139,7 @@ class PoseNet(nn.Module):
             raise ValueError(f"num_deconv={num_deconv} upsamples past the input resolution (trunk stride {backbone.stride})")
         self.backbone = backbone
         out = num_joints * (depth_bins or 1)
-        self.head = DeconvHead(backbone.out_channels, out, head_channels, num_deconv)
+        self.head = DeconvHead(backbone.out_channels, out, head_channels, num_deconv, init=head_init)
         # Not persistent: checkpoints hold learned weights only, and old ones keep loading.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -163,6 +177,7 @@ def create_model(
     head_channels: int | None = None,
     num_deconv: int | None = None,
     width: int | None = None,
+    head_init: str = "simple_baselines",
 ) -> PoseNet:
     """Build a pose network by name (timm-style: one factory, the same arguments for every model).
 
@@ -177,6 +192,9 @@ def create_model(
         num_deconv: deconvolutions in the head (default: 3 for ResNets as in the paper, 2 for
             "tiny"; output stride 4 either way).
         width: trunk base width (default: 64 for ResNets, 16 for "tiny").
+        head_init: "simple_baselines" (N(0, 0.001), for heatmap training) or "integral" (Kaiming
+            deconvolutions, N(0, 0.05) output conv: an integral readout trained from scratch then
+            starts with informative logits instead of a flat softmax).
 
     Example:
         >>> net = create_model("tiny", num_joints=16, depth_bins=8)
@@ -199,4 +217,5 @@ def create_model(
         depth_bins=depth_bins,
         head_channels=head_channels or spec.head_channels,
         num_deconv=spec.num_deconv if num_deconv is None else num_deconv,
+        head_init=head_init,
     )
