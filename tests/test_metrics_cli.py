@@ -1,7 +1,6 @@
 """`integral-pose evaluate` end to end on the real fixtures, in-process."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import types
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from integral_pose.metrics import report
+from integral_pose import cli
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 MPII_JSON = DATA / "mpii" / "test_mpii.json"
@@ -19,32 +18,13 @@ COCO_EXAMPLE = DATA / "coco" / "example_predictions.json"
 POSES = DATA / "h36m_poses" / "poses_world_mm.npz"
 
 
-def _cli_main():
-    """cli.main when the whole CLI imports (other helpers' command modules may not exist yet)."""
-    from integral_pose import cli
-
-    try:
-        cli.build_parser()
-    except ImportError as exc:
-        return None, str(exc)
-    return cli.main, None
-
-
 def run(argv: list[str]) -> int:
-    main, _ = _cli_main()
-    if main is not None:
-        return main(["evaluate", *argv])
-    parser = argparse.ArgumentParser(prog="integral-pose evaluate")
-    report.add_arguments(parser)
-    return report.main(parser.parse_args(argv))
+    return cli.main(["evaluate", *argv])
 
 
 def test_evaluate_is_registered_in_cli(capsys):
-    main, why = _cli_main()
-    if main is None:
-        pytest.skip(f"integral_pose.cli cannot be built yet (another command module is missing): {why}")
     with pytest.raises(SystemExit) as e:
-        main(["evaluate", "--help"])
+        cli.main(["evaluate", "--help"])
     assert e.value.code == 0
     assert "--metric" in capsys.readouterr().out
 

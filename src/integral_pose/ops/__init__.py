@@ -6,7 +6,7 @@ from integral_pose.ops.coordinates import (
     normalized_to_cells,
 )
 # `decode` the function is exported at the top level (integral_pose.decode); here the name stays
-# the submodule, so that `integral_pose.ops.decode.spread` resolves as the contract says.
+# the submodule, so that `integral_pose.ops.decode.spread` resolves (the function itself is `integral_pose.decode`).
 from integral_pose.ops.decode import DECODE_METHODS, spread
 from integral_pose.ops.soft_argmax import (
     expectation,
