@@ -295,6 +295,9 @@ PINNED: dict[str, dict[str, Any]] = {
               "heatmap_weight": 1.0, "js_weight": 0.0, "combine": False, "switch_epoch": None, "max_steps": -1,
               "max_time_s": None, "compare_modes": [], "progress_bar": False, "precision": "32-true"},
     "eval": {"pck_threshold": 0.2, "batch_size": 64},
+    # Every run starts from Simple Baselines' head init (what the recorded runs used); the engine's
+    # default ("auto") would give integral runs another init than heatmap runs.
+    "model": {"head_init": "simple_baselines"},
 }
 
 
