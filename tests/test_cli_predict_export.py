@@ -12,7 +12,6 @@ from torch.utils.data import default_collate
 
 from integral_pose import soft_argmax
 from integral_pose.cli import main as cli
-from integral_pose.engine.config import load_config
 from integral_pose.engine.data import build_dataset
 from integral_pose.engine.evaluate import evaluate_checkpoint, load_checkpoint
 from integral_pose.engine.inference import collect_predictions

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from integral_pose.data import TopDownTransform
-from integral_pose.geometry import apply_affine, heatmap_to_input
+from integral_pose.geometry import heatmap_to_input
 from integral_pose.skeletons import H36M17, flip_permutation
 
 

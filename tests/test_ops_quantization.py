@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from integral_pose.cli import main as cli_main
 from integral_pose.studies.quantization import format_table, run_study

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import Dataset, Subset
 
 from integral_pose.engine.config import ConfigError
