@@ -159,3 +159,68 @@ def test_3d_training_reports_mpjpe(tmp_path):
     m = run_training(cfg, tmp_path / "3d", verbose=False)
     assert {"mpjpe_mm", "pa_mpjpe_mm", "pck@0.2"} <= m.keys()
     assert 0 < m["pa_mpjpe_mm"] <= m["mpjpe_mm"] < 2000  # root-relative mm; alignment only lowers it
+
+
+def test_parallel_comparison_equals_sequential(tmp_path):
+    # `train` with compare_modes trains the modes side by side (one spawned process each, renders
+    # shared from the parent); at one thread per run that must change nothing but the wall time.
+    common = TINY + ["train.max_epochs=1", "data.synthetic_train=32", "train.compare_modes=[heatmap]",
+                     "eval.flip_test=false"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def train(out, extra):
+        cmd = [sys.executable, "-m", "integral_pose.cli", "train", "--output", str(out)]
+        for o in common + extra:
+            cmd += ["--set", o]
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+
+    par = train(tmp_path / "par", ["train.parallel_compare=true", "train.threads=2"])
+    seq = train(tmp_path / "seq", ["train.parallel_compare=false", "train.threads=1"])
+    assert "in parallel" in par and "in parallel" not in seq
+    assert "[integral] epoch 1/1" in par and "[heatmap] epoch 1/1" in par  # one line per epoch and run
+    for mode_dir in ("", "heatmap"):
+        a = _weights(tmp_path / "par" / mode_dir / "checkpoints" / "last.ckpt")
+        b = _weights(tmp_path / "seq" / mode_dir / "checkpoints" / "last.ckpt")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), mode_dir or "integral"
+        ma = json.loads((tmp_path / "par" / mode_dir / "metrics.json").read_text())
+        mb = json.loads((tmp_path / "seq" / mode_dir / "metrics.json").read_text())
+        assert ma["pck@0.2"] == mb["pck@0.2"] and ma["threads"] == mb["threads"] == 1
+    table = (tmp_path / "par" / "summary.md").read_text()
+    assert "| integral |" in table and "| heatmap | argmax |" in table and "| heatmap | DARK |" in table
+
+
+def test_parallel_run_failure_is_reported(tmp_path):
+    from integral_pose.engine.train import run_parallel
+
+    good = load_config(None, TINY + ["train.max_epochs=1", "data.synthetic_train=16"])
+    bad = load_config(None, TINY + ["train.max_epochs=1", "data.synthetic_train=16", "train.mode=heatmap",
+                                    "model.depth_bins=4"])  # heatmap training needs a 2D model
+    with pytest.raises(RuntimeError, match=r"\[heatmap\].*2D model"):
+        run_parallel([(good, tmp_path / "good", False), (bad, tmp_path / "bad", False)])
+    assert (tmp_path / "good" / "metrics.json").is_file()  # the other run still finished
+
+
+def test_batch_rendered_heatmap_targets_equal_the_per_sample_ones():
+    # The engine renders heatmap targets per batch in the LightningModule; they must be exactly the
+    # maps TopDownTransform(heatmap_sigma=...) renders per sample (weights included).
+    from torch.utils.data import default_collate
+
+    from integral_pose.engine.data import _transform
+    from integral_pose.engine.module import PoseLightningModule
+
+    cfg = load_config(None, TINY + ["train.mode=heatmap", "data.scale=0.4", "data.heatmap_sigma=1.5"])
+    plain = build_dataset(cfg, "train")
+    with_maps = build_dataset(cfg, "train")
+    with_maps.transform = _transform(cfg, True, True, "h36m17")
+    samples = [plain[i] for i in range(16)]
+    assert "heatmap" not in samples[0]
+    ref = default_collate([with_maps[i] for i in range(16)])
+    batch = default_collate(samples)
+    assert torch.equal(batch["target"], ref["target"])  # same augmentation: (seed, index)
+    module = PoseLightningModule(cfg, 17, "h36m17")
+    hm, w = module.heatmap_targets(torch.zeros(16, 17, 16, 16), batch)
+    torch.testing.assert_close(hm, ref["heatmap"], rtol=0, atol=1e-6)
+    assert torch.equal(w, ref["heatmap_weight"])
+    assert hm.amax(dim=(-2, -1)).gt(0.5).any()  # real peaks, not empty maps

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset
 from integral_pose.engine.config import ConfigError
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableDataLoader, ResumableSampler
 
-__all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "VAL_SEED_OFFSET"]
+__all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "render_synthetic", "adopt_synthetic_cache", "VAL_SEED_OFFSET"]
 
 VAL_SEED_OFFSET = 1000003  # held-out synthetic images come from a different seed stream
 
@@ -85,10 +85,31 @@ def _heatmap_size(cfg: dict[str, Any]) -> tuple[int, int]:
     return (w // stride, h // stride)
 
 
-def _needs_heatmaps(cfg: dict[str, Any]) -> bool:
-    t = cfg["train"]
-    modes = {t["mode"], *(t["compare_modes"] or [])}
-    return bool(modes & {"heatmap", "heatmap_then_integral"}) or (t["combine"] and t["heatmap_weight"] > 0) or t["js_weight"] > 0
+def _synthetic_key(cfg: dict[str, Any], split: str) -> tuple:
+    d = cfg["data"]
+    train = split == "train"
+    n = d["synthetic_train"] if train else d["synthetic_val"]
+    limit = d["limit_train"] if train else d["limit_val"]
+    if limit is not None:
+        n = min(n, int(limit))
+    seed = int(cfg["seed"]) + (0 if train else VAL_SEED_OFFSET)
+    amplitude = tuple(float(v) for v in d["synthetic_pose_amplitude"])
+    return (n, int(d["synthetic_image_size"]), seed, amplitude, int(d["synthetic_clutter"]))
+
+
+def render_synthetic(cfg: dict[str, Any]) -> dict[tuple, Any]:
+    """Render (or reuse) the configured synthetic training and held-out sets; return them as cache
+    entries that :func:`adopt_synthetic_cache` installs in another process (empty for real data)."""
+    if cfg["data"]["dataset"] != "synthetic":
+        return {}
+    for split in ("train", "val"):
+        build_dataset(cfg, split)
+    return {k: _SYNTHETIC_CACHE[k] for k in (_synthetic_key(cfg, "train"), _synthetic_key(cfg, "val"))}
+
+
+def adopt_synthetic_cache(entries: dict[tuple, Any]) -> None:
+    """Use renders made elsewhere (:func:`render_synthetic` in a parent process) in this process."""
+    _SYNTHETIC_CACHE.update(entries)
 
 
 def build_dataset(cfg: dict[str, Any], split: str) -> Dataset:
@@ -99,20 +120,14 @@ def build_dataset(cfg: dict[str, Any], split: str) -> Dataset:
     ds_name = d["dataset"]
     train = split == "train"
     skeleton = dataset_skeleton(cfg)
-    tf = _transform(cfg, train, _needs_heatmaps(cfg), skeleton)
+    # Heatmap targets are rendered per batch by the LightningModule (PoseLightningModule.heatmap_targets).
+    tf = _transform(cfg, train, False, skeleton)
     limit = d["limit_train"] if train else d["limit_val"]
     if ds_name == "synthetic":
-        n = d["synthetic_train"] if train else d["synthetic_val"]
-        if limit is not None:
-            n = min(n, int(limit))
-        seed = int(cfg["seed"]) + (0 if train else VAL_SEED_OFFSET)
-        amplitude = tuple(float(v) for v in d["synthetic_pose_amplitude"])
-        key = (n, int(d["synthetic_image_size"]), seed, amplitude, int(d["synthetic_clutter"]))
+        key = _synthetic_key(cfg, split)
+        n, image_size, seed, amplitude, clutter = key
         if key not in _SYNTHETIC_CACHE:
-            raw = D.SyntheticHumans(
-                n, image_size=int(d["synthetic_image_size"]), seed=seed,
-                pose_amplitude=amplitude, clutter=int(d["synthetic_clutter"]),
-            )
+            raw = D.SyntheticHumans(n, image_size=image_size, seed=seed, pose_amplitude=amplitude, clutter=clutter)
             workers = min(4, os.cpu_count() or 1) if n >= 256 else 0
             raw.cache(num_workers=workers)
             _SYNTHETIC_CACHE[key] = raw

@@ -28,7 +28,7 @@ import torch
 
 from integral_pose.engine.config import ConfigError, dump_config, load_config
 
-__all__ = ["add_arguments", "main", "run_training", "format_table"]
+__all__ = ["add_arguments", "main", "run_training", "run_parallel", "format_table"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +101,10 @@ def run_training(
         # Both callbacks write last.ckpt (no last-v1.ckpt): it is always the newest state.
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False,
                                          every_n_train_steps=int(t["checkpoint_every_n_steps"])))
+    if not t["progress_bar"]:
+        from integral_pose.engine.callbacks import EpochSummary
+
+        callbacks.append(EpochSummary(t["mode"]))
     callbacks.extend(extra_callbacks)
     gpu = _on_gpu(cfg)
     trainer = L.Trainer(
@@ -183,6 +187,77 @@ def format_table(runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _mode_config(cfg: dict[str, Any], mode: str) -> dict[str, Any]:
+    sub = copy.deepcopy(cfg)
+    sub["train"]["mode"] = mode
+    sub["train"]["compare_modes"] = []
+    return sub
+
+
+def _runs_in_parallel(cfg: dict[str, Any], n_runs: int) -> bool:
+    t = cfg["train"]
+    one_process = str(t["devices"]) in ("auto", "1") and int(t["num_nodes"]) == 1
+    return bool(t["parallel_compare"]) and n_runs > 1 and one_process and not _on_gpu(cfg)
+
+
+def _parallel_worker(cfg: dict[str, Any], output: str, resume: bool, synthetic: dict, results: Any) -> None:
+    """One run of a parallel comparison, in its own (spawned) process."""
+    try:
+        from integral_pose.engine.data import adopt_synthetic_cache
+
+        adopt_synthetic_cache(synthetic)  # the parent's renders: not rendered again
+        results.put((cfg["train"]["mode"], run_training(cfg, output, resume=resume), None))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        import traceback
+
+        results.put((cfg["train"]["mode"], None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+
+
+def run_parallel(jobs: Sequence[tuple[dict[str, Any], Path, bool]]) -> dict[str, dict[str, Any]]:
+    """Train several single-process CPU runs at the same time, one spawned process each.
+
+    ``jobs``: (resolved config, run directory, resume) per run, one training mode each; each
+    config's ``train.threads`` is what its process uses. Synthetic renders are made once, here, and
+    handed to every process. Returns {mode: metrics} in the order of ``jobs``; raises if a run fails.
+    """
+    import multiprocessing as mp
+    import queue
+
+    from integral_pose.engine.data import render_synthetic
+
+    synthetic: dict = {}
+    for cfg, _, _ in jobs:
+        synthetic.update(render_synthetic(cfg))
+    ctx = mp.get_context("spawn")  # fork after torch has started its thread pools can deadlock
+    results = ctx.Queue()
+    procs = {cfg["train"]["mode"]: ctx.Process(target=_parallel_worker, args=(cfg, str(out), resume, synthetic, results))
+             for cfg, out, resume in jobs}
+    for p in procs.values():
+        p.start()
+    got: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    pending = set(procs)
+    while pending:
+        try:
+            mode, metrics, error = results.get(timeout=2.0)
+        except queue.Empty:
+            # a process killed from outside (out of memory, a signal) never reports: notice it
+            for mode in [m for m in pending if not procs[m].is_alive() and procs[m].exitcode not in (None, 0)]:
+                errors.append(f"[{mode}] process exited with code {procs[mode].exitcode} without a result")
+                pending.discard(mode)
+            continue
+        pending.discard(mode)
+        if error:
+            errors.append(f"[{mode}] {error}")
+        else:
+            got[mode] = metrics
+    for p in procs.values():
+        p.join()
+    if errors:
+        raise RuntimeError("parallel training failed:\n" + "\n".join(errors))
+    return {cfg["train"]["mode"]: got[cfg["train"]["mode"]] for cfg, _, _ in jobs}
+
+
 def main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.max_epochs is not None:
@@ -196,17 +271,25 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # Resolve "auto" once, before this process adds to the load average, for every run below.
     cfg["train"]["threads"] = resolve_threads(cfg["train"]["threads"])
-    try:
-        runs = {cfg["train"]["mode"]: run_training(cfg, out, resume=args.resume)}
-        for mode in cfg["train"]["compare_modes"] or []:
-            if mode == cfg["train"]["mode"]:
-                continue
-            sub = copy.deepcopy(cfg)
-            sub["train"]["mode"] = mode
-            sub["train"]["compare_modes"] = []
+    jobs = [(cfg, out, args.resume)]
+    for mode in cfg["train"]["compare_modes"] or []:
+        if mode != cfg["train"]["mode"] and mode not in (j[0]["train"]["mode"] for j in jobs):
             sub_out = out / mode
-            resume_sub = args.resume and (sub_out / "checkpoints" / "last.ckpt").is_file()
-            runs[mode] = run_training(sub, sub_out, resume=resume_sub)
+            jobs.append((_mode_config(cfg, mode), sub_out, args.resume and (sub_out / "checkpoints" / "last.ckpt").is_file()))
+    try:
+        if _runs_in_parallel(cfg, len(jobs)):
+            cores = cfg["train"]["threads"] or torch.get_num_threads()
+            share = max(1, cores // len(jobs))
+            for job_cfg, _, _ in jobs:
+                job_cfg["train"]["threads"] = share
+                job_cfg["train"]["progress_bar"] = False  # one line per epoch instead of interleaved bars
+            out.mkdir(parents=True, exist_ok=True)
+            print(f"Training {len(jobs)} runs in parallel ({', '.join(j[0]['train']['mode'] for j in jobs)}), "
+                  f"{share} thread(s) each; one line per epoch and run.", flush=True)
+            runs = run_parallel(jobs)
+        else:
+            runs = {job_cfg["train"]["mode"]: run_training(job_cfg, job_out, resume=job_resume)
+                    for job_cfg, job_out, job_resume in jobs}
     except ConfigError as e:
         print(f"integral-pose train: {e}", file=sys.stderr)
         return 2
