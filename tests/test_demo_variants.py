@@ -1,0 +1,25 @@
+"""benchmarks/demo_variants.py (the fixed-time comparison of demo settings) on a tiny set."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_runs_trains_and_appends_one_json_row(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = tmp_path / "rows.jsonl"
+    base = [sys.executable, str(REPO / "benchmarks" / "demo_variants.py"), "--time", "3", "--out", str(out),
+            "--cache-dir", str(tmp_path / "renders"), "--set", "data.synthetic_train=64", "--set",
+            "data.synthetic_val=16", "--set", "data.synthetic_image_size=64", "--batch-size", "8"]
+    for extra in (["--name", "plain"], ["--name", "skip", "--skip-head", "--channels-last", "--schedule", "cosine"]):
+        r = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["name"] for r in rows] == ["plain", "skip"]
+    for r in rows:
+        assert r["steps"] > 0 and 0.0 <= r["pck@0.2"] <= 100.0 and r["mean_error_px"] > 0
+    assert rows[1]["params"] != rows[0]["params"]  # the skip head is a different network
+    assert len(list((tmp_path / "renders").glob("*.pkl"))) == 1  # rendered once, reused by the second run
