@@ -72,6 +72,15 @@ def main() -> None:
     rows.append((f"cache() pre-render of {n} items (one-off)", "1 process", (n / cache_s, float("nan"))))
     rows.append(("cached SyntheticHumans + TopDownTransform", "1 process", _rate(lambda: [ds[i] for i in range(n)], n)))
 
+    # The demo's per-sample work: cached 80 px renders -> 64x64 crops, 2D targets in 16x16 cells,
+    # with and without a per-sample heatmap (the engine renders heatmap targets per batch instead).
+    demo = SyntheticHumans(n, image_size=80, seed=5, pose_amplitude=(0.25, 0.6), clutter=0).cache()
+    for label, sigma in (("", None), (" + per-sample heatmap (sigma 1)", 1.0)):
+        demo.transform = TopDownTransform(input_size=64, heatmap_size=16, train=True, scale_factor=0.1,
+                                          rotation_factor=0.0, heatmap_sigma=sigma, seed=0)
+        rows.append((f"demo: cached 80 px + TopDownTransform(64 -> 16){label}", "1 process",
+                     _rate(lambda: [demo[i] for i in range(n)], n)))
+
     if (DATA / "coco" / "test_coco.json").is_file():
         tc = TopDownTransform(input_size=256, heatmap_size=64, seed=None, skeleton="coco")
         coco = CocoKeypoints(DATA / "coco" / "test_coco.json", transform=tc)

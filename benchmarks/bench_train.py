@@ -1,6 +1,7 @@
 """Training and inference speed of the pose networks on this machine's CPU.
 
     python benchmarks/bench_train.py [--threads 2] [--quick] [--out benchmarks/bench_train.json]
+    python benchmarks/bench_train.py --layouts [--quick]
 
 Measures, for the default demo model ("tiny", 64x64 input) and the paper-sized ResNet-50 at
 256x192 (H x W):
@@ -11,6 +12,11 @@ Measures, for the default demo model ("tiny", 64x64 input) and the paper-sized R
   versus the ONNX export (``integral_pose.engine.export``) in onnxruntime, same thread count.
 
 Prints a markdown table (for benchmarks/RESULTS.md) and writes the raw numbers as JSON.
+
+``--layouts`` instead measures how the demo model's training uses two cores: one process with one
+thread, one process with two threads, and two processes with one thread each training at the
+same time (what ``train.parallel_compare`` does), with the weights in the default (NCHW) or
+channels-last (NHWC) memory format. Each measurement runs in fresh spawned processes.
 """
 from __future__ import annotations
 
@@ -99,12 +105,53 @@ def bench_infer(model: torch.nn.Module, hw: tuple[int, int], reps1: int, reps32:
     return res
 
 
+def _layout_worker(threads: int, channels_last: bool, steps: int, results) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model("tiny", 17, head_init="integral")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    results.put(bench_train(model, 32, (64, 64), steps))
+
+
+def bench_layouts(steps: int) -> list[dict]:
+    """Demo-model training images/s for (processes, threads each, memory format) on this machine."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for channels_last in (False, True):
+        for processes, threads in ((1, 1), (1, 2), (2, 1)):
+            results = ctx.Queue()
+            procs = [ctx.Process(target=_layout_worker, args=(threads, channels_last, steps, results)) for _ in range(processes)]
+            for p in procs:
+                p.start()
+            per = [results.get() for _ in procs]
+            for p in procs:
+                p.join()
+            rows.append({"processes": processes, "threads": threads, "channels_last": channels_last,
+                         "img_s_total": sum(per), "img_s_each": per})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     ap.add_argument("--out", default="benchmarks/bench_train.json")
+    ap.add_argument("--layouts", action="store_true", help="processes x threads x memory format for the demo model")
     args = ap.parse_args()
+    if args.layouts:
+        rows = bench_layouts(steps=10 if args.quick else 40)
+        print(f"\n{_cpu_name()}, torch {torch.__version__}\n")
+        print("| processes x threads | memory format | train img/s, total | per process |")
+        print("| --- | --- | ---: | --- |")
+        for r in rows:
+            fmt = "channels-last" if r["channels_last"] else "NCHW"
+            print(f"| {r['processes']} x {r['threads']} | {fmt} | {r['img_s_total']:.0f} | "
+                  + ", ".join(f"{v:.0f}" for v in r["img_s_each"]) + " |")
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     q = args.quick

@@ -81,7 +81,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.lr_steps", [6, 7], "Epochs at which the learning rate is multiplied by lr_factor (step decay)."),
     ("train.lr_factor", 0.1, "Step-decay factor."),
     ("train.warmup_steps", 100, "Linear learning-rate warm-up over this many steps; 0 = off."),
-    ("train.channels_last", True, "Keep the network's weights (and so its activations) in channels-last memory format (NHWC): the layout oneDNN's CPU convolutions and GPU tensor cores run fastest on (measured ~17% faster training of the demo model on CPU)."),
+    ("train.channels_last", True, "Keep the network's weights (and so its activations) in channels-last memory format (NHWC): the layout oneDNN's CPU convolutions and GPU tensor cores run fastest on (the demo model trains 1.3x faster on one CPU thread: benchmarks/bench_train.py --layouts)."),
     ("train.precision", "auto", "auto (bf16-mixed on CUDA with bf16 support, else 16-mixed on CUDA, 32 on CPU) or any Lightning precision string."),
     ("train.accelerator", "auto", "Lightning accelerator: auto | cpu | gpu."),
     ("train.devices", "auto", "Processes/GPUs per node (Lightning `devices`); >1 on CPU uses DDP with gloo."),
@@ -94,7 +94,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.progress_bar", True, "Show the progress bar (loss, images/s)."),
     ("train.deterministic", False, "torch.use_deterministic_algorithms (slow on CPU: 3-4x; CPU kernels are already run-to-run deterministic at a fixed thread count, which the resume test checks)."),
     ("train.compare_modes", ["heatmap"], "Also train these modes with the same setting and print a comparison table (the demo)."),
-    ("train.parallel_compare", True, "CPU, one process per run: train the compare_modes at the same time as the main run, each in its own process with an equal share of train.threads (and its own max_time_s), instead of one after the other. Small CPU models use one core each far better than two threads in one process: measured for the demo model on 2 idle cores, 2 processes x 1 thread train 621 images/s in total against 394 for 1 process x 2 threads, and each run keeps the whole time cap. GPU and multi-process runs stay sequential."),
+    ("train.parallel_compare", True, "CPU, one process per run: train the compare_modes at the same time as the main run, each in its own process with an equal share of train.threads (and its own max_time_s), instead of one after the other. Small CPU models use two cores better as two 1-thread processes than as one 2-thread process: for the demo model, 604 against 474 training images/s in total (benchmarks/bench_train.py --layouts), and each run keeps the whole time cap. GPU and multi-process runs stay sequential."),
     # evaluation
     ("eval.flip_test", True, "Average the prediction with that of the mirrored image (joints swapped back)."),
     ("eval.decoders", ["argmax", "dark"], "Heatmap modes: readouts evaluated (argmax, argmax_quarter, dark, integral, integral_debiased)."),
