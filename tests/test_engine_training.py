@@ -36,6 +36,17 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in sd.items() if v.is_floating_point()}
 
 
+def _cli_train(out: Path, overrides: list[str]) -> str:
+    """`integral-pose train --output OUT --set ...` in a fresh process; returns its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "integral_pose.cli", "train", "--output", str(out)]
+    for o in overrides:
+        cmd += ["--set", o]
+    r = subprocess.run(cmd, cwd=out.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
 def test_sampler_shards_a_global_batch_exactly():
     one = list(ResumableSampler(40, seed=3))
     r0 = list(ResumableSampler(40, seed=3, num_replicas=2, rank=0))
@@ -133,17 +144,8 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     # which would hide the comparison; with SGD weight differences track gradient differences.
     common = TINY + ["train.max_epochs=1", "data.synthetic_train=64", "train.accelerator=cpu", "eval.flip_test=false",
                      "train.optimizer=sgd", "train.lr=0.05"]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-    def train(out, extra):
-        cmd = [sys.executable, "-m", "integral_pose.cli", "train", "--output", str(out)]
-        for o in common + extra:
-            cmd += ["--set", o]
-        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
-
-    train(tmp_path / "one", ["train.devices=1", "data.batch_size=16"])
-    train(tmp_path / "two", ["train.devices=2", "train.strategy=ddp", "data.batch_size=8"])
+    _cli_train(tmp_path / "one", common + ["train.devices=1", "data.batch_size=16"])
+    _cli_train(tmp_path / "two", common + ["train.devices=2", "train.strategy=ddp", "data.batch_size=8"])
     a = _weights(tmp_path / "one/checkpoints/last.ckpt")
     b = _weights(tmp_path / "two/checkpoints/last.ckpt")
     assert a.keys() == b.keys()
@@ -166,18 +168,8 @@ def test_parallel_comparison_equals_sequential(tmp_path):
     # shared from the parent); at one thread per run that must change nothing but the wall time.
     common = TINY + ["train.max_epochs=1", "data.synthetic_train=32", "train.compare_modes=[heatmap]",
                      "eval.flip_test=false"]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-    def train(out, extra):
-        cmd = [sys.executable, "-m", "integral_pose.cli", "train", "--output", str(out)]
-        for o in common + extra:
-            cmd += ["--set", o]
-        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-3000:]
-        return r.stdout
-
-    par = train(tmp_path / "par", ["train.parallel_compare=true", "train.threads=2"])
-    seq = train(tmp_path / "seq", ["train.parallel_compare=false", "train.threads=1"])
+    par = _cli_train(tmp_path / "par", common + ["train.parallel_compare=true", "train.threads=2"])
+    seq = _cli_train(tmp_path / "seq", common + ["train.parallel_compare=false", "train.threads=1"])
     assert "in parallel" in par and "in parallel" not in seq
     assert "[integral] epoch 1/1" in par and "[heatmap] epoch 1/1" in par  # one line per epoch and run
     for mode_dir in ("", "heatmap"):
