@@ -293,7 +293,9 @@ PINNED: dict[str, dict[str, Any]] = {
              "limit_train": None, "limit_val": None},
     "train": {"optimizer": "adam", "weight_decay": 0.0, "lr_factor": 0.1, "coord_loss": "l1", "coord_weight": 1.0,
               "heatmap_weight": 1.0, "js_weight": 0.0, "combine": False, "switch_epoch": None, "max_steps": -1,
-              "max_time_s": None, "compare_modes": [], "progress_bar": False, "precision": "32-true"},
+              "max_time_s": None, "compare_modes": [], "progress_bar": False, "precision": "32-true",
+              # the recorded runs used the NCHW layout; channels-last rounds differently
+              "channels_last": False},
     "eval": {"pck_threshold": 0.2, "batch_size": 64},
     # Every run starts from Simple Baselines' head init (what the recorded runs used); the engine's
     # default ("auto") would give integral runs another init than heatmap runs.
