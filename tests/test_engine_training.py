@@ -216,3 +216,15 @@ def test_batch_rendered_heatmap_targets_equal_the_per_sample_ones():
     torch.testing.assert_close(hm, ref["heatmap"], rtol=0, atol=1e-6)
     assert torch.equal(w, ref["heatmap_weight"])
     assert hm.amax(dim=(-2, -1)).gt(0.5).any()  # real peaks, not empty maps
+
+
+def test_parallel_runs_report_a_missing_dataset_as_a_config_error(tmp_path):
+    from integral_pose.engine.config import ConfigError
+    from integral_pose.engine.train import run_parallel
+
+    cfg = load_config(REPO / "configs" / "coco_res50_256x192.yaml", [f"data.root={tmp_path / 'nowhere'}", "train.threads=1"])
+    hm = load_config(REPO / "configs" / "coco_res50_256x192.yaml",
+                     [f"data.root={tmp_path / 'nowhere'}", "train.threads=1", "train.mode=heatmap"])
+    with pytest.raises(ConfigError, match=r"\[integral\].*nowhere.*does not exist") as e:
+        run_parallel([(cfg, tmp_path / "a", False), (hm, tmp_path / "b", False)])
+    assert "[heatmap]" in str(e.value)

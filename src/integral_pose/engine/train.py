@@ -206,11 +206,13 @@ def _parallel_worker(cfg: dict[str, Any], output: str, resume: bool, synthetic: 
         from integral_pose.engine.data import adopt_synthetic_cache
 
         adopt_synthetic_cache(synthetic)  # the parent's renders: not rendered again
-        results.put((cfg["train"]["mode"], run_training(cfg, output, resume=resume), None))
+        results.put((cfg["train"]["mode"], run_training(cfg, output, resume=resume), None, False))
+    except ConfigError as e:  # a user error (e.g. a missing dataset path): the message is enough
+        results.put((cfg["train"]["mode"], None, str(e), True))
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         import traceback
 
-        results.put((cfg["train"]["mode"], None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+        results.put((cfg["train"]["mode"], None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", False))
 
 
 def run_parallel(jobs: Sequence[tuple[dict[str, Any], Path, bool]]) -> dict[str, dict[str, Any]]:
@@ -218,7 +220,9 @@ def run_parallel(jobs: Sequence[tuple[dict[str, Any], Path, bool]]) -> dict[str,
 
     ``jobs``: (resolved config, run directory, resume) per run, one training mode each; each
     config's ``train.threads`` is what its process uses. Synthetic renders are made once, here, and
-    handed to every process. Returns {mode: metrics} in the order of ``jobs``; raises if a run fails.
+    handed to every process. Returns {mode: metrics} in the order of ``jobs``. Raises
+    :class:`ConfigError` if every failed run failed on its configuration, else RuntimeError with each
+    failed run's traceback; the other runs finish first. Interrupting the parent stops them all.
     """
     import multiprocessing as mp
     import queue
@@ -232,29 +236,36 @@ def run_parallel(jobs: Sequence[tuple[dict[str, Any], Path, bool]]) -> dict[str,
     results = ctx.Queue()
     procs = {cfg["train"]["mode"]: ctx.Process(target=_parallel_worker, args=(cfg, str(out), resume, synthetic, results))
              for cfg, out, resume in jobs}
-    for p in procs.values():
-        p.start()
     got: dict[str, dict[str, Any]] = {}
-    errors: list[str] = []
-    pending = set(procs)
-    while pending:
-        try:
-            mode, metrics, error = results.get(timeout=2.0)
-        except queue.Empty:
-            # a process killed from outside (out of memory, a signal) never reports: notice it
-            for mode in [m for m in pending if not procs[m].is_alive() and procs[m].exitcode not in (None, 0)]:
-                errors.append(f"[{mode}] process exited with code {procs[mode].exitcode} without a result")
-                pending.discard(mode)
-            continue
-        pending.discard(mode)
-        if error:
-            errors.append(f"[{mode}] {error}")
-        else:
-            got[mode] = metrics
-    for p in procs.values():
-        p.join()
+    errors: list[tuple[str, bool]] = []  # (message, is a configuration error)
+    try:
+        for p in procs.values():
+            p.start()
+        pending = set(procs)
+        while pending:
+            try:
+                mode, metrics, error, config_error = results.get(timeout=2.0)
+            except queue.Empty:
+                # a process killed from outside (out of memory, a signal) never reports: notice it
+                for mode in [m for m in pending if not procs[m].is_alive() and procs[m].exitcode not in (None, 0)]:
+                    errors.append((f"[{mode}] process exited with code {procs[mode].exitcode} without a result", False))
+                    pending.discard(mode)
+                continue
+            pending.discard(mode)
+            if error:
+                errors.append((f"[{mode}] {error}", config_error))
+            else:
+                got[mode] = metrics
+        for p in procs.values():
+            p.join()
+    finally:
+        for p in procs.values():
+            if p.is_alive():  # only when the parent is interrupted or fails
+                p.terminate()
     if errors:
-        raise RuntimeError("parallel training failed:\n" + "\n".join(errors))
+        if all(config_error for _, config_error in errors):
+            raise ConfigError("; ".join(message for message, _ in errors))
+        raise RuntimeError("parallel training failed:\n" + "\n".join(message for message, _ in errors))
     return {cfg["train"]["mode"]: got[cfg["train"]["mode"]] for cfg, _, _ in jobs}
 
 
