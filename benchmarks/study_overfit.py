@@ -45,13 +45,13 @@ def main() -> None:
         for init in a.inits:
             cfg = S._config(setting, mode, 16, None, epochs)
             cfg["data"].update(rotation=0.0, scale=0.0, flip=False)
-            fit_view = S._view(train, S._transform(cfg, False))
+            fit_view = train.with_transform(S._transform(cfg, False))
             L.seed_everything(0, verbose=False)
             module = PoseLightningModule(cfg, 17, S.SKELETON)
             if init == "scaled":
                 S.reinit_head(module.model, 0)
             dm = PoseDataModule(cfg)
-            dm.train_set, dm.val_set = S._view(train, S._transform(cfg, True)), fit_view
+            dm.train_set, dm.val_set = train.with_transform(S._transform(cfg, True)), fit_view
             t0 = time.perf_counter()
             L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

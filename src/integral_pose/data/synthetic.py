@@ -490,7 +490,7 @@ class SyntheticHumans(Dataset):
             # world z-up -> body y-up (a proper rotation)
             body = P @ np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]]).T
         else:
-            body, _ = sample_pose(rng, getattr(self, "pose_amplitude", (0.25, 1.0)))
+            body, _ = sample_pose(rng, self.pose_amplitude)
         # global orientation, then body (y up, z forward) -> camera (y down, z away from camera)
         Rg = _ry(rng.uniform(0, 2 * math.pi)) @ _rx(_d(rng.normal(0, 8))) @ _rz(_d(rng.normal(0, 6)))
         if rng.random() < 0.05:  # rarely: lying or upside down poses
@@ -515,7 +515,7 @@ class SyntheticHumans(Dataset):
         rng = np.random.default_rng([self.seed, index])
         X, f, c = self._pose_and_camera(rng, index)
         h, w = self.height, self.width
-        img = _background(rng, h, w, getattr(self, "clutter", 5))
+        img = _background(rng, h, w, self.clutter)
         zbuf, mask = render_person(X, f, c, img, rng, girth=rng.uniform(0.85, 1.2))
         # global photometric variation and sensor noise
         img = img * rng.uniform(0.7, 1.2) + rng.uniform(-0.1, 0.1)
@@ -572,6 +572,20 @@ class SyntheticHumans(Dataset):
                 store[key][i] = val
         self._cache = store
         return self
+
+    def with_transform(self, transform: Callable[[dict], dict] | None) -> "SyntheticHumans":
+        """A shallow copy with another ``transform`` that shares this set's renders (and cache).
+
+        Example:
+            >>> ds = SyntheticHumans(2, image_size=32, seed=0).cache()
+            >>> view = ds.with_transform(lambda rec: rec["joints_2d"])
+            >>> view[1].shape, view._cache is ds._cache
+            ((17, 2), True)
+        """
+        view = type(self).__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.transform = transform
+        return view
 
     def record(self, index: int) -> dict[str, Any]:
         """The item as a record for transforms: numpy arrays, image (H, W, 3) float32 or uint8."""

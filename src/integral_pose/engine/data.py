@@ -131,12 +131,7 @@ def build_dataset(cfg: dict[str, Any], split: str) -> Dataset:
             workers = min(4, os.cpu_count() or 1) if n >= 256 else 0
             raw.cache(num_workers=workers)
             _SYNTHETIC_CACHE[key] = raw
-        base = _SYNTHETIC_CACHE[key]
-        # A shallow view sharing the cached renders, with this run's transform.
-        ds = D.SyntheticHumans.__new__(D.SyntheticHumans)
-        ds.__dict__.update(base.__dict__)
-        ds.transform = tf
-        return ds
+        return _SYNTHETIC_CACHE[key].with_transform(tf)  # shares the cached renders
     if ds_name == "coco":
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")

@@ -210,14 +210,6 @@ def reinit_head(model: torch.nn.Module, seed: int) -> None:
         head.final.bias.zero_()
 
 
-def _view(base: Any, transform: Any) -> Any:
-    """A shallow copy of a cached SyntheticHumans sharing its renders, with another transform."""
-    ds = type(base).__new__(type(base))
-    ds.__dict__.update(base.__dict__)
-    ds.transform = transform
-    return ds
-
-
 def _archive_split(poses_dir: Path, setting: StudySetting) -> tuple[Any, dict[str, Any]]:
     """(train SyntheticHumans, test SyntheticHumans) rendering the archive's poses through its cameras."""
     from integral_pose.data import PoseArchive, SyntheticHumans
@@ -379,7 +371,7 @@ def _fixed_readout(cfg: dict[str, Any], test: Any, predict: Any) -> dict[str, fl
 
     from integral_pose.engine.data import _heatmap_size
 
-    view = _view(test, _transform(cfg, train=False, heatmaps=True))
+    view = test.with_transform(_transform(cfg, train=False, heatmaps=True))
     loader = torch.utils.data.DataLoader(view, batch_size=128, shuffle=False)
     hm = _heatmap_size(cfg)
     pred, gt, vis, head = [], [], [], []
@@ -404,7 +396,7 @@ def _gt_argmax(cfg: dict[str, Any], test: Any) -> dict[str, float]:
 def _mean_pose(cfg: dict[str, Any], train: Any, test: Any) -> dict[str, float]:
     """Predict the mean training pose (in crop coordinates) for every test crop: what "learned nothing
     from the image" scores, since the crop itself already centres and scales the person."""
-    view = _view(train, _transform(cfg, train=False))
+    view = train.with_transform(_transform(cfg, train=False))
     loader = torch.utils.data.DataLoader(view, batch_size=256, shuffle=False)
     total = torch.zeros(SKELETON_K, 2, dtype=torch.float64)
     count = torch.zeros(SKELETON_K, 1, dtype=torch.float64)
@@ -443,9 +435,9 @@ def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
                      "train_time_s": 0.0, "steps": 0})
         for mode, readouts in modes.items():
             cfg = _config(setting, mode, res, None, setting.epochs_2d)
-            model, secs, steps = _fit(cfg, _view(train, _transform(cfg, True)), _view(test, _transform(cfg, False)),
+            model, secs, steps = _fit(cfg, train.with_transform(_transform(cfg, True)), test.with_transform(_transform(cfg, False)),
                                       setting.head_init)
-            by = _evaluate(model, cfg, _view(test, _transform(cfg, False)), [d for _, d in readouts])
+            by = _evaluate(model, cfg, test.with_transform(_transform(cfg, False)), [d for _, d in readouts])
             params = int(sum(p.numel() for p in model.parameters()))
             for label, dec in readouts:
                 row = {"readout": label, "training": mode, "resolution": res, **_keep(by[dec], _KEYS_2D),
@@ -470,9 +462,9 @@ def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     cfg = _config(setting, "integral", res, d, setting.epochs_3d)
     tf = _transform(cfg, True)
     tf_2d = _transform(cfg, True)
-    a_3d = Subset(_view(train, tf), idx_a)
-    b_2d = Subset(_view(train, Without3D(tf_2d)), idx_b)
-    b_3d = Subset(_view(train, _transform(cfg, True)), idx_b)
+    a_3d = Subset(train.with_transform(tf), idx_a)
+    b_2d = Subset(train.with_transform(Without3D(tf_2d)), idx_b)
+    b_3d = Subset(train.with_transform(_transform(cfg, True)), idx_b)
     # Every run draws `half` items per epoch, so all three take the same optimiser steps.
     runs = [
         ("3D labels on half the poses", "a", a_3d),
@@ -481,8 +473,8 @@ def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     ]
     rows = []
     for label, key, ds in runs:
-        model, secs, steps = _fit(cfg, ds, _view(test, _transform(cfg, False)), setting.head_init)
-        by = _evaluate(model, cfg, _view(test, _transform(cfg, False)), ["integral"])
+        model, secs, steps = _fit(cfg, ds, test.with_transform(_transform(cfg, False)), setting.head_init)
+        by = _evaluate(model, cfg, test.with_transform(_transform(cfg, False)), ["integral"])
         row = {"run": key, "training": label, **_keep(by["integral"], _KEYS_3D), "train_time_s": round(secs, 1),
                "steps": steps, "poses_3d": half if key != "c" else 2 * half, "poses_2d_only": half if key == "b" else 0,
                "resolution": res, "depth_bins": d}
