@@ -49,6 +49,12 @@ def resolve_head_init(cfg: dict[str, Any]) -> str:
     return init
 
 
+def _weight_2d(batch: dict[str, Tensor]) -> Tensor:
+    """(B, K) weight of each joint's image position: its x/y target weights (a 3D sample's depth
+    weight does not count), so the 2D losses and metrics skip exactly the joints the transform marked."""
+    return batch["target_weight"][..., :2].amin(-1)
+
+
 class PoseLightningModule(L.LightningModule):
     """Wraps a :class:`~integral_pose.models.PoseNet` for training with Lightning.
 
@@ -105,9 +111,8 @@ class PoseLightningModule(L.LightningModule):
             return batch["heatmap"], batch["heatmap_weight"]
         from integral_pose.ops.targets import render_heatmaps
 
-        visible = batch["target_weight"][..., :2].amin(-1)
         return render_heatmaps(batch["target"][..., :2].float(), tuple(logits.shape[-2:]),
-                               float(self.cfg["data"]["heatmap_sigma"]), visible=visible)
+                               float(self.cfg["data"]["heatmap_sigma"]), visible=_weight_2d(batch))
 
     def compute_loss(self, logits: Tensor, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:
         from integral_pose import losses
@@ -127,8 +132,8 @@ class PoseLightningModule(L.LightningModule):
             if t["combine"] and t["heatmap_weight"] > 0 and logits.dim() == 4:
                 parts["heatmap"] = t["heatmap_weight"] * losses.heatmap_mse(logits.float(), *self.heatmap_targets(logits, batch))
             if t["js_weight"] > 0:
-                w2 = batch["target_weight"][..., :2].amin(-1)
-                parts["js"] = t["js_weight"] * losses.js_regularizer(logits, batch["target"], self.cfg["data"]["heatmap_sigma"], w2)
+                js = losses.js_regularizer(logits, batch["target"], self.cfg["data"]["heatmap_sigma"], _weight_2d(batch))
+                parts["js"] = t["js_weight"] * js
         total = sum(parts.values())
         return total, parts
 
@@ -174,7 +179,7 @@ class PoseLightningModule(L.LightningModule):
         else:
             coords = soft_argmax(logits)
         # Mean joint error in heatmap cells over visible joints: a cheap, decoder-matched progress signal.
-        w = (batch["target_weight"][..., :2].amin(-1) > 0).float()
+        w = (_weight_2d(batch) > 0).float()
         err = (coords[..., :2] - batch["target"][..., :2]).norm(dim=-1)
         val = (err * w).sum() / w.sum().clamp_min(1)
         self.log("val/error_cells", val, prog_bar=True, sync_dist=True, batch_size=bs)

@@ -284,7 +284,7 @@ def main(args: argparse.Namespace) -> int:
     cfg["train"]["threads"] = resolve_threads(cfg["train"]["threads"])
     jobs = [(cfg, out, args.resume)]
     for mode in cfg["train"]["compare_modes"] or []:
-        if mode != cfg["train"]["mode"] and mode not in (j[0]["train"]["mode"] for j in jobs):
+        if mode not in {job_cfg["train"]["mode"] for job_cfg, _, _ in jobs}:
             sub_out = out / mode
             jobs.append((_mode_config(cfg, mode), sub_out, args.resume and (sub_out / "checkpoints" / "last.ckpt").is_file()))
     try:

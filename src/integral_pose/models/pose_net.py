@@ -34,12 +34,12 @@ class _Spec:
     num_deconv: int = 3
 
 
+HEAD_INITS = ("simple_baselines", "integral")  # see DeconvHead
+
 # Every name the factory accepts, with its defaults. "tiny" is a ResNet-10-like trunk (one
 # BasicBlock per stage) at a quarter of the width, without the stem max-pool (stride 16, so a
 # 64x64 input keeps 4x4 features), and two 64-channel deconvs: output stride 4 like the paper's
 # head, about 0.6 M parameters, fast enough to train well on 2 CPU cores in minutes.
-HEAD_INITS = ("simple_baselines", "integral")
-
 MODEL_SPECS: dict[str, _Spec] = {
     name: _Spec(block, layers, 64, 256) for name, (block, layers) in RESNET_SPECS.items()
 }
