@@ -6,7 +6,7 @@
 import argparse
 import sys
 
-from integral_pose.studies import bench
+from integral_pose.commands import bench
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="bench_ops.py", description=bench.__doc__.splitlines()[0])

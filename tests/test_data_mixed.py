@@ -65,7 +65,7 @@ def test_mixed_samples_collate():
 
 
 def test_show_data_synthetic_grid(tmp_path):
-    from integral_pose.data import show
+    from integral_pose.commands import show_data as show
 
     p = argparse.ArgumentParser()
     show.add_arguments(p)

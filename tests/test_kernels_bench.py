@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from integral_pose.studies import bench
+from integral_pose.commands import bench
 
 
 def _run(tmp_path, *argv):

@@ -14,18 +14,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     # One line per command: (name, module, help). Imports are explicit so a reader can follow them.
-    from integral_pose.studies import quantization
-    from integral_pose.studies import bench
-    from integral_pose.studies import study
-    from integral_pose.data import show as show_data
-    from integral_pose.metrics import report as evaluate_report
-    from integral_pose.engine import export, predict, train
+    from integral_pose.commands import bench, evaluate, export, predict, quantization, show_data, study, train
 
     commands = [
         ("quantization", quantization, "decoding error of every readout, in input pixels"),
         ("bench", bench, "speed of the soft-argmax readout: fused Triton, PyTorch, kornia, torch.compile"),
         ("show-data", show_data, "draw a grid of dataset samples with their skeletons"),
-        ("evaluate", evaluate_report, "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
+        ("evaluate", evaluate, "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
         ("train", train, "train a model from a config (default: the synthetic CPU demo)"),
         ("predict", predict, "run a checkpoint on images: JSON of joints + PNG with the skeleton"),
         ("export", export, "export a checkpoint to ONNX and check onnxruntime against PyTorch"),

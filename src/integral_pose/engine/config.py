@@ -20,10 +20,12 @@ from typing import Any
 
 import yaml
 
+from integral_pose.files import UserError
+
 __all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "ConfigError", "schema_markdown"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem: unknown key, bad value, missing file."""
 
 

@@ -1,7 +1,7 @@
 """Evaluate a model or a checkpoint on the configured validation set and write metrics.json.
 
 ``evaluate_checkpoint`` is what ``integral-pose evaluate --checkpoint C`` runs (the command itself
-lives in ``integral_pose.metrics.report``).
+lives in ``integral_pose.commands.evaluate``).
 """
 from __future__ import annotations
 

@@ -17,13 +17,8 @@ Example:
     integral-pose bench --output bench.md                       # GPU: the full table
     python benchmarks/bench_ops.py --shapes 8,17,32,32,32 --impls torch,compile
 """
-import argparse
-import math
-import os
 import platform
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -241,96 +236,3 @@ def table(rows: list[Row], copies: dict) -> str:
         f"({', '.join(map(str, s))}) {d}: {ms:.3f} ms = {bw / 1e9:.0f} GB/s" for (s, d), (ms, bw) in copies.items()))
     return "\n".join(out)
 
-
-def _parse_shapes(text: str) -> list[tuple]:
-    shapes = []
-    for part in text.replace(" ", "").split(";"):
-        if not part:
-            continue
-        dims = tuple(int(v) for v in part.strip("()").split(","))
-        if not 3 <= len(dims) <= 5:
-            raise argparse.ArgumentTypeError(f"shape {part!r}: expected B,K,W or B,K,H,W or B,K,D,H,W")
-        shapes.append(dims)
-    return shapes
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shapes", type=_parse_shapes, default=None,
-                        help="';'-separated shapes, e.g. '64,17,64,48;32,17,64,64,64' "
-                             "(default: the three of the performance anchors; --quick: smaller)")
-    parser.add_argument("--dtypes", default=None, help="comma-separated, from fp32,bf16,fp16 (default fp32,bf16; --quick: fp32)")
-    parser.add_argument("--impls", default=None,
-                        help=f"comma-separated, from {','.join(IMPLS)} (default: all that apply; --quick: no compile)")
-    parser.add_argument("--modes", default="fwd,fwdbwd", help="comma-separated, from fwd,fwdbwd")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cuda or cpu")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads); 0 = leave")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 100 GPU, 20 CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 10 GPU, 3 CPU)")
-    parser.add_argument("--quick", action="store_true",
-                        help="CPU-sized run: shapes " + "; ".join(map(str, QUICK_SHAPES)) + ", fp32, fewer repeats, "
-                             "no torch.compile unless --impls names it")
-    parser.add_argument("--sweep", action="store_true",
-                        help="also time the Triton kernels over launch configurations (block, split) (GPU)")
-    parser.add_argument("--output", default=None, help="also write the markdown table to this file")
-
-
-def _sweep_configs() -> list[tuple[int, int]]:
-    return [(0, 0)] + [(b, s) for b in (512, 1024, 2048, 4096) for s in (1, 2, 4, 8, 16)]
-
-
-def main(args: argparse.Namespace) -> int:
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    gpu = device.type == "cuda"
-    shapes = args.shapes or list(QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
-    dtypes = [d.strip() for d in (args.dtypes or ("fp32" if args.quick else "fp32,bf16")).split(",") if d.strip()]
-    if args.impls:
-        impls = [i.strip() for i in args.impls.split(",") if i.strip()]
-    else:  # the defaults leave out what cannot run here, and torch.compile's minutes of compiling in --quick
-        impls = [i for i in IMPLS if (gpu or i != "triton") and not (args.quick and i == "compile")]
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for d in dtypes:
-        if d not in DTYPES:
-            raise SystemExit(f"unknown dtype {d!r}; choose from {tuple(DTYPES)}")
-    for m in modes:
-        if m not in ("fwd", "fwdbwd"):
-            raise SystemExit(f"unknown mode {m!r}; choose from fwd, fwdbwd")
-    warmup = args.warmup if args.warmup is not None else (10 if gpu else 3)
-    repeats = args.repeats if args.repeats else (100 if gpu else (10 if args.quick else 20))
-    timer = Timer(device, warmup, repeats)
-
-    header = [
-        f"Machine: {machine_line(device)}",
-        "Command: " + shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        f"Timing: median of {timer.repeats} calls after {timer.warmup} warm-up calls"
-        + ("; CUDA events, L2 flushed before each call" if gpu else "; time.perf_counter"),
-        "",
-    ]
-    print("\n".join(header), flush=True)
-    rows: list[Row] = []
-    copies: dict = {}
-    for shape in shapes:
-        for d in dtypes:
-            r, copy_ms = measure(shape, DTYPES[d], impls, modes, timer)
-            nbytes = math.prod(shape) * torch.empty((), dtype=DTYPES[d]).element_size()
-            copies[(shape, d)] = (copy_ms, 2 * nbytes / (copy_ms * 1e-3))
-            rows += r
-            for row in r:  # progress, so that a run cut short still shows something
-                print(f"  {row.shape} {row.dtype} {row.impl}: fwd {_fmt(row.fwd_ms)} ms, "
-                      f"fwd+bwd {_fmt(row.fwdbwd_ms)} ms {row.note}", file=sys.stderr, flush=True)
-            if args.sweep and "triton" in impls:
-                for block, split in _sweep_configs()[1:]:
-                    rows += measure(shape, DTYPES[d], ["triton"], modes, timer, block, split)[0]
-            if args.output:  # rewritten after every shape: a run cut short keeps what it measured
-                with open(args.output, "w") as f:
-                    f.write("\n".join(header) + "\n" + table(rows, copies) + "\n")
-    print(table(rows, copies))
-    return 0
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    sys.exit(main(parser.parse_args()))

@@ -31,7 +31,6 @@ setting), ``study_2d.png`` (metrics versus output resolution, one line per reado
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -40,7 +39,7 @@ import os
 import platform
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,6 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = [
-    "add_arguments",
-    "main",
     "run_study",
     "StudySetting",
     "SETTINGS",
@@ -636,35 +633,3 @@ def run_study(setting: StudySetting, poses_dir: str | Path | None = None, out: s
     return results
 
 
-# ------------------------------------------------------------------------------------------ CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--poses", default=None, metavar="DIR",
-                        help="pose archive (poses_world_mm.npz + cameras.json, e.g. ../shared/data/h36m_poses); "
-                             "default: procedural synthetic humans")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a few-minute setting (same pipeline, far fewer steps)")
-    size.add_argument("--smoke", action="store_true", help="the CI setting: every code path in well under a minute")
-    parser.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
-    parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
-    parser.add_argument("--head-init", choices=HEAD_INITS, default="engine",
-                        help="engine: the model's own head init, N(0, 0.001) (default); scaled: Kaiming deconvs and a "
-                             "N(0, 0.05) output conv, which integral training from scratch needs (docs/study.md)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; results repeat exactly only at a fixed count; "
-                             "1 is much faster when other jobs share the cores)")
-
-
-def main(args: argparse.Namespace) -> int:
-    name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    setting = replace(SETTINGS[name], seed=int(args.seed), with_3d=not args.no_3d, head_init=args.head_init)
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
-    if args.poses is not None:
-        p = Path(args.poses)
-        missing = [f for f in ("poses_world_mm.npz", "cameras.json") if not (p / f).is_file()]
-        if missing:
-            print(f"integral-pose study: --poses {p}: missing {', '.join(missing)} (expected a pose archive like ../shared/data/h36m_poses)")
-            return 2
-    run_study(setting, args.poses, args.out)
-    return 0

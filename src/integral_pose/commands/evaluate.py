@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from .coco import COCO_STAT_NAMES, coco_keypoint_ap
-from .joint_error import align_prediction, mpjpe_breakdown
-from .mpii import MPII_GROUPS, approx_head_boxes, load_mpii_json, mpii_pckh
-from .pck_auc import (
+from integral_pose.metrics.coco import COCO_STAT_NAMES, coco_keypoint_ap
+from integral_pose.metrics.joint_error import align_prediction, mpjpe_breakdown
+from integral_pose.metrics.mpii import MPII_GROUPS, approx_head_boxes, load_mpii_json, mpii_pckh
+from integral_pose.metrics.pck_auc import (
     DEFAULT_AUC_THRESHOLDS,
     bbox_size,
     bbox_size_from_joints,

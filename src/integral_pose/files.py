@@ -1,0 +1,50 @@
+"""Files the project writes and the errors users can fix: one owner for each.
+
+- :class:`UserError`: an expected failure caused by the user's input (a file, a config value, a box,
+  data). The command line prints its message as one line on stderr and exits non-zero, without a
+  traceback; every library error meant for users derives from it (``ConfigError`` does).
+- :func:`atomic_write_text` / :func:`atomic_write_bytes`: write a file so that readers see the old
+  content or the new one, never half of it (a temporary file in the same folder, then an atomic
+  rename); an interrupted run leaves no half-written result.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> atomic_write_text(d / "metrics.json", '{"pck": 0.9}\\n')
+    >>> (d / "metrics.json").read_text()
+    '{"pck": 0.9}\\n'
+    >>> sorted(p.name for p in d.iterdir())  # no temporary file is left behind
+    ['metrics.json']
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["UserError", "atomic_write_text", "atomic_write_bytes"]
+
+
+class UserError(Exception):
+    """A mistake in the user's input; its message names the file, key, value or shape at fault."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (creating the parent folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (creating the parent folder)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
