@@ -1,7 +1,7 @@
-"""Can the study's network fit 64 training images? Integral vs heatmap, engine vs scaled head init.
+"""Can the study's network fit 64 training images? Integral vs heatmap, Simple Baselines vs integral head init.
 
     python benchmarks/study_overfit.py [--poses ../shared/data/h36m_poses] [--steps 300] [--modes integral heatmap]
-                                       [--inits engine scaled]
+                                       [--inits simple_baselines integral]
 
 A diagnostic for the reproduction study (docs/study.md): 64 rendered people, no augmentation,
 the study's 16x16 network and optimiser, PCK@0.2 and mean error measured on the SAME 64 images
@@ -23,7 +23,7 @@ def main() -> None:
     p.add_argument("--poses", default="../shared/data/h36m_poses")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--modes", nargs="+", default=["integral", "heatmap"])
-    p.add_argument("--inits", nargs="+", default=["engine", "scaled"])
+    p.add_argument("--inits", nargs="+", default=["simple_baselines", "integral"])
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -45,11 +45,10 @@ def main() -> None:
         for init in a.inits:
             cfg = S._config(setting, mode, 16, None, epochs)
             cfg["data"].update(rotation=0.0, scale=0.0, flip=False)
+            cfg["model"]["head_init"] = init
             fit_view = train.with_transform(S._transform(cfg, False))
             L.seed_everything(0, verbose=False)
             module = PoseLightningModule(cfg, 17, S.SKELETON)
-            if init == "scaled":
-                S.reinit_head(module.model, 0)
             dm = PoseDataModule(cfg)
             dm.train_set, dm.val_set = train.with_transform(S._transform(cfg, True)), fit_view
             t0 = time.perf_counter()

@@ -119,14 +119,15 @@ def test_smoke_run_end_to_end(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_scaled_head_init_touches_only_the_head():
-    from integral_pose.models import create_model
+def test_head_init_reaches_every_run():
+    """StudySetting.head_init is the model's own head_init for every run, whatever the training mode."""
+    from integral_pose.engine.module import build_model_from_config
 
-    a, b = create_model("tiny", 17, num_deconv=3, head_channels=32), create_model("tiny", 17, num_deconv=3, head_channels=32)
-    b.load_state_dict(a.state_dict())
-    S.reinit_head(b, seed=0)
-    assert all(torch.equal(v, b.backbone.state_dict()[k]) for k, v in a.backbone.state_dict().items())
-    assert a.head.final.weight.std() < 0.002 and 0.04 < b.head.final.weight.std() < 0.06
-    c = create_model("tiny", 17, num_deconv=3, head_channels=32)
-    S.reinit_head(c, seed=0)
-    assert torch.equal(c.head.final.weight, b.head.final.weight)  # seeded
+    for init, lo, hi in (("simple_baselines", 0.0, 0.002), ("integral", 0.04, 0.06)):
+        setting = replace(S.SETTINGS["smoke"], head_init=init)
+        for mode in ("integral", "heatmap"):
+            cfg = S._config(setting, mode, 16, None, 1)
+            assert cfg["model"]["head_init"] == init
+            torch.manual_seed(0)
+            net = build_model_from_config(cfg, 17)
+            assert lo < float(net.head.final.weight.detach().std()) < hi

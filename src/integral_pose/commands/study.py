@@ -7,7 +7,9 @@ import torch
 
 from dataclasses import replace
 
-from integral_pose.studies.study import HEAD_INITS, SETTINGS, run_study
+from integral_pose.models.pose_net import HEAD_INITS
+from integral_pose.studies.study import SETTINGS, run_study
+from integral_pose.studies.study_report import format_tables, write_report
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -21,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
     parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
-    parser.add_argument("--head-init", choices=HEAD_INITS, default="engine",
-                        help="engine: the model's own head init, N(0, 0.001) (default); scaled: Kaiming deconvs and a "
-                             "N(0, 0.05) output conv, which integral training from scratch needs (docs/study.md)")
+    parser.add_argument("--head-init", choices=HEAD_INITS, default="simple_baselines",
+                        help="model.head_init of every run: simple_baselines, N(0, 0.001) (default), or integral: Kaiming "
+                             "deconvs and an N(0, 0.05) output conv, which integral training from scratch needs (docs/study.md)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; results repeat exactly only at a fixed count; "
                              "1 is much faster when other jobs share the cores)")
@@ -40,7 +42,10 @@ def main(args: argparse.Namespace) -> int:
         if missing:
             print(f"integral-pose study: --poses {p}: missing {', '.join(missing)} (expected a pose archive like ../shared/data/h36m_poses)")
             return 2
-    run_study(setting, args.poses, args.out)
+    results = run_study(setting, args.poses)
+    paths = write_report(results, args.out)
+    print("\n" + format_tables(results))
+    print(f"wrote {', '.join(str(p) for p in paths)}  (total {results['wall_time_s']:.0f} s)")
     return 0
 
 

@@ -32,13 +32,8 @@ setting), ``study_2d.png`` (metrics versus output resolution, one line per reado
 from __future__ import annotations
 
 import copy
-import json
-import logging
 import math
-import os
-import platform
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +50,6 @@ __all__ = [
     "heatmap_sigma_for",
     "Without3D",
     "build_renders",
-    "reinit_head",
-    "format_tables",
     "READOUTS_2D",
     "GT_ARGMAX",
     "MEAN_POSE",
@@ -102,7 +95,7 @@ class StudySetting:
     seed: int = 0
     render_workers: int = 2
     with_3d: bool = True
-    head_init: str = "engine"  # "engine": the model as built (Simple Baselines' N(0, 0.001)); "scaled": see reinit_head
+    head_init: str = "simple_baselines"  # model.head_init of every run (integral_pose.models.pose_net.HEAD_INITS)
 
     @property
     def steps_2d(self) -> int:
@@ -185,28 +178,6 @@ class Without3D:
         return self.transform({k: v for k, v in rec.items() if k != "joints_3d"})
 
 
-HEAD_INITS = ("engine", "scaled")
-
-
-def reinit_head(model: torch.nn.Module, seed: int) -> None:
-    """Re-initialise the deconvolution head: Kaiming-normal deconvolutions, final 1x1 conv N(0, 0.05).
-
-    The engine's head uses Simple Baselines' N(0, 0.001) for both, which suits heatmap MSE but
-    starts an integral readout with near-zero logits: the softmax is uniform, the expectation sits
-    at the map centre and almost no gradient reaches the trunk, so a network trained from scratch
-    for a few hundred steps stays at the mean pose. Applied identically to every run of a study.
-    """
-    gen = torch.Generator().manual_seed(int(seed) + 99991)
-    head = model.head
-    with torch.no_grad():
-        for m in head.deconv.modules():
-            if isinstance(m, torch.nn.ConvTranspose2d):
-                fan_in = m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / fan_in))
-        head.final.weight.copy_(torch.randn(head.final.weight.shape, generator=gen) * 0.05)
-        head.final.bias.zero_()
-
-
 def _archive_split(poses_dir: Path, setting: StudySetting) -> tuple[Any, dict[str, Any]]:
     """(train SyntheticHumans, test SyntheticHumans) rendering the archive's poses through its cameras."""
     from integral_pose.data import PoseArchive, SyntheticHumans
@@ -286,9 +257,6 @@ PINNED: dict[str, dict[str, Any]] = {
               # the recorded runs used the NCHW layout; channels-last rounds differently
               "channels_last": False},
     "eval": {"pck_threshold": 0.2, "batch_size": 64},
-    # Every run starts from Simple Baselines' head init (what the recorded runs used); the engine's
-    # default ("auto") would give integral runs another init than heatmap runs.
-    "model": {"head_init": "simple_baselines"},
 }
 
 
@@ -302,7 +270,9 @@ def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int |
                 cfg[section][key] = copy.deepcopy(value)
     cfg["seed"] = setting.seed
     cfg["name"] = f"study_{setting.name}"
-    cfg["model"].update(name=setting.model, num_deconv=num_deconv_for(resolution, setting.input_size, setting.model),
+    # One head init for every run of a study (StudySetting.head_init): the engine's "auto" would give
+    # integral runs another init than heatmap runs.
+    cfg["model"].update(head_init=setting.head_init, name=setting.model, num_deconv=num_deconv_for(resolution, setting.input_size, setting.model),
                         head_channels=setting.head_channels, depth_bins=depth_bins, width=None, pretrained=None)
     cfg["data"].update(input_size=[setting.input_size, setting.input_size],
                        heatmap_sigma=heatmap_sigma_for(resolution, setting.input_size), batch_size=setting.batch_size)
@@ -324,7 +294,7 @@ def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool | None = None):
     return engine_transform(cfg, train, heatmaps, SKELETON)
 
 
-def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset, head_init: str = "engine") -> tuple[Any, float, int]:
+def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset) -> tuple[Any, float, int]:
     """Train with the engine's LightningModule and data module on in-memory datasets."""
     import lightning as L
 
@@ -334,10 +304,6 @@ def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset, head_init: s
 
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     module = PoseLightningModule(cfg, get_skeleton(SKELETON).num_joints, SKELETON)
-    if head_init == "scaled":
-        reinit_head(module.model, int(cfg["seed"]))
-    elif head_init != "engine":
-        raise ValueError(f"head_init must be one of {HEAD_INITS}, got {head_init!r}")
     dm = PoseDataModule(cfg)
     dm.train_set, dm.val_set = train_set, val_set  # pre-set: setup() then builds nothing
     gpu = torch.cuda.is_available()
@@ -432,8 +398,7 @@ def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
                      "train_time_s": 0.0, "steps": 0})
         for mode, readouts in modes.items():
             cfg = _config(setting, mode, res, None, setting.epochs_2d)
-            model, secs, steps = _fit(cfg, train.with_transform(_transform(cfg, True)), test.with_transform(_transform(cfg, False)),
-                                      setting.head_init)
+            model, secs, steps = _fit(cfg, train.with_transform(_transform(cfg, True)), test.with_transform(_transform(cfg, False)))
             by = _evaluate(model, cfg, test.with_transform(_transform(cfg, False)), [d for _, d in readouts])
             params = int(sum(p.numel() for p in model.parameters()))
             for label, dec in readouts:
@@ -470,7 +435,7 @@ def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     ]
     rows = []
     for label, key, ds in runs:
-        model, secs, steps = _fit(cfg, ds, test.with_transform(_transform(cfg, False)), setting.head_init)
+        model, secs, steps = _fit(cfg, ds, test.with_transform(_transform(cfg, False)))
         by = _evaluate(model, cfg, test.with_transform(_transform(cfg, False)), ["integral"])
         row = {"run": key, "training": label, **_keep(by["integral"], _KEYS_3D), "train_time_s": round(secs, 1),
                "steps": steps, "poses_3d": half if key != "c" else 2 * half, "poses_2d_only": half if key == "b" else 0,
@@ -480,156 +445,17 @@ def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     return rows
 
 
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
-
-
-def _num(v: float | None, fmt: str = "{:.2f}") -> str:
-    return "—" if v is None or not np.isfinite(v) else fmt.format(v)
-
-
-def format_tables(results: dict[str, Any]) -> str:
-    """Markdown: the 2D table (readout x resolution) and the 3D table."""
-    out = []
-    rows = results.get("2d") or []
-    if rows:
-        res_list = sorted({r["resolution"] for r in rows})
-        labels = [MEAN_POSE, GT_ARGMAX] + [lab for lab, _, _ in READOUTS_2D]
-        for key, title, fmt in (("pck@0.2", "PCK@0.2 (torso)", _pct), ("pckh@0.5", "PCKh@0.5 (head-normalised)", _pct),
-                                ("mean_error_px", "mean error (px of the rendered image)", _num)):
-            out.append(f"**2D — {title}**, by output resolution (input {results['setting']['input_size']} px)\n")
-            out.append("| readout | " + " | ".join(f"{r}×{r}" for r in res_list) + " |")
-            out.append("| --- | " + " | ".join("---:" for _ in res_list) + " |")
-            for lab in labels:
-                cells = []
-                for r in res_list:
-                    m = next((x for x in rows if x["readout"] == lab and x["resolution"] == r), None)
-                    cells.append("—" if m is None else fmt(m[key]))
-                out.append(f"| {lab} | " + " | ".join(cells) + " |")
-            out.append("")
-    rows3 = results.get("3d") or []
-    if rows3:
-        r0 = rows3[0]
-        out.append(f"**3D — integral, {r0['resolution']}×{r0['resolution']}×{r0['depth_bins']} volume**, same optimiser steps in every run\n")
-        out.append("| run | training data | MPJPE (mm) | PA-MPJPE (mm) | PCK@0.2 (2D) | steps |")
-        out.append("| --- | --- | ---: | ---: | ---: | ---: |")
-        for r in rows3:
-            data = f"{r['poses_3d']} poses with 3D" + (f" + {r['poses_2d_only']} with 2D only" if r["poses_2d_only"] else "")
-            out.append(f"| ({r['run']}) {r['training']} | {data} | {_num(r['mpjpe_mm'], '{:.1f}')} | "
-                       f"{_num(r['pa_mpjpe_mm'], '{:.1f}')} | {_pct(r['pck@0.2'])} | {r['steps']} |")
-        out.append("")
-    return "\n".join(out)
-
-
-def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
-    """study_2d.png (three panels, one line per readout) and study_3d.png (bars); returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    rows = results.get("2d") or []
-    if rows:
-        res_list = sorted({r["resolution"] for r in rows})
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-        styles = {MEAN_POSE: ("k", (0, (1, 3)), ""), GT_ARGMAX: ("0.5", ":", "x"), "heatmap + argmax": ("C0", "-", "o"), "heatmap + DARK": ("C1", "-", "s"),
-                  "integral": ("C2", "-", "^"), "heatmap then integral": ("C3", "--", "v")}
-        for ax, (key, title, scale) in zip(axes, (("mean_error_px", "mean error (px, lower is better)", 1.0),
-                                                  ("pck@0.2", "PCK@0.2 torso (%)", 100.0),
-                                                  ("pckh@0.5", "PCKh@0.5 head (%)", 100.0))):
-            for lab, (col, ls, mk) in styles.items():
-                ys = []
-                for r in res_list:
-                    m = next((x for x in rows if x["readout"] == lab and x["resolution"] == r), None)
-                    v = None if m is None else m[key]
-                    ys.append(np.nan if v is None else v * scale)
-                ax.plot(res_list, ys, color=col, ls=ls, marker=mk, label=lab)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(res_list)
-            ax.set_xticklabels([str(r) for r in res_list])
-            ax.set_xlabel("output resolution (cells per side)")
-            ax.set_title(title, fontsize=10)
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7, loc="best", framealpha=0.8)
-        src = results["data"]["source"]
-        fig.suptitle(f"2D readouts vs output resolution — {Path(src).name if '/' in src else src}, "
-                     f"{results['setting']['name']} setting, input {results['setting']['input_size']} px, "
-                     f"head init: {results['setting'].get('head_init', 'engine')}", fontsize=10)
-        fig.tight_layout()
-        p = out / "study_2d.png"
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
-        paths.append(p)
-    rows3 = results.get("3d") or []
-    if rows3:
-        fig, ax = plt.subplots(figsize=(6.5, 3.4))
-        x = np.arange(len(rows3))
-        mp = [r["mpjpe_mm"] or np.nan for r in rows3]
-        pa = [r["pa_mpjpe_mm"] or np.nan for r in rows3]
-        ax.bar(x - 0.2, mp, 0.4, label="MPJPE")
-        ax.bar(x + 0.2, pa, 0.4, label="PA-MPJPE")
-        for xi, a, b in zip(x, mp, pa):
-            ax.text(xi - 0.2, a, f"{a:.0f}", ha="center", va="bottom", fontsize=8)
-            ax.text(xi + 0.2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(x)
-        ax.set_xticklabels(["(a) 3D half", "(b) 3D half\n+ 2D-only half", "(c) 3D all\n(reference)"][: len(rows3)], fontsize=8)
-        ax.set_ylabel("mm (lower is better)")
-        ax.set_title("integral 3D on test people: mixed 2D/3D training", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        p = out / "study_3d.png"
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
-        paths.append(p)
-    return paths
-
-
-def run_study(setting: StudySetting, poses_dir: str | Path | None = None, out: str | Path = "runs/study",
-              verbose: bool = True) -> dict[str, Any]:
-    """Render, train every run, evaluate, write OUT/results.{md,json} and the plots; return the results."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def run_study(setting: StudySetting, poses_dir: str | Path | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Render, train and evaluate every run; return the results (``study_report.write_report`` writes them)."""
     log = (lambda s: print(s, flush=True)) if verbose else (lambda s: None)
-    import lightning.pytorch  # noqa: F401  (its import sets its loggers to INFO; quieten them after)
-
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     t0 = time.perf_counter()
     train, test, info = build_renders(setting, poses_dir, verbose)
     results: dict[str, Any] = {"setting": {**asdict(setting), "steps_2d": setting.steps_2d, "steps_3d": setting.steps_3d},
-                               "data": info, "machine": _machine()}
+                               "data": info}
     log(f"2D: {len(setting.resolutions)} resolutions x 3 trainings, {setting.steps_2d} steps each")
     results["2d"] = run_2d(setting, train, test, log)
     if setting.with_3d:
         log(f"3D: 3 runs, {setting.steps_3d} steps each")
         results["3d"] = run_3d(setting, train, test, log)
     results["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    table = format_tables(results)
-    head = (f"# Reproduction study ({setting.name})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
-            f"{info['test_images']} test images; head init: {setting.head_init}; wall time {results['wall_time_s']:.0f} s on {results['machine']['cpu']} "
-            f"({results['machine']['torch_threads']} torch threads), torch {results['machine']['torch']}.\n")
-    (out / "results.md").write_text(head + "\n" + table)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    results["plots"] = [str(p) for p in plot_results(results, out)]
-    log("\n" + table)
-    log(f"wrote {out / 'results.md'}, {out / 'results.json'}, " + ", ".join(results["plots"]) +
-        f"  (total {results['wall_time_s']:.0f} s)")
     return results
-
-

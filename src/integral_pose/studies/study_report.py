@@ -1,0 +1,153 @@
+"""Reporting for ``integral-pose study``: the markdown tables, the plots and the machine line.
+
+The study's runs (:mod:`integral_pose.studies.study`) produce a ``results`` dict; everything that
+turns it into something to read lives here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import torch
+
+from integral_pose.files import atomic_write_text
+from integral_pose.studies.study import GT_ARGMAX, MEAN_POSE, READOUTS_2D
+
+__all__ = ["machine_info", "format_tables", "plot_results", "write_report"]
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
+
+
+def _num(v: float | None, fmt: str = "{:.2f}") -> str:
+    return "—" if v is None or not np.isfinite(v) else fmt.format(v)
+
+
+def format_tables(results: dict[str, Any]) -> str:
+    """Markdown: the 2D table (readout x resolution) and the 3D table."""
+    out = []
+    rows = results.get("2d") or []
+    if rows:
+        res_list = sorted({r["resolution"] for r in rows})
+        labels = [MEAN_POSE, GT_ARGMAX] + [lab for lab, _, _ in READOUTS_2D]
+        for key, title, fmt in (("pck@0.2", "PCK@0.2 (torso)", _pct), ("pckh@0.5", "PCKh@0.5 (head-normalised)", _pct),
+                                ("mean_error_px", "mean error (px of the rendered image)", _num)):
+            out.append(f"**2D — {title}**, by output resolution (input {results['setting']['input_size']} px)\n")
+            out.append("| readout | " + " | ".join(f"{r}×{r}" for r in res_list) + " |")
+            out.append("| --- | " + " | ".join("---:" for _ in res_list) + " |")
+            for lab in labels:
+                cells = []
+                for r in res_list:
+                    m = next((x for x in rows if x["readout"] == lab and x["resolution"] == r), None)
+                    cells.append("—" if m is None else fmt(m[key]))
+                out.append(f"| {lab} | " + " | ".join(cells) + " |")
+            out.append("")
+    rows3 = results.get("3d") or []
+    if rows3:
+        r0 = rows3[0]
+        out.append(f"**3D — integral, {r0['resolution']}×{r0['resolution']}×{r0['depth_bins']} volume**, same optimiser steps in every run\n")
+        out.append("| run | training data | MPJPE (mm) | PA-MPJPE (mm) | PCK@0.2 (2D) | steps |")
+        out.append("| --- | --- | ---: | ---: | ---: | ---: |")
+        for r in rows3:
+            data = f"{r['poses_3d']} poses with 3D" + (f" + {r['poses_2d_only']} with 2D only" if r["poses_2d_only"] else "")
+            out.append(f"| ({r['run']}) {r['training']} | {data} | {_num(r['mpjpe_mm'], '{:.1f}')} | "
+                       f"{_num(r['pa_mpjpe_mm'], '{:.1f}')} | {_pct(r['pck@0.2'])} | {r['steps']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
+    """study_2d.png (three panels, one line per readout) and study_3d.png (bars); returns the paths."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after choosing the headless backend
+
+    paths = []
+    rows = results.get("2d") or []
+    if rows:
+        res_list = sorted({r["resolution"] for r in rows})
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        styles = {MEAN_POSE: ("k", (0, (1, 3)), ""), GT_ARGMAX: ("0.5", ":", "x"), "heatmap + argmax": ("C0", "-", "o"), "heatmap + DARK": ("C1", "-", "s"),
+                  "integral": ("C2", "-", "^"), "heatmap then integral": ("C3", "--", "v")}
+        for ax, (key, title, scale) in zip(axes, (("mean_error_px", "mean error (px, lower is better)", 1.0),
+                                                  ("pck@0.2", "PCK@0.2 torso (%)", 100.0),
+                                                  ("pckh@0.5", "PCKh@0.5 head (%)", 100.0))):
+            for lab, (col, ls, mk) in styles.items():
+                ys = []
+                for r in res_list:
+                    m = next((x for x in rows if x["readout"] == lab and x["resolution"] == r), None)
+                    v = None if m is None else m[key]
+                    ys.append(np.nan if v is None else v * scale)
+                ax.plot(res_list, ys, color=col, ls=ls, marker=mk, label=lab)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(res_list)
+            ax.set_xticklabels([str(r) for r in res_list])
+            ax.set_xlabel("output resolution (cells per side)")
+            ax.set_title(title, fontsize=10)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7, loc="best", framealpha=0.8)
+        src = results["data"]["source"]
+        fig.suptitle(f"2D readouts vs output resolution — {Path(src).name if '/' in src else src}, "
+                     f"{results['setting']['name']} setting, input {results['setting']['input_size']} px, "
+                     f"head init: {results['setting']['head_init']}", fontsize=10)
+        fig.tight_layout()
+        p = out / "study_2d.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    rows3 = results.get("3d") or []
+    if rows3:
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+        x = np.arange(len(rows3))
+        mp = [r["mpjpe_mm"] or np.nan for r in rows3]
+        pa = [r["pa_mpjpe_mm"] or np.nan for r in rows3]
+        ax.bar(x - 0.2, mp, 0.4, label="MPJPE")
+        ax.bar(x + 0.2, pa, 0.4, label="PA-MPJPE")
+        for xi, a, b in zip(x, mp, pa):
+            ax.text(xi - 0.2, a, f"{a:.0f}", ha="center", va="bottom", fontsize=8)
+            ax.text(xi + 0.2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(["(a) 3D half", "(b) 3D half\n+ 2D-only half", "(c) 3D all\n(reference)"][: len(rows3)], fontsize=8)
+        ax.set_ylabel("mm (lower is better)")
+        ax.set_title("integral 3D on test people: mixed 2D/3D training", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        p = out / "study_3d.png"
+        fig.savefig(p, dpi=80)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
+    """Write OUT/results.md (the tables), OUT/results.json (every number, the setting, the machine) and
+    the plots; return the paths written."""
+    out = Path(out)
+    results = {**results, "machine": machine_info()}
+    info, setting, machine = results["data"], results["setting"], results["machine"]
+    table = format_tables(results)
+    head = (f"# Reproduction study ({setting['name']})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
+            f"{info['test_images']} test images; head init: {setting['head_init']}; wall time {results['wall_time_s']:.0f} s "
+            f"on {machine['cpu']} ({machine['torch_threads']} torch threads), torch {machine['torch']}.\n")
+    atomic_write_text(out / "results.md", head + "\n" + table)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
+    return [out / "results.md", out / "results.json", *plot_results(results, out)]
