@@ -1,6 +1,6 @@
 """Affine geometry between the original image, the network-input crop and the heatmap.
 
-Conventions (see GUIDE.md): pixel and cell centres sit at integer coordinates, points are ordered
+Conventions (the README's coordinate conventions): pixel and cell centres sit at integer coordinates, points are ordered
 (x, y), and a map of width W spans x in [-1/2, W - 1/2]. Every function here is exact and has an
 exact inverse; tests/test_geometry.py proves the round trips.
 

@@ -1,6 +1,6 @@
 """Decoders: heatmap -> (coordinates in cells, per-joint score in [0, 1]).
 
-Two families read two different inputs (GUIDE: "applying softmax to heatmaps that are already
+Two families read two different inputs (a known pitfall: "applying softmax to heatmaps that are already
 probabilities or Gaussian scores" is a classic mistake, so the docstrings say which is which):
 
 - **score maps** (peak ~1, background ~0, e.g. trained with heatmap MSE on "gaussian" targets):

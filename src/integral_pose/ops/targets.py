@@ -1,6 +1,6 @@
 """Heatmap targets: sub-pixel Gaussian score maps and log-Gaussian logits, 1D/2D/3D.
 
-Both kinds sample the Gaussian at cell centres (integer coordinates, GUIDE conventions), so a
+Both kinds sample the Gaussian at cell centres (integer coordinates: the README's coordinate conventions), so a
 target is the exact inverse of its decoder: ``soft_argmax`` of an interior "log_gaussian" target,
 or ``decode(..., "dark")`` of a "gaussian" one, returns the centre it was rendered from.
 """

@@ -107,7 +107,7 @@ class StudySetting:
 
 
 SETTINGS: dict[str, StudySetting] = {
-    # The recorded study (benchmarks/RESULTS.md): 450 steps of 32 images per run, 26-30 min on 2 shared CPU cores.
+    # The full study: 450 steps of 32 images per run (benchmarks/RESULTS.md has its wall time).
     "full": StudySetting("full", train_images=4800, test_poses=None, test_cameras=4, epochs_2d=3, epochs_3d=6),
     # A few minutes: the same pipeline, far too short to rank readouts reliably.
     "quick": StudySetting("quick", train_images=640, test_poses=50, test_cameras=2, epochs_2d=2, epochs_3d=4,
@@ -254,7 +254,7 @@ PINNED: dict[str, dict[str, Any]] = {
     "train": {"optimizer": "adam", "weight_decay": 0.0, "lr_factor": 0.1, "coord_loss": "l1", "coord_weight": 1.0,
               "heatmap_weight": 1.0, "js_weight": 0.0, "combine": False, "switch_epoch": None, "max_steps": -1,
               "max_time_s": None, "compare_modes": [], "progress_bar": False, "precision": "32-true",
-              # the recorded runs used the NCHW layout; channels-last rounds differently
+              # NCHW: channels-last rounds differently, and the study's numbers must repeat exactly
               "channels_last": False},
     "eval": {"pck_threshold": 0.2, "batch_size": 64},
 }
@@ -266,8 +266,7 @@ def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int |
     cfg = load_config(None)
     for section, values in PINNED.items():
         for key, value in values.items():
-            if key in cfg[section]:  # keys an older engine lacks are at their (only) behaviour
-                cfg[section][key] = copy.deepcopy(value)
+            cfg[section][key] = copy.deepcopy(value)
     cfg["seed"] = setting.seed
     cfg["name"] = f"study_{setting.name}"
     # One head init for every run of a study (StudySetting.head_init): the engine's "auto" would give
