@@ -16,7 +16,7 @@ def test_study_numbers():
     e = r["errors"]
     # argmax error is uniform over a cell: E|u| for u ~ U([-1/2, 1/2]^2) = 0.3826 cells
     assert e[(0.0, "argmax")].mean() == pytest.approx(0.3826 * 7.5, abs=0.25)
-    assert e[(0.0, "integral_debiased")].max() <= 0.25 * 7.5  # the target, in pixels
+    assert e[(0.0, "integral_debiased")].max() <= 0.25 * 7.5  # a quarter of the 7.5 px cell, in pixels
     assert e[(0.0, "integral_debiased")].max() <= 0.01  # in fact exact up to float32
     border = r["border"]
     assert e[(0.0, "integral")][border].mean() > 1.0 > e[(0.0, "integral")][~border].mean()
