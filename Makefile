@@ -5,7 +5,7 @@
 PYTHON ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: demo test install bench study clean
+.PHONY: demo test test-fast install bench study clean
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -23,6 +23,10 @@ demo: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
 	$(PYTHON) -m pytest -q tests
+
+# Everything except the end-to-end trainings (marked slow); `make test` runs those too.
+test-fast: $(VENV_STAMP)
+	$(PYTHON) -m pytest -q -m "not slow" tests
 
 bench: $(VENV_STAMP)
 	$(PYTHON) benchmarks/bench_ops.py

@@ -35,6 +35,7 @@ def run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_predict_matches_evaluation_path(run, tmp_path):
     ckpt = run / "checkpoints" / "last.ckpt"
     model, cfg, skeleton = load_checkpoint(ckpt)
@@ -57,6 +58,7 @@ def test_predict_matches_evaluation_path(run, tmp_path):
     np.testing.assert_allclose(got, col["pred"]["integral"][0], atol=2e-3)
 
 
+@pytest.mark.slow
 def test_predict_errors(run, tmp_path):
     ckpt = run / "checkpoints" / "last.ckpt"
     assert cli(["predict", "--checkpoint", str(ckpt), str(tmp_path / "missing.png"), "--out", str(tmp_path)]) == 1
@@ -64,6 +66,7 @@ def test_predict_errors(run, tmp_path):
     assert cli(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), "x.png", "--out", str(tmp_path)]) == 2
 
 
+@pytest.mark.slow
 def test_export_onnx_round_trip(run, tmp_path, capsys):
     ckpt = run / "checkpoints" / "last.ckpt"
     onnx_path = tmp_path / "m.onnx"
@@ -79,6 +82,7 @@ def test_export_onnx_round_trip(run, tmp_path, capsys):
     np.testing.assert_allclose(coords, soft_argmax(ref).numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_writes_metrics(run, tmp_path):
     m = evaluate_checkpoint(run / "checkpoints" / "last.ckpt", overrides=["eval.flip_test=false"], output=tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())

@@ -86,6 +86,7 @@ class _Kill(L.Callback):
             raise RuntimeError("killed")
 
 
+@pytest.mark.slow
 def test_kill_mid_epoch_and_resume_gives_identical_weights(tmp_path):
     cfg = load_config(None, TINY + ["train.checkpoint_every_n_steps=3"])
     run_training(cfg, tmp_path / "full", verbose=False)
@@ -102,6 +103,7 @@ def test_kill_mid_epoch_and_resume_gives_identical_weights(tmp_path):
     assert torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=False)["global_step"] == 16
 
 
+@pytest.mark.slow
 def test_short_training_learns_and_writes_run_dir(tmp_path):
     # the demo's own network (width 16, 64-channel head) for 8 short epochs
     over = TINY + ["model.width=null", "model.head_channels=null", "data.synthetic_train=256", "data.synthetic_val=64",
@@ -129,6 +131,7 @@ def test_short_training_learns_and_writes_run_dir(tmp_path):
     assert m["mean_error_px"] < 0.8 * untrained["mean_error_px"]
 
 
+@pytest.mark.slow
 def test_heatmap_mode_and_comparison_table(tmp_path):
     from integral_pose.commands.train import format_table
 
@@ -139,6 +142,7 @@ def test_heatmap_mode_and_comparison_table(tmp_path):
     assert "| heatmap | argmax |" in table and "| heatmap | DARK |" in table
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process(tmp_path):
     # SGD, not Adam: Adam turns float-rounding differences in near-zero gradients into lr-sized steps,
     # which would hide the comparison; with SGD weight differences track gradient differences.
@@ -155,6 +159,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     assert any(not torch.allclose(a[f"model.{k}"], v.float()) for k, v in init.items() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_3d_training_reports_mpjpe(tmp_path):
     cfg = load_config(REPO / "configs" / "synthetic_3d.yaml",
                       TINY + ["model.depth_bins=8", "train.max_epochs=1", "data.synthetic_train=32"])
@@ -163,6 +168,7 @@ def test_3d_training_reports_mpjpe(tmp_path):
     assert 0 < m["pa_mpjpe_mm"] <= m["mpjpe_mm"] < 2000  # root-relative mm; alignment only lowers it
 
 
+@pytest.mark.slow
 def test_parallel_comparison_equals_sequential(tmp_path):
     # `train` with compare_modes trains the modes side by side (one spawned process each, renders
     # shared from the parent); at one thread per run that must change nothing but the wall time.
@@ -183,6 +189,7 @@ def test_parallel_comparison_equals_sequential(tmp_path):
     assert "| integral |" in table and "| heatmap | argmax |" in table and "| heatmap | DARK |" in table
 
 
+@pytest.mark.slow
 def test_parallel_run_failure_is_reported(tmp_path):
     from integral_pose.engine.train import run_parallel
 

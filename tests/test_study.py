@@ -82,6 +82,7 @@ def test_archive_split_uses_real_subjects_and_protocol_frames():
     assert item["image"].shape == (3, setting.render_size, setting.render_size)
 
 
+@pytest.mark.slow
 def test_smoke_run_end_to_end(tmp_path):
     """The whole study in its CI setting: every readout, both resolutions, the three 3D runs, files."""
     from integral_pose.cli import main
