@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset
 from integral_pose.engine.config import ConfigError
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableDataLoader, ResumableSampler
 
-__all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "render_synthetic", "adopt_synthetic_cache", "VAL_SEED_OFFSET"]
+__all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "depth_supervised", "depth_notice", "render_synthetic", "adopt_synthetic_cache", "VAL_SEED_OFFSET"]
 
 VAL_SEED_OFFSET = 1000003  # held-out synthetic images come from a different seed stream
 
@@ -30,10 +30,44 @@ _HOW_TO_GET = {
 }
 
 
+# Datasets whose training samples carry 3D joints (so a volumetric head's depth axis is supervised).
+_DEPTH_LABELLED = ("synthetic", "h36m", "h36m_mpii")
+
+
 def dataset_skeleton(cfg: dict[str, Any]) -> str:
     """Skeleton name the configured dataset's samples use."""
     ds = cfg["data"]["dataset"]
     return {"synthetic": "h36m17", "coco": "coco17", "mpii": "mpii16", "h36m": "h36m17", "h36m_mpii": "h36m17"}[ds]
+
+
+def depth_supervised(cfg: dict[str, Any]) -> bool:
+    """Whether the configured training data labels depth, i.e. a volumetric head learns a measured z.
+
+    COCO-format and MPII sets are 2D only: a head with ``model.depth_bins`` set still trains its x, y,
+    but its depth axis then gets no loss, and its readout is not a measurement.
+
+    Example:
+        >>> depth_supervised({"data": {"dataset": "coco"}, "model": {"depth_bins": 16}})
+        False
+        >>> depth_supervised({"data": {"dataset": "h36m_mpii"}, "model": {"depth_bins": 64}})
+        True
+    """
+    return bool(cfg["model"]["depth_bins"]) and cfg["data"]["dataset"] in _DEPTH_LABELLED
+
+
+def depth_notice(cfg: dict[str, Any]) -> str | None:
+    """The one line training prints when a volumetric head trains without depth labels (else None).
+
+    Example:
+        >>> depth_notice({"data": {"dataset": "mpii"}, "model": {"depth_bins": 16}})[:40]
+        'note: model.depth_bins = 16 but data.dat'
+    """
+    if not cfg["model"]["depth_bins"] or depth_supervised(cfg):
+        return None
+    return (
+        f"note: model.depth_bins = {cfg['model']['depth_bins']} but data.dataset = {cfg['data']['dataset']!r} has no "
+        "depth labels: the depth axis is unsupervised (only x, y train); mix in a 3D set for depth (docs/data.md)"
+    )
 
 
 def _path(cfg: dict[str, Any], key: str, root_key: str = "root", required: bool = True) -> Path | None:
