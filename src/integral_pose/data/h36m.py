@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from integral_pose.data.common import PoseReader, check_box, check_joints, read_json
+from integral_pose.data.synthetic import SyntheticHumans
 from integral_pose.skeletons import H36M17
 
 __all__ = ["H36MFrames", "PoseArchive", "Camera", "project_points", "load_cameras"]
@@ -271,10 +272,8 @@ class PoseArchive:
         cam = self.cameras[camera]
         return cam.project(cam.world_to_camera(self.joints[index]), distort=distort)
 
-    def synthetic(self, num_samples: int | None = None, **kwargs: Any):
+    def synthetic(self, num_samples: int | None = None, **kwargs: Any) -> SyntheticHumans:
         """A :class:`SyntheticHumans` that renders these poses through their subjects' cameras."""
-        from integral_pose.data.synthetic import SyntheticHumans
-
         groups = {s: self.subject_cameras(int(s)) for s in np.unique(self.subject)}
         cams = [groups[s] for s in self.subject]
         n = len(self) if num_samples is None else num_samples

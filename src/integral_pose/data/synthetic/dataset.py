@@ -1,332 +1,20 @@
-"""SyntheticHumans: procedurally posed 3D humans rendered through a pinhole camera.
-
-Every item is a person on the Human3.6M-17 skeleton with exact labels: the 2D joints are the
-pinhole projections of the 3D joints (``u = f * X / Z + c`` with pixel centres at integers, the
-same convention the rasteriser uses), so a network trained on them can be checked to sub-pixel
-accuracy. The renderer is pure numpy: each body part is a tapered capsule or sphere rasterised
-analytically inside its own bounding box, shaded by its surface normal, and merged through a
-z-buffer (so self-occlusion follows depth per pixel); the background is a random smooth colour
-field with a random texture and clutter.
-
-Items are deterministic by ``(seed, index)``: item i is the same whatever worker renders it and in
-whatever order.
-
-Example:
-    >>> ds = SyntheticHumans(4, image_size=64, seed=0)
-    >>> item = ds[0]
-    >>> item["image"].shape, item["joints_2d"].shape, item["joints_3d"].shape
-    (torch.Size([3, 64, 64]), torch.Size([17, 2]), torch.Size([17, 3]))
-"""
+"""The SyntheticHumans dataset: a pose and a camera per item, a background, the rendered person, exact labels."""
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from integral_pose.data.synthetic.backgrounds import random_background
+from integral_pose.data.synthetic.kinematics import project, rot_x, rot_y, rot_z, sample_pose
+from integral_pose.data.synthetic.rasteriser import JOINT_RADIUS, render_person
 from integral_pose.skeletons import H36M17
 
-__all__ = ["SyntheticHumans", "render_person", "sample_pose", "project", "body_primitives"]
-
-cv2.setNumThreads(1)  # dataloader workers parallelise; OpenCV's own threads only contend with them
-
-# Human3.6M-17: parent of each joint and the bone offset in the rest pose (body frame, mm):
-# x = the person's left, y = up, z = forward (the direction the person faces).
-PARENTS = np.array([-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15])
-REST_OFFSETS = np.array(
-    [
-        [0, 0, 0],
-        [-133, 0, 0], [0, -455, 0], [0, -451, 0],  # right leg
-        [133, 0, 0], [0, -455, 0], [0, -451, 0],  # left leg
-        [0, 244, -10], [0, 254, 0], [0, 104, 52], [0, 113, -22],  # spine, thorax, neck/nose, head
-        [150, -30, -30], [0, -283, 0], [0, -249, 0],  # left arm
-        [-150, -30, -30], [0, -283, 0], [0, -249, 0],  # right arm
-    ],
-    dtype=np.float64,
-)
-_EYE3 = np.eye(3)
-
-
-def _rx(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def _ry(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-
-def _rz(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
-def _d(x: float) -> float:
-    return math.radians(x)
-
-
-def sample_pose(
-    rng: np.random.Generator, amplitude: tuple[float, float] = (0.25, 1.0)
-) -> tuple[np.ndarray, np.ndarray]:
-    """A random body-frame pose within joint-angle limits.
-
-    ``amplitude`` (lo, hi): each person scales every joint angle's deviation from rest by a factor
-    drawn uniformly from this range (1 = the full joint-angle limits; smaller = calmer poses).
-
-    Returns:
-        joints (17, 3) in mm in the body frame (x left, y up, z forward, pelvis at the origin) and
-        a (3, 3) rotation per joint's bone segment (17, 3, 3) used to place the feet.
-    """
-    size = rng.uniform(0.85, 1.12)
-    offsets = REST_OFFSETS * size * rng.uniform(0.95, 1.05, size=(17, 1))
-    # amplitude: some people stand still, some are in extreme poses
-    amp = rng.uniform(*amplitude)
-
-    def u(lo: float, hi: float, rest: float = 0.0) -> float:
-        return _d(rest + amp * (rng.uniform(lo, hi) - rest))
-
-    L = np.repeat(_EYE3[None], 17, axis=0)
-    style = rng.random()
-    for side, (hip, knee, ankle) in ((-1, (1, 2, 3)), (1, (4, 5, 6))):
-        if style < 0.15:  # sitting / crouching
-            flex, knee_flex = _d(rng.uniform(60, 110)), _d(rng.uniform(60, 130))
-        else:
-            flex, knee_flex = u(-30, 110), max(0.0, u(-10, 140))
-        abd = u(-10, 45)
-        twist = u(-30, 30)
-        L[knee] = _rz(side * abd) @ _rx(-flex) @ _ry(side * twist)
-        L[ankle] = _rx(knee_flex)
-    # lower back and chest: bend forward, sideways and twist
-    for j, share in ((7, 0.5), (8, 0.5)):
-        L[j] = _ry(share * u(-35, 35)) @ _rx(share * u(-20, 60)) @ _rz(share * u(-25, 25))
-    L[9] = _ry(u(-45, 45)) @ _rx(u(-25, 40)) @ _rz(u(-20, 20))
-    L[10] = _rx(u(-15, 25))
-    for side, (sh, el, wr) in ((1, (11, 12, 13)), (-1, (14, 15, 16))):
-        abd, flex, twist = u(-5, 170, 10), u(-50, 170, 10), u(-70, 70)
-        L[el] = _rz(side * abd) @ _rx(-flex) @ _ry(side * twist)
-        L[wr] = _rx(-max(0.0, u(-5, 150, 10)))
-    R = np.empty((17, 3, 3))
-    J = np.zeros((17, 3))
-    R[0] = _EYE3
-    for j in range(1, 17):
-        p = PARENTS[j]
-        R[j] = R[p] @ L[j]
-        J[j] = J[p] + R[j] @ offsets[j]
-    return J, R
-
-
-def project(points_cam: np.ndarray, f: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Pinhole projection ``u = f * X / Z + c`` of (..., 3) camera-frame points -> (..., 2) pixels.
-
-    ``c`` is in the pixel-centre convention (pixel (i, j) has its centre at x = j, y = i), so for a
-    camera whose optical axis passes through the middle of a W x H image, c = ((W - 1) / 2, (H - 1) / 2).
-    """
-    return points_cam[..., :2] / points_cam[..., 2:3] * np.asarray(f) + np.asarray(c)
-
-
-# Body parts: (joint a, joint b, radius at a, radius at b, colour group). Joint index 17 is a virtual
-# head centre, 18/19 the right/left toe, 20/21 the right/left hand centre (appended by body_primitives).
-_PARTS = (
-    (0, 7, 120, 115, "shirt"), (7, 8, 115, 120, "shirt"), (1, 4, 95, 95, "trousers"),
-    (11, 14, 62, 62, "shirt"), (8, 9, 45, 45, "skin"), (17, 17, 98, 98, "skin"),
-    (1, 2, 80, 55, "trousers"), (2, 3, 52, 40, "shins"), (3, 18, 38, 30, "shoes"),
-    (4, 5, 80, 55, "trousers"), (5, 6, 52, 40, "shins"), (6, 19, 38, 30, "shoes"),
-    (11, 12, 50, 40, "shirt"), (12, 13, 38, 30, "forearms"), (20, 20, 42, 42, "skin"),
-    (14, 15, 50, 40, "shirt"), (15, 16, 38, 30, "forearms"), (21, 21, 42, 42, "skin"),
-    # front/back cues a real head has: hair on the back and top, a nose on the face
-    (23, 23, 92, 92, "hair"), (22, 22, 24, 24, "nose"),
-)
-_PART_A = np.array([p[0] for p in _PARTS])
-_PART_B = np.array([p[1] for p in _PARTS])
-_PART_RA = np.array([p[2] for p in _PARTS], dtype=np.float64)
-_PART_RB = np.array([p[3] for p in _PARTS], dtype=np.float64)
-_PART_HEAD = np.array([p[0] >= 22 or p[0] == 17 for p in _PARTS])
-_GROUPS = ("skin", "shirt", "trousers", "shins", "shoes", "forearms", "hair", "nose")
-_PART_G = np.array([_GROUPS.index(p[4]) for p in _PARTS])
-# how far in front of a joint another surface must be to occlude it: the thickest part at the joint
-_JOINT_RADIUS = np.zeros(17)
-for _a, _b, _ra, _rb, _ in _PARTS:
-    if _a < 17:
-        _JOINT_RADIUS[_a] = max(_JOINT_RADIUS[_a], _ra)
-    if _b < 17:
-        _JOINT_RADIUS[_b] = max(_JOINT_RADIUS[_b], _rb)
-_JOINT_RADIUS[10] = 98.0  # the head joint sits inside the head sphere
-
-
-def body_primitives(joints_cam: np.ndarray, girth: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Capsule end points (P, 3), (P, 3) and radii (P,), (P,) in camera mm for a 17-joint pose.
-
-    Feet and hands are derived from the limb directions; the head is a sphere around the point
-    55% of the way from neck/nose to head.
-    """
-    j = joints_cam
-    head_c = j[9] + 0.55 * (j[10] - j[9])
-    shin_r, shin_l = j[3] - j[2], j[6] - j[5]
-    # toes: forward (relative to the hips' left-right axis and the shin) and a little down
-    hips = j[4] - j[1]
-    fwd_r = np.cross(hips, shin_r)
-    fwd_l = np.cross(hips, shin_l)
-    fwd_r /= np.linalg.norm(fwd_r) + 1e-9
-    fwd_l /= np.linalg.norm(fwd_l) + 1e-9
-    toe_r = j[3] + 150 * fwd_r + 0.08 * shin_r
-    toe_l = j[6] + 150 * fwd_l + 0.08 * shin_l
-    fa_r, fa_l = j[16] - j[15], j[13] - j[12]
-    hand_r = j[16] + 0.28 * fa_r
-    hand_l = j[13] + 0.28 * fa_l
-    # the face looks along the part of neck -> neck/nose orthogonal to the head's axis
-    up_h = j[10] - j[9]
-    up_h = up_h / (np.linalg.norm(up_h) + 1e-9)
-    face = j[9] - j[8]
-    face = face - (face @ up_h) * up_h
-    face = face / (np.linalg.norm(face) + 1e-9)
-    nose = head_c + 0.97 * 98.0 * face
-    hair = head_c + 98.0 * (0.2 * up_h - 0.22 * face)
-    ext = np.concatenate([j, head_c[None], toe_r[None], toe_l[None], hand_r[None], hand_l[None], nose[None], hair[None]], 0)
-    # ordering: index 18 = right toe (after right ankle 3), 19 = left toe, 20 = right hand, 21 = left hand
-    a = ext[_PART_A]
-    b = ext[_PART_B]
-    # parts listed as right-hand (20) belong to the right arm in _PARTS order; keep lists consistent
-    g = np.where(_PART_HEAD, 1.0, girth)  # heads keep their size: head_size labels assume 98 mm
-    return a, b, _PART_RA * g, _PART_RB * g
-
-
-def _background(rng: np.random.Generator, h: int, w: int, clutter: int = 5) -> np.ndarray:
-    """A random textured background (H, W, 3) float32 in [0, 1] with 0..``clutter`` random shapes."""
-    g = int(rng.integers(2, 9))
-    base = rng.uniform(0.0, 1.0, size=(g, g, 3)).astype(np.float32)
-    # mostly muted colours, like real scenes; sometimes saturated ones
-    grey = base.mean(axis=2, keepdims=True)
-    base = grey + rng.uniform(0.1, 1.0) ** 2 * (base - grey)
-    img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC if rng.random() < 0.5 else cv2.INTER_LINEAR)
-    kind = rng.integers(0, 3)
-    if kind < 2:  # stripes (kind 0) or a checkerboard (kind 1) at a random angle and frequency
-        ang = rng.uniform(0, math.pi)
-        freq = rng.uniform(0.05, 0.6)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        t = (xx * math.cos(ang) + yy * math.sin(ang)) * freq
-        if kind == 0:
-            pat = np.sin(t)
-        else:
-            t2 = (-xx * math.sin(ang) + yy * math.cos(ang)) * freq
-            pat = np.sign(np.sin(t) * np.sin(t2))
-        col = (rng.uniform(-0.3, 0.3) + rng.uniform(-0.1, 0.1, size=3)).astype(np.float32)
-        img = img + pat[..., None] * col
-    # clutter: a few random shapes, some limb-like
-    for _ in range(int(rng.integers(0, clutter + 1))):
-        col = tuple(float(x) for x in rng.uniform(0, 1, 3))
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        shape = rng.integers(0, 3)
-        if shape == 0:
-            cv2.rectangle(img, (x0, y0), (x0 + int(rng.integers(2, w // 3 + 3)), y0 + int(rng.integers(2, h // 3 + 3))), col, -1)
-        elif shape == 1:
-            ax = (int(rng.integers(1, w // 5 + 2)), int(rng.integers(1, h // 5 + 2)))
-            cv2.ellipse(img, (x0, y0), ax, float(rng.uniform(0, 180)), 0, 360, col, -1)
-        else:
-            cv2.line(img, (x0, y0), (int(rng.integers(0, w)), int(rng.integers(0, h))), col, int(rng.integers(1, max(2, w // 20))))
-    return img
-
-
-def render_person(
-    joints_cam: np.ndarray,
-    f: np.ndarray,
-    c: np.ndarray,
-    image: np.ndarray,
-    rng: np.random.Generator,
-    girth: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rasterise a person into ``image`` (H, W, 3) float32, in place.
-
-    Args:
-        joints_cam: (17, 3) camera-frame mm (x right, y down, z forward; all z > 0).
-        f, c: (2,) focal lengths and principal point in pixels (pixel-centre convention).
-        image: background to draw on.
-        rng: colours and lighting.
-
-    Returns:
-        zbuffer (H, W) float32 depth in mm of the nearest body surface (inf where no body) and the
-        mask of body pixels (H, W) bool.
-    """
-    h, w = image.shape[:2]
-    A, B, RA, RB = body_primitives(joints_cam, girth)
-    za, zb = A[:, 2], B[:, 2]
-    if np.any(za <= 1.0) or np.any(zb <= 1.0):
-        raise ValueError("render_person: some body parts are at or behind the camera (z <= 1 mm)")
-    fx, fy = float(f[0]), float(f[1])
-    pa = project(A, f, c)
-    pb = project(B, f, c)
-    # projected radii, per axis-average focal length (pixels are square up to fx/fy)
-    fm = 0.5 * (fx + fy)
-    ra = fm * RA / za
-    rb = fm * RB / zb
-    zbuf = np.full((h, w), np.inf, dtype=np.float32)
-    # colours
-    skin = np.array([0.95, 0.75, 0.6]) * rng.uniform(0.35, 1.0) + rng.uniform(-0.05, 0.05, 3)
-    shirt = rng.uniform(0.05, 1.0, 3)
-    trousers = rng.uniform(0.05, 0.9, 3)
-    shins = trousers if rng.random() < 0.8 else skin
-    shoes = rng.uniform(0.0, 0.4, 3)
-    forearms = shirt if rng.random() < 0.6 else skin
-    hair = rng.uniform(0.0, 0.35, 3) + rng.uniform(0.0, 0.4) * np.array([0.9, 0.7, 0.3]) if rng.random() < 0.9 else shirt
-    palette = np.stack([skin, shirt, trousers, shins, shoes, forearms, hair, skin * 0.85]).astype(np.float32)
-    stripe_f = rng.uniform(0, 30) if rng.random() < 0.4 else 0.0
-    light = np.array([rng.uniform(-0.8, 0.8), rng.uniform(-0.9, 0.3), -1.0])
-    light = (light / np.linalg.norm(light)).tolist()
-    amb = float(rng.uniform(0.25, 0.5))
-    za_l, zb_l, RA_l, RB_l = za.tolist(), zb.tolist(), RA.tolist(), RB.tolist()
-    pa_l, pb_l, ra_l, rb_l = pa.tolist(), pb.tolist(), ra.tolist(), rb.tolist()
-    # back to front, so a part's anti-aliased rim blends over what lies behind it; the z-buffer
-    # still decides every covered pixel, so interpenetrating parts occlude each other correctly
-    order = np.argsort(-(za + zb)).tolist()
-    for i in order:
-        ax_, ay_ = pa_l[i]
-        bx_, by_ = pb_l[i]
-        r0, r1 = ra_l[i], rb_l[i]
-        x0 = max(int(math.floor(min(ax_ - r0, bx_ - r1))) - 1, 0)
-        x1 = min(int(math.ceil(max(ax_ + r0, bx_ + r1))) + 1, w - 1)
-        y0 = max(int(math.floor(min(ay_ - r0, by_ - r1))) - 1, 0)
-        y1 = min(int(math.ceil(max(ay_ + r0, by_ + r1))) + 1, h - 1)
-        if x1 < x0 or y1 < y0:
-            continue
-        xs = np.arange(x0, x1 + 1, dtype=np.float32)[None, :]
-        ys = np.arange(y0, y1 + 1, dtype=np.float32)[:, None]
-        dx, dy = bx_ - ax_, by_ - ay_
-        L2 = dx * dx + dy * dy
-        if L2 > 1e-9:
-            t = (xs - ax_) * (dx / L2) + (ys - ay_) * (dy / L2)
-            np.minimum(np.maximum(t, 0.0, out=t), 1.0, out=t)  # np.clip's wrapper costs more than the work here
-        else:
-            t = np.zeros((ys.shape[0], xs.shape[1]), dtype=np.float32)
-        cx = ax_ + t * dx
-        cy = ay_ + t * dy
-        r = r0 + t * (r1 - r0)
-        ex = xs - cx
-        ey = ys - cy
-        q = (ex * ex + ey * ey) / (r * r)
-        inside = q < 1.0
-        # coverage of the pixel by the part's outline (1 px wide linear ramp centred on the edge)
-        alpha = np.minimum(np.maximum(r * (1.0 - np.sqrt(q)) + 0.5, 0.0), 1.0)
-        nz = np.sqrt(np.maximum(1.0 - q, 0.0))
-        depth = za_l[i] + t * (zb_l[i] - za_l[i]) - (RA_l[i] + t * (RB_l[i] - RA_l[i])) * nz
-        zb_reg = zbuf[y0 : y1 + 1, x0 : x1 + 1]
-        upd = (alpha > 0.0) & (depth < zb_reg)
-        # Lambertian shading from the unit surface normal (ex/r, ey/r, -nz) of the capsule
-        lam = (ex * light[0] + ey * light[1]) / r - nz * light[2]
-        shade = amb + (1.0 - amb) * np.maximum(lam, 0.0)
-        g = _PART_G[i]
-        if stripe_f > 0 and g == 1:
-            shade = shade * (1.0 + 0.15 * np.sign(np.sin(t * stripe_f)))
-        col = palette[g][None, None, :] * shade[..., None]
-        img_reg = image[y0 : y1 + 1, x0 : x1 + 1]
-        a = alpha[upd][:, None]
-        img_reg[upd] = a * col[upd] + (1.0 - a) * img_reg[upd]
-        upd &= inside
-        zb_reg[upd] = depth[upd]
-    return zbuf, np.isfinite(zbuf)
+__all__ = ["SyntheticHumans"]
 
 
 def _camera_dict(cam: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -492,9 +180,9 @@ class SyntheticHumans(Dataset):
         else:
             body, _ = sample_pose(rng, self.pose_amplitude)
         # global orientation, then body (y up, z forward) -> camera (y down, z away from camera)
-        Rg = _ry(rng.uniform(0, 2 * math.pi)) @ _rx(_d(rng.normal(0, 8))) @ _rz(_d(rng.normal(0, 6)))
+        Rg = rot_y(rng.uniform(0, 2 * math.pi)) @ rot_x(math.radians(rng.normal(0, 8))) @ rot_z(math.radians(rng.normal(0, 6)))
         if rng.random() < 0.05:  # rarely: lying or upside down poses
-            Rg = _rx(_d(rng.uniform(-180, 180))) @ Rg
+            Rg = rot_x(math.radians(rng.uniform(-180, 180))) @ Rg
         X = body @ (np.diag([1.0, -1.0, -1.0]) @ Rg).T
         dist = rng.uniform(2500.0, 7000.0)
         lo, hi = X[:, :2].min(0) - 120.0, X[:, :2].max(0) + 120.0  # + limb thickness and head
@@ -515,7 +203,7 @@ class SyntheticHumans(Dataset):
         rng = np.random.default_rng([self.seed, index])
         X, f, c = self._pose_and_camera(rng, index)
         h, w = self.height, self.width
-        img = _background(rng, h, w, self.clutter)
+        img = random_background(rng, h, w, self.clutter)
         zbuf, mask = render_person(X, f, c, img, rng, girth=rng.uniform(0.85, 1.2))
         # global photometric variation and sensor noise
         img = img * rng.uniform(0.7, 1.2) + rng.uniform(-0.1, 0.1)
@@ -525,7 +213,7 @@ class SyntheticHumans(Dataset):
         inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)
         px = np.clip(np.round(uv).astype(np.int64), [0, 0], [w - 1, h - 1])
         surf = zbuf[px[:, 1], px[:, 0]]
-        unocc = inside & (surf >= X[:, 2] - _JOINT_RADIUS - 30.0)
+        unocc = inside & (surf >= X[:, 2] - JOINT_RADIUS - 30.0)
         ys, xs = np.nonzero(mask)
         if len(xs):
             bbox = np.array([xs.min() - 0.5, ys.min() - 0.5, xs.max() - xs.min() + 1.0, ys.max() - ys.min() + 1.0])
