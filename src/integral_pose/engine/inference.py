@@ -69,12 +69,13 @@ def decode_with_flip(
 
 
 def predict_cells(
-    model: nn.Module, images: Tensor, method: str = "integral", flip_perm: Sequence[int] | None = None
+    model: nn.Module, images: Tensor, method: str = "integral", flip_perm: Sequence[int] | None = None,
+    dark_sigma: float = 2.0,
 ) -> tuple[Tensor, Tensor]:
     """Run the model and decode (flip test when ``flip_perm`` is given): (B, K, d) cells, (B, K) scores."""
     logits = model(images)
     lf = model(images.flip(-1)) if flip_perm is not None else None
-    return decode_with_flip(logits, method, lf, flip_perm)
+    return decode_with_flip(logits, method, lf, flip_perm, dark_sigma)
 
 
 def cells_to_image(coords: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int], crop_to_image: Tensor) -> Tensor:

@@ -9,13 +9,86 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["coco_keypoint_ap", "COCO_STAT_NAMES"]
+import numpy as np
+
+__all__ = ["coco_keypoint_ap", "COCO_STAT_NAMES", "from_coco_box", "to_coco_box", "keypoint_results"]
 
 #: The ten statistics of ``COCOeval.summarize()`` for keypoints, in its order.
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 # A non-finite coordinate is moved this far away: pycocotools then scores that joint as a miss
 # (OKS term exp(-d^2 / ...) = 0) instead of propagating NaN into the matching.
 _FAR = 1e12
+
+
+# Pixel conventions. The project puts pixel centres at integers (the top-left pixel covers
+# [-0.5, 0.5]^2). COCO keypoints are pixel indices, i.e. already in that convention, so keypoint
+# coordinates pass between the two unchanged (and the reader, data/coco.py, uses them as they are:
+# predictions written unchanged are scored against the same numbers). COCO boxes are continuous with
+# the image's top-left *corner* at (0, 0) (the image spans [0, W] x [0, H]): they move by 0.5 px.
+
+
+def from_coco_box(box: Any) -> np.ndarray:
+    """COCO box ``(x, y, w, h)`` (image spans ``[0, W] x [0, H]``) -> the project's pixel-centre box.
+
+    Example:
+        >>> from_coco_box([0, 0, 640, 425]).tolist()  # the whole 640 x 425 image
+        [-0.5, -0.5, 640.0, 425.0]
+    """
+    b = np.asarray(box, dtype=np.float64).reshape(4).copy()
+    b[:2] -= 0.5
+    return b
+
+
+def to_coco_box(box: Any) -> np.ndarray:
+    """The project's pixel-centre box -> COCO box; the exact inverse of :func:`from_coco_box`.
+
+    Example:
+        >>> to_coco_box(from_coco_box([10.0, 20.0, 30.0, 40.0])).tolist()
+        [10.0, 20.0, 30.0, 40.0]
+    """
+    b = np.asarray(box, dtype=np.float64).reshape(4).copy()
+    b[:2] += 0.5
+    return b
+
+
+def keypoint_results(
+    image_ids: Any, joints: Any, joint_scores: Any, person_scores: Any = None, category_id: int = 1,
+) -> list[dict]:
+    """COCO keypoint results (what :func:`coco_keypoint_ap` and ``evaluate --metric coco`` read).
+
+    Args:
+        image_ids: (N,) COCO image id of each person.
+        joints: (N, K, 2) joints in the project's image pixels (pixel centres at integers; COCO's
+            keypoint convention too, so they are written unchanged).
+        joint_scores: (N, K) per-joint confidence, written as the third value of each keypoint
+            (COCO results carry a confidence there; pycocotools' OKS does not read it).
+        person_scores: (N,) the person's score (ranks detections in AP); default: the mean joint score.
+        category_id: COCO category (1 = person).
+
+    Returns:
+        one dict per person: ``{"image_id", "category_id", "keypoints": [x, y, c] * K, "score"}``.
+
+    Example:
+        >>> import numpy as np
+        >>> r = keypoint_results([785], np.array([[[10.0, 20.0], [30.0, 40.0]]]), np.array([[0.5, 1.0]]))
+        >>> r[0]["keypoints"], r[0]["score"]
+        ([10.0, 20.0, 0.5, 30.0, 40.0, 1.0], 0.75)
+    """
+    j = np.asarray(joints, dtype=np.float64)
+    s = np.asarray(joint_scores, dtype=np.float64)
+    ids = np.asarray(image_ids).reshape(-1)
+    if j.ndim != 3 or j.shape[-1] != 2:
+        raise ValueError(f"joints must be (N, K, 2), got {j.shape}")
+    if s.shape != j.shape[:2] or ids.shape != (j.shape[0],):
+        raise ValueError(f"joint_scores must be {j.shape[:2]} and image_ids ({j.shape[0]},), got {s.shape} and {ids.shape}")
+    ps = s.mean(1) if person_scores is None else np.asarray(person_scores, dtype=np.float64).reshape(-1)
+    if ps.shape != (j.shape[0],):
+        raise ValueError(f"person_scores must be ({j.shape[0]},), got {ps.shape}")
+    out = []
+    for n in range(j.shape[0]):
+        kp = np.concatenate([j[n], s[n, :, None]], axis=1).reshape(-1)
+        out.append({"image_id": int(ids[n]), "category_id": int(category_id), "keypoints": [float(v) for v in kp], "score": float(ps[n])})
+    return out
 
 
 def _load_results(results: Any) -> list[dict]:
