@@ -181,7 +181,7 @@ def test_coco_bad_annotations_name_the_record(tmp_path, mutate, match):
 def test_mpii_bad_records_name_the_record(tmp_path):
     raw = json.loads((DATA / "mpii" / "test_mpii.json").read_text())
     for mutate, match in [
-        (lambda r: r.__setitem__("joints", r["joints"][:15]), "expected 16 joints"),
+        (lambda r: r.__setitem__("joints", r["joints"][:15]), "joints must be 16x2"),
         (lambda r: r["joints"][3].__setitem__(0, float("nan")), "NaN"),
         (lambda r: r.__setitem__("scale", 0), "scale must be positive"),
     ]:

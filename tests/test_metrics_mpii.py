@@ -155,3 +155,26 @@ def test_load_mpii_json_errors(tmp_path):
     p.write_text("[]")
     with pytest.raises(ValueError, match="non-empty list"):
         load_mpii_json(p)
+
+
+def test_load_mpii_json_checks_values_and_required_keys(tmp_path):
+    # the one MPII parser (the dataset reader uses it too) names the record for bad values
+    rec = {"image": "a.jpg", "joints": [[5.0, 6.0]] * 16, "joints_vis": [1] * 16, "center": [40, 50], "scale": 1.0}
+    p = tmp_path / "mpii.json"
+    bad = json.loads(json.dumps(rec))
+    bad["joints"][3] = [float("nan"), 1.0]
+    p.write_text(json.dumps([rec, bad]))
+    with pytest.raises(ValueError, match=r"record 1 \(a.jpg\): NaN/inf coordinates for visible joints \[3\]"):
+        load_mpii_json(p)
+    bad["joints_vis"][3] = 0  # an unannotated joint may hold anything
+    p.write_text(json.dumps([rec, bad]))
+    assert load_mpii_json(p)["visible"][1].sum() == 15
+    for key, value, match in [("scale", 0, "scale must be positive"), ("center", [1, 2, 3], "center must be 2 finite"), ("center", [1, "x"], "center must be numbers")]:
+        p.write_text(json.dumps([rec, {**rec, key: value}]))
+        with pytest.raises(ValueError, match=f"record 1 .*{match}"):
+            load_mpii_json(p)
+    p.write_text(json.dumps([{k: v for k, v in rec.items() if k != "scale"}]))
+    assert np.isnan(load_mpii_json(p)["scale"][0])
+    with pytest.raises(ValueError, match="record 0 lacks key 'scale'"):
+        load_mpii_json(p, require=("image", "center", "scale"))
+    np.testing.assert_array_equal(load_mpii_json(p)["center"], [[39.0, 49.0]])

@@ -11,7 +11,9 @@ Head boxes (needed for PCKh) are not in that JSON. Pass ``head_boxes``:
   - a MATLAB file with ``headboxes_src`` (2, 2, N) ([[x1, y1], [x2, y2]] per record, 1-based), as
     in the evaluation file ``gt_valid.mat`` that ships with the common layout; or
   - a JSON list of N ``[x1, y1, x2, y2]`` (1-based), or a dict with key ``"headboxes"`` holding it.
-head_size = 0.6 * ||(x2 - x1, y2 - y1)|| (the evaluator's SC_BIAS).
+head_size = SC_BIAS * ||(x2 - x1, y2 - y1)|| with the evaluator's SC_BIAS = 0.6
+(:func:`integral_pose.metrics.head_size_from_boxes`). The JSON itself is parsed and checked by
+:func:`integral_pose.metrics.load_mpii_json`, the one parser of the layout.
 
 Example:
     >>> ds = MpiiDataset("../shared/data/mpii/test_mpii.json")  # doctest: +SKIP
@@ -26,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from integral_pose.data.common import PoseReader, check_joints, read_json
+from integral_pose.data.common import PoseReader, read_json
+from integral_pose.metrics.mpii import load_mpii_json
+from integral_pose.metrics.pck_auc import head_size_from_boxes
 from integral_pose.skeletons import MPII_TO_H36M, get_skeleton, remap_joints
 
-__all__ = ["MpiiDataset", "load_head_boxes", "SC_BIAS"]
-
-SC_BIAS = 0.6
+__all__ = ["MpiiDataset", "load_head_boxes"]
 
 
 def load_head_boxes(path: str | os.PathLike) -> np.ndarray:
@@ -87,42 +89,32 @@ class MpiiDataset(PoseReader):
     ) -> None:
         super().__init__(transform, skip_corrupt)
         ann_file = Path(ann_file)
-        data = read_json(ann_file, "MPII annotation file")
-        if not isinstance(data, list):
-            raise ValueError(f"{ann_file}: expected a JSON list of person records, got {type(data).__name__}")
         sk = get_skeleton(skeleton)
         if sk.name not in ("mpii16", "h36m17"):
             raise ValueError(f"skeleton must be 'mpii16' or 'h36m17', got {skeleton!r}")
         self.skeleton_name = sk.name
         self.ann_file = ann_file
         self.image_root = Path(image_root) if image_root is not None else ann_file.parent
+        mp = load_mpii_json(ann_file, zero_based=True, require=("image", "center", "scale"))
+        n = len(mp["images"])
         hb = load_head_boxes(head_boxes) if head_boxes is not None else None
-        if hb is not None and len(hb) != len(data):
-            raise ValueError(f"{head_boxes}: {len(hb)} head boxes for {len(data)} records in {ann_file}")
-        for i, a in enumerate(data):
-            name = f"{ann_file.name} record {i} ({a.get('image', '?') if isinstance(a, dict) else '?'})"
-            for key in ("image", "joints", "joints_vis", "center", "scale"):
-                if not isinstance(a, dict) or key not in a:
-                    raise KeyError(f"{name}: missing key {key!r}")
-            joints = np.asarray(a["joints"], dtype=np.float64)
-            vis = np.asarray(a["joints_vis"], dtype=np.float64).reshape(-1)
-            if joints.shape != (16, 2):
-                raise ValueError(f"{name}: expected 16 joints (16 x 2), got shape {joints.shape}")
-            if vis.shape != (16,):
-                raise ValueError(f"{name}: expected 16 joints_vis, got {vis.shape[0]}")
-            check_joints(name, joints, 16, vis)
-            center = np.asarray(a["center"], dtype=np.float64).reshape(-1)
-            scale = float(a["scale"])
-            if center.shape != (2,) or not np.all(np.isfinite(center)):
-                raise ValueError(f"{name}: center must be 2 finite numbers, got {a['center']}")
-            if not (np.isfinite(scale) and scale > 0):
-                raise ValueError(f"{name}: scale must be positive (person height / 200 px), got {scale}")
-            joints0 = np.where(vis[:, None] > 0, joints - 1.0, 0.0)
-            center0 = center - 1.0
+        if hb is not None:
+            if len(hb) != n:
+                raise ValueError(f"{head_boxes}: {len(hb)} head boxes for {n} records in {ann_file}")
+            bad = ~np.isfinite(hb).all(axis=1) | (hb[:, 2] <= hb[:, 0]) | (hb[:, 3] <= hb[:, 1])
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{ann_file.name} record {i} ({mp['images'][i]}): bad head box {hb[i].tolist()} in {head_boxes}")
+            head_size = head_size_from_boxes(hb.reshape(-1, 2, 2))
+        for i in range(n):
+            vis = mp["visible"][i].astype(np.float64)
+            joints0 = np.where(vis[:, None] > 0, mp["joints"][i], 0.0)
+            center0 = mp["center"][i].copy()
+            scale = float(mp["scale"][i])
             center0[1] += 15.0 * scale
             rec = {
-                "file": self.image_root / a["image"],
-                "name": name,
+                "file": self.image_root / mp["images"][i],
+                "name": f"{ann_file.name} record {i} ({mp['images'][i]})",
                 "center": center0.astype(np.float32),
                 "scale_px": np.float32(scale * 200.0 * 1.25),
                 "head_size": np.float32(0.0),
@@ -130,9 +122,7 @@ class MpiiDataset(PoseReader):
             }
             if hb is not None:
                 x1, y1, x2, y2 = hb[i]
-                if not np.all(np.isfinite(hb[i])) or x2 <= x1 or y2 <= y1:
-                    raise ValueError(f"{name}: bad head box {hb[i].tolist()} in {head_boxes}")
-                rec["head_size"] = np.float32(SC_BIAS * np.hypot(x2 - x1, y2 - y1))
+                rec["head_size"] = np.float32(head_size[i])
                 rec["head_box"] = np.array([x1 - 1.0, y1 - 1.0, x2 - x1, y2 - y1], np.float32)
             if sk.name == "h36m17":
                 joints0, vis = remap_joints(joints0, vis, MPII_TO_H36M)

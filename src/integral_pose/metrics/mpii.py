@@ -151,18 +151,52 @@ def approx_head_boxes(joints: Any) -> np.ndarray:
     return np.stack([c - half, c + half], axis=1)
 
 
-def load_mpii_json(path: str | Path, zero_based: bool = True) -> dict:
+def _floats(value: Any, what: str) -> np.ndarray:
+    """``value`` as a float64 array; a value that is not numeric raises ValueError naming ``what``."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be numbers, got {value!r}") from None
+
+
+def load_mpii_json(path: str | Path, zero_based: bool = True, require: tuple[str, ...] = ()) -> dict:
     """Read the common MPII JSON layout: a list of ``{image, center, scale, joints (16x2), joints_vis (16)}``.
 
-    MPII joints are MATLAB 1-based pixel coordinates; with ``zero_based=True`` (default) 1 is subtracted
-    from joints, centres and head boxes, giving this library's 0-based pixel convention. Optional per-record
-    keys ``headbox`` / ``head_box`` (``[[x1, y1], [x2, y2]]`` or ``[x1, y1, x2, y2]``) are read as head boxes.
+    The one parser of that layout: :class:`integral_pose.data.MpiiDataset` and ``integral-pose
+    evaluate`` both read it here. MPII joints are MATLAB 1-based pixel coordinates; with
+    ``zero_based=True`` (default) 1 is subtracted from joints, centres and head boxes, giving this
+    library's 0-based pixel convention. Optional per-record keys ``headbox`` / ``head_box``
+    (``[[x1, y1], [x2, y2]]`` or ``[x1, y1, x2, y2]``) are read as head boxes.
+
+    Args:
+        path: the JSON file.
+        zero_based: convert MATLAB 1-based coordinates to 0-based ones.
+        require: keys every record must have besides ``joints`` and ``joints_vis`` (the dataset
+            reader needs ``("image", "center", "scale")``); without them a missing centre reads as NaN
+            and a missing scale as NaN.
 
     Returns:
         dict with "joints" (N, 16, 2), "visible" (N, 16) bool, "images" (list of str), "center" (N, 2),
         "scale" (N,), "head_boxes" (N, 2, 2) or None when no record has one.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: unreadable JSON, an empty list, or a record (named by its index and image) with a
+            missing key, joints other than 16 x 2, NaN/inf coordinates of a visible joint, a centre
+            other than 2 finite numbers or a scale that is not positive.
+
+    Example:
+        >>> import json, tempfile
+        >>> rec = {"image": "a.jpg", "joints": [[11.0, 21.0]] * 16, "joints_vis": [1] * 16, "center": [51, 61], "scale": 1.0}
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     p = Path(d) / "mpii.json"; _ = p.write_text(json.dumps([rec]))
+        ...     mp = load_mpii_json(p)
+        >>> mp["joints"][0, 0].tolist(), mp["center"][0].tolist(), mp["head_boxes"]
+        ([10.0, 20.0], [50.0, 60.0], None)
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MPII annotation file not found: {path}")
     try:
         records = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -172,20 +206,37 @@ def load_mpii_json(path: str | Path, zero_based: bool = True) -> dict:
     off = 1.0 if zero_based else 0.0
     joints, vis, images, centers, scales, boxes = [], [], [], [], [], []
     for i, r in enumerate(records):
-        for key in ("joints", "joints_vis"):
-            if key not in r:
-                raise ValueError(f"{path}: record {i} lacks key {key!r}")
-        j = np.asarray(r["joints"], dtype=np.float64)
-        v = np.asarray(r["joints_vis"], dtype=np.float64)
+        image = r.get("image", "?") if isinstance(r, dict) else "?"
+        for key in ("joints", "joints_vis", *require):
+            if not isinstance(r, dict) or key not in r:
+                raise ValueError(f"{path}: record {i} lacks key {key!r} (image {image})")
+        name = f"{path}: record {i} ({image})"
+        j = _floats(r["joints"], f"{name}: joints")
+        v = _floats(r["joints_vis"], f"{name}: joints_vis")
         if j.shape != (16, 2) or v.shape != (16,):
-            raise ValueError(f"{path}: record {i}: joints must be 16x2 and joints_vis 16, got {j.shape} and {v.shape}")
+            raise ValueError(f"{path}: record {i}: joints must be 16x2 and joints_vis 16, got {j.shape} and {v.shape} (image {image})")
+        bad = ~np.isfinite(j).all(axis=1) & (v > 0)
+        if bad.any():
+            raise ValueError(f"{name}: NaN/inf coordinates for visible joints {np.flatnonzero(bad).tolist()}")
+        center = _floats(r.get("center", [np.nan, np.nan]), f"{name}: center").reshape(-1)
+        if "center" in r and (center.shape != (2,) or not np.all(np.isfinite(center))):
+            raise ValueError(f"{name}: center must be 2 finite numbers, got {r['center']}")
+        scale = _floats(r.get("scale", np.nan), f"{name}: scale").reshape(-1)
+        scale = float(scale[0]) if scale.shape == (1,) else float("nan")
+        if "scale" in r and not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"{name}: scale must be positive (person height / 200 px), got {r['scale']}")
         joints.append(j - off)
         vis.append(v > 0)
         images.append(str(r.get("image", "")))
-        centers.append(np.asarray(r.get("center", [np.nan, np.nan]), dtype=np.float64) - off)
-        scales.append(float(r.get("scale", np.nan)))
+        centers.append(center - off)
+        scales.append(scale)
         hb = r.get("headbox", r.get("head_box"))
-        boxes.append(None if hb is None else np.asarray(hb, dtype=np.float64).reshape(2, 2) - off)
+        if hb is not None:
+            hb = _floats(hb, f"{name}: head box")
+            if hb.size != 4:
+                raise ValueError(f"{name}: head box must be [[x1, y1], [x2, y2]] or [x1, y1, x2, y2], got {hb.tolist()}")
+            hb = hb.reshape(2, 2) - off
+        boxes.append(hb)
     have = [b is not None for b in boxes]
     if any(have) and not all(have):
         missing = [i for i, h in enumerate(have) if not h][:10]

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from integral_pose.data.synthetic.backgrounds import random_background
 from integral_pose.data.synthetic.kinematics import project, rot_x, rot_y, rot_z, sample_pose
 from integral_pose.data.synthetic.rasteriser import JOINT_RADIUS, render_person
+from integral_pose.metrics.pck_auc import SC_BIAS
 from integral_pose.skeletons import H36M17
 
 __all__ = ["SyntheticHumans"]
@@ -60,7 +61,7 @@ class SyntheticHumans(Dataset):
         are exact even when the joint is hidden behind the body); "unoccluded" (17,) float32: inside
         the image and not hidden behind another body part (z-buffer test); "bbox" (4,) x, y, w, h of
         the rendered silhouette (clipped to the image); "head_box" (4,) x, y, w, h of the projected
-        head sphere; "head_size" () = 0.6 * head-box diagonal (MPII's definition, for PCKh);
+        head sphere; "head_size" () = SC_BIAS (0.6) * head-box diagonal (MPII's definition, for PCKh);
         "camera_f" (2,), "camera_c" (2,) the intrinsics; "index" int.
     """
 
@@ -232,7 +233,7 @@ class SyntheticHumans(Dataset):
             "unoccluded": unocc.astype(np.float32),
             "bbox": bbox.astype(np.float32),
             "head_box": head_box.astype(np.float32),
-            "head_size": np.float32(0.6 * math.hypot(head_box[2], head_box[3])),
+            "head_size": np.float32(SC_BIAS * math.hypot(head_box[2], head_box[3])),
             "camera_f": np.asarray(f, dtype=np.float32),
             "camera_c": np.asarray(c, dtype=np.float32),
         }
