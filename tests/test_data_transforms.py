@@ -135,3 +135,22 @@ def test_bad_records_name_the_record(patch, match):
     with pytest.raises(ValueError, match=match) as e:
         TopDownTransform(64, 16, train=False)(rec)
     assert "index=3" in str(e.value)
+
+
+def test_depth_targets_use_the_ops_depth_encoding():
+    # the transform encodes depth with ops.coordinates (one owner): decoding its targets with the
+    # inverse gives the sample's root-relative depth back, for a non-default range too; a joint
+    # beyond the range gets zero depth weight but keeps its 2D weight
+    from integral_pose.ops.coordinates import depth_cells_to_mm
+
+    rng = np.random.default_rng(3)
+    rec = _record(rng)
+    rec["joints_3d"][4, 2] = rec["joints_3d"][0, 2] + 450.0  # outside +-400 mm
+    t = TopDownTransform(input_size=64, heatmap_size=16, train=False, depth_bins=32, depth_range_mm=400.0)
+    s = t(rec)
+    z_mm = depth_cells_to_mm(s["target"][:, 2].double(), 32, 400.0)
+    ok = s["target_weight"][:, 2] > 0
+    inside = np.abs(rec["joints_3d"][:, 2] - rec["joints_3d"][0, 2]) <= 400.0
+    assert not ok[4] and s["target_weight"][4, :2].sum() == 2 and np.array_equal(ok.numpy(), inside)
+    torch.testing.assert_close(z_mm[ok], s["joints_3d"][ok, 2].double(), atol=1e-3, rtol=0)
+    assert s["target"][0, 2] == pytest.approx(15.5)  # the root sits in the middle of the depth axis

@@ -41,11 +41,11 @@ from integral_pose.geometry import (
     input_to_heatmap,
     invert_affine,
 )
+from integral_pose.ops.coordinates import DEFAULT_DEPTH_RANGE_MM, depth_mm_to_cells
 from integral_pose.skeletons import Skeleton, flip_permutation, get_skeleton
 
-__all__ = ["TopDownTransform", "check_record", "DEFAULT_DEPTH_RANGE_MM"]
+__all__ = ["TopDownTransform", "check_record"]
 
-DEFAULT_DEPTH_RANGE_MM = 1000.0
 _UPPER_WORDS = ("shoulder", "elbow", "wrist", "head", "neck", "nose", "eye", "ear", "thorax", "spine")
 
 
@@ -286,7 +286,7 @@ class TopDownTransform:
 
         if self.depth_bins is not None:
             d = self.depth_bins
-            z = (rel[:, 2] / (2.0 * self.depth_range_mm) + 0.5) * d - 0.5
+            z = depth_mm_to_cells(rel[:, 2], d, self.depth_range_mm)
             target = np.concatenate([cells, z[:, None]], 1)
             wz = wxy & has_3d & (z >= -0.5) & (z <= d - 0.5)
             weight = np.stack([wxy, wxy, wz], 1)

@@ -8,13 +8,26 @@ exact inverses.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["cells_to_normalized", "normalized_to_cells", "depth_mm_to_cells", "depth_cells_to_mm"]
+__all__ = [
+    "cells_to_normalized",
+    "normalized_to_cells",
+    "depth_mm_to_cells",
+    "depth_cells_to_mm",
+    "DEFAULT_DEPTH_RANGE_MM",
+]
 
-DEFAULT_DEPTH_RANGE_MM = 1000.0  # root-relative depth in [-1000, +1000] mm over D cells (paper default)
+#: Half range of the depth axis: root-relative depth in [-1000, +1000] mm over D cells (the paper's
+#: default). The one default for every encoder (training targets) and decoder (predictions).
+DEFAULT_DEPTH_RANGE_MM = 1000.0
+
+# the depth maps are plain arithmetic, so the target encoder (numpy) and the decoders (torch) share them
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
 
 
 def _sizes_xyz(size: Sequence[int], coords: Tensor) -> Tensor:
@@ -48,19 +61,31 @@ def normalized_to_cells(coords: Tensor, size: Sequence[int]) -> Tensor:
     return (coords + 0.5) * n - 0.5
 
 
-def depth_mm_to_cells(depth_mm: Tensor, bins: int, range_mm: float = DEFAULT_DEPTH_RANGE_MM) -> Tensor:
+def depth_mm_to_cells(depth_mm: ArrayT, bins: int, range_mm: float = DEFAULT_DEPTH_RANGE_MM) -> ArrayT:
     """Root-relative depth in mm -> depth cell coordinate.
 
     [-range_mm, +range_mm] maps linearly onto the D cells' extent [-1/2, D - 1/2]; the root
     (depth 0) sits at the middle, (D - 1) / 2.
 
+    Args:
+        depth_mm: (...) root-relative depth in mm, a tensor or a numpy array (same type returned).
+        bins: D, the number of depth cells.
+        range_mm: half range of the depth axis in mm.
+
     Example:
         >>> depth_mm_to_cells(torch.tensor([-1000.0, 0.0, 1000.0]), 64)
         tensor([-0.5000, 31.5000, 63.5000])
+        >>> depth_mm_to_cells(np.array([500.0]), 64, range_mm=500.0)
+        array([63.5])
     """
     return (depth_mm / (2.0 * range_mm) + 0.5) * bins - 0.5
 
 
-def depth_cells_to_mm(depth_cells: Tensor, bins: int, range_mm: float = DEFAULT_DEPTH_RANGE_MM) -> Tensor:
-    """Inverse of :func:`depth_mm_to_cells`."""
+def depth_cells_to_mm(depth_cells: ArrayT, bins: int, range_mm: float = DEFAULT_DEPTH_RANGE_MM) -> ArrayT:
+    """Inverse of :func:`depth_mm_to_cells`: (...) depth cells -> root-relative mm (tensor or numpy array).
+
+    Example:
+        >>> depth_cells_to_mm(torch.tensor([-0.5, 31.5, 63.5]), 64)
+        tensor([-1000.,     0.,  1000.])
+    """
     return ((depth_cells + 0.5) / bins - 0.5) * (2.0 * range_mm)
