@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 from integral_pose.files import UserError
+from integral_pose.models import list_models
+from integral_pose.ops.decode import DECODE_METHODS
 
 __all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "ConfigError", "schema_markdown"]
 
@@ -68,11 +70,15 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("data.limit_val", None, "Use only the first N validation samples; null = all."),
     # training
     ("train.mode", "integral", "integral (L1 on normalised coords) | heatmap (MSE on Gaussians) | heatmap_then_integral."),
-    ("train.coord_loss", "l1", "Coordinate loss for integral training: l1 | l2 | smooth_l1."),
+    ("train.coord_loss", "l1", "Coordinate loss for integral training: l1 (the paper) | l2 | smooth_l1 | laplace_nll | gaussian_nll (likelihood with a per-joint scale from the map's spread, RLE's simplest form: Li et al., ICCV 2021; docs/training.md)."),
     ("train.coord_weight", 1.0, "Weight of the coordinate loss (integral modes)."),
-    ("train.heatmap_weight", 1.0, "Weight of the heatmap MSE (heatmap modes; also added to integral when > 0 and combine = true)."),
-    ("train.js_weight", 1.0, "Weight of the DSNT-style JS regulariser towards a Gaussian of std data.heatmap_sigma (integral modes); 0 = off (plain L1 as in the paper)."),
-    ("train.combine", False, "Integral modes: add heatmap_weight x heatmap MSE to the coordinate loss (combined loss)."),
+    ("train.integral_readout", "plain", "Readout the integral loss trains through: plain (soft-argmax, the paper) | debiased (background- and border-corrected expectation, Gu, Yang, Yao, ICCV 2021: the integral_debiased decoder)."),
+    ("train.nll_scale", "spread", "Scale of the likelihood coord_loss kinds: spread (the map's std per axis) | learned (spread times a learned per-joint factor)."),
+    ("train.heatmap_weight", 1.0, "Weight of the heatmap MSE on Gaussian targets (heatmap modes; also added to integral when > 0 and combine = true)."),
+    ("train.combine", False, "Integral modes, 2D: add heatmap_weight x heatmap MSE on Gaussians of std data.heatmap_sigma to the coordinate loss (combined supervision on the same maps)."),
+    ("train.js_weight", 1.0, "Weight of the DSNT regulariser (train.regularizer) towards a Gaussian of std train.regularizer_sigma (integral modes); 0 = off (plain L1 as in the paper)."),
+    ("train.regularizer", "js", "DSNT regulariser (Nibali et al. 2018) between the softmaxed map and the Gaussian: js (Jensen-Shannon) | kl (KL(map || Gaussian))."),
+    ("train.regularizer_sigma", None, "Std in heatmap cells of the regulariser's Gaussian; null = data.heatmap_sigma."),
     ("train.switch_epoch", None, "heatmap_then_integral: epoch at which the loss switches to integral; null = half of max_epochs."),
     ("train.max_epochs", 8, "Training epochs."),
     ("train.max_steps", -1, "Stop after this many optimizer steps (-1 = no limit)."),
@@ -113,9 +119,11 @@ def _coerce(key: str, value: Any) -> Any:
     default = _DEFAULTS.get(key)
     if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ConfigError(f"{key} = {value!r}: expected a number") from None
+        # "2e4" for an integer key (a count, an epoch) is the integer it spells.
+        return int(number) if isinstance(default, int) and number.is_integer() else number
     return value
 
 
@@ -196,30 +204,138 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 _CHOICES = {
     "train.mode": ("integral", "heatmap", "heatmap_then_integral"),
-    "train.coord_loss": ("l1", "l2", "smooth_l1"),
+    "train.coord_loss": ("l1", "l2", "smooth_l1", "laplace_nll", "gaussian_nll"),
+    "train.integral_readout": ("plain", "debiased"),
+    "train.nll_scale": ("spread", "learned"),
+    "train.regularizer": ("js", "kl"),
     "train.optimizer": ("adam", "sgd"),
     "model.head_init": ("auto", "simple_baselines", "integral"),
     "data.dataset": ("synthetic", "coco", "mpii", "h36m", "h36m_mpii"),
 }
 
+# Numeric keys: (integer?, lower bound, bound inclusive?, null allowed?). A value outside its range
+# would fail deep inside a run (a zero-sized dataset, a division by a zero sigma) or train silently wrong.
+_NUMBERS: dict[str, tuple[bool, float, bool, bool]] = {
+    "seed": (True, 0, True, False),
+    "model.width": (True, 1, True, True),
+    "model.head_channels": (True, 1, True, True),
+    "model.num_deconv": (True, 0, True, True),
+    "model.depth_bins": (True, 2, True, True),
+    "data.synthetic_train": (True, 1, True, False),
+    "data.synthetic_val": (True, 1, True, False),
+    "data.synthetic_image_size": (True, 1, True, False),
+    "data.synthetic_clutter": (True, 0, True, False),
+    "data.heatmap_sigma": (False, 0, False, False),
+    "data.rotation": (False, 0, True, False),
+    "data.scale": (False, 0, True, False),
+    "data.box_padding": (False, 0, False, False),
+    "data.batch_size": (True, 1, True, False),
+    "data.num_workers": (True, 0, True, False),
+    "data.limit_train": (True, 1, True, True),
+    "data.limit_val": (True, 1, True, True),
+    "train.coord_weight": (False, 0, True, False),
+    "train.heatmap_weight": (False, 0, True, False),
+    "train.js_weight": (False, 0, True, False),
+    "train.switch_epoch": (True, 0, True, True),
+    "train.max_epochs": (True, 1, True, False),
+    "train.max_time_s": (False, 0, False, True),
+    "train.lr": (False, 0, False, False),
+    "train.weight_decay": (False, 0, True, False),
+    "train.lr_factor": (False, 0, False, False),
+    "train.warmup_steps": (True, 0, True, False),
+    "train.num_nodes": (True, 1, True, False),
+    "train.checkpoint_every_n_steps": (True, 0, True, False),
+    "train.log_every_n_steps": (True, 1, True, False),
+    "eval.pck_threshold": (False, 0, False, False),
+    "eval.batch_size": (True, 1, True, False),
+}
+_BOOLS = [k for k, v, _ in SCHEMA if isinstance(v, bool)]
+
+
+def _is_number(value: Any, integer: bool) -> bool:
+    """An int (or, unless ``integer``, a float) that is not a bool (YAML's true is an int in Python)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if integer else isinstance(value, (int, float))
+
+
+def _check_number(key: str, value: Any, integer: bool, low: float, inclusive: bool, nullable: bool) -> None:
+    if value is None and nullable:
+        return
+    bound = f"{'>=' if inclusive else '>'} {low:g}"
+    what = f"{'an integer' if integer else 'a number'} {bound}" + (" or null" if nullable else "")
+    if not _is_number(value, integer) or value != value or (value < low if inclusive else value <= low):
+        raise ConfigError(f"{key} = {value!r}: expected {what}")
+
+
+def _closest(value: Any, valid: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" for the closest valid name, or "" when none is close."""
+    close = difflib.get_close_matches(str(value), list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
 
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Check values that would otherwise fail deep inside training."""
+    """Check every value that would otherwise fail deep inside a run (or train silently wrong).
+
+    Runs before a run folder, a render or a model is made. Each error names the key and its value.
+
+    Raises:
+        ConfigError: an unknown model or decoder name (with the closest valid one), a value of the
+            wrong type or outside its range, an entry not among a key's choices.
+
+    Example:
+        >>> validate(default_config())
+        >>> cfg = default_config(); cfg["model"]["name"] = "resnet19"
+        >>> try:
+        ...     validate(cfg)
+        ... except ConfigError as e:
+        ...     print(e)
+        model.name = 'resnet19': unknown model; did you mean 'resnet18'? (valid: resnet101, resnet152, resnet18, resnet34, resnet50, tiny)
+    """
     flat = flatten(cfg)
+    models = list_models()
+    if flat["model.name"] not in models:
+        raise ConfigError(f"model.name = {flat['model.name']!r}: unknown model{_closest(flat['model.name'], models)} "
+                          f"(valid: {', '.join(models)})")
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
-            raise ConfigError(f"{key} = {flat[key]!r}; expected one of {choices}")
+            raise ConfigError(f"{key} = {flat[key]!r}: expected one of {', '.join(choices)}{_closest(flat[key], choices)}")
+    for key, rule in _NUMBERS.items():
+        _check_number(key, flat[key], *rule)
+    if flat["model.num_deconv"] is not None and flat["model.num_deconv"] > 5:
+        raise ConfigError(f"model.num_deconv = {flat['model.num_deconv']!r}: expected an integer in 0..5 or null")
+    if flat["data.scale"] >= 1:
+        raise ConfigError(f"data.scale = {flat['data.scale']!r}: expected a number in [0, 1) (the scale factor is 1 +- s)")
+    if not (flat["train.max_steps"] == -1 or _is_number(flat["train.max_steps"], True) and flat["train.max_steps"] >= 1):
+        raise ConfigError(f"train.max_steps = {flat['train.max_steps']!r}: expected an integer >= 1, or -1 (no limit)")
+    for key in _BOOLS:
+        if not isinstance(flat[key], bool):
+            raise ConfigError(f"{key} = {flat[key]!r}: expected true or false")
+    threads = flat["train.threads"]
+    if not (threads is None or threads == "auto" or _is_number(threads, True) and threads >= 1):
+        raise ConfigError(f"train.threads = {threads!r}: expected auto, null or an integer >= 1")
     size = flat["data.input_size"]
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) and s > 0 and s % 32 == 0 for s in size)):
-        raise ConfigError(f"data.input_size = {size!r}; expected [W, H], both positive multiples of 32")
-    for mode in flat["train.compare_modes"] or []:
-        if mode not in _CHOICES["train.mode"]:
-            raise ConfigError(f"train.compare_modes entry {mode!r}; expected one of {_CHOICES['train.mode']}")
-    for dec in flat["eval.decoders"] or []:
-        if dec not in ("argmax", "argmax_quarter", "dark", "integral", "integral_debiased"):
-            raise ConfigError(f"eval.decoders entry {dec!r}; expected argmax, argmax_quarter, dark, integral, integral_debiased")
-    if flat["data.batch_size"] < 1:
-        raise ConfigError(f"data.batch_size must be >= 1, got {flat['data.batch_size']}")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_number(s, True) and s > 0 and s % 32 == 0 for s in size)):
+        raise ConfigError(f"data.input_size = {size!r}: expected [W, H], both positive multiples of 32")
+    amp = flat["data.synthetic_pose_amplitude"]
+    if not (isinstance(amp, (list, tuple)) and len(amp) == 2 and all(_is_number(a, False) for a in amp) and 0 <= amp[0] <= amp[1]):
+        raise ConfigError(f"data.synthetic_pose_amplitude = {amp!r}: expected [lo, hi] with 0 <= lo <= hi")
+    steps = flat["train.lr_steps"]
+    if not (isinstance(steps, (list, tuple)) and all(_is_number(s, True) and s >= 0 for s in steps)):
+        raise ConfigError(f"train.lr_steps = {steps!r}: expected a list of epochs (integers >= 0), e.g. [6, 7]")
+    for key, valid in (("train.compare_modes", _CHOICES["train.mode"]), ("eval.decoders", DECODE_METHODS)):
+        entries = flat[key]
+        if entries is None:
+            continue
+        if not isinstance(entries, (list, tuple)):
+            raise ConfigError(f"{key} = {entries!r}: expected a list, e.g. [{valid[0]}]")
+        for entry in entries:
+            if entry not in valid:
+                raise ConfigError(f"{key} entry {entry!r}: expected one of {', '.join(valid)}{_closest(entry, valid)}")
+    for key in ("model.pretrained", "data.root", "data.train_ann", "data.val_ann", "data.train_images",
+                "data.val_images", "data.head_boxes", "data.mpii_root", "data.mpii_ann"):
+        if flat[key] is not None and not isinstance(flat[key], str):
+            raise ConfigError(f"{key} = {flat[key]!r}: expected a path (text) or null")
 
 
 def schema_markdown() -> str:
