@@ -1,4 +1,9 @@
-"""COCO keypoints reader (person_keypoints_*.json layout).
+"""COCO keypoints reader (person_keypoints_*.json layout), for COCO-17 or any skeleton.
+
+A COCO-format file with K keypoints per person (``keypoints``: 3K numbers x, y, v) is read with
+``skeleton=`` a skeleton of K joints (a built-in name, a YAML file, a dict or a ``Skeleton``;
+:func:`integral_pose.skeletons.get_skeleton`); a person with another count is an error naming the
+file and the annotation id.
 
 Coordinates: COCO keypoints are pixel indices, i.e. already in the project's pixel-centre
 convention, and are used as they are. COCO boxes are continuous with the image's top-left
@@ -18,15 +23,21 @@ from pathlib import Path
 import numpy as np
 
 from integral_pose.data.common import PoseReader, check_box, check_joints, read_json
+from integral_pose.files import UserError
+from integral_pose.skeletons import Skeleton, get_skeleton
 
-__all__ = ["CocoKeypoints"]
+__all__ = ["CocoKeypoints", "KeypointCountError"]
+
+
+class KeypointCountError(UserError, ValueError):
+    """A person whose keypoint count differs from the skeleton's (the message names file and annotation)."""
 
 
 class CocoKeypoints(PoseReader):
     """One record per annotated person.
 
     Args:
-        ann_file: COCO keypoints JSON (``images``, ``annotations`` with ``keypoints`` (51 numbers),
+        ann_file: COCO keypoints JSON (``images``, ``annotations`` with ``keypoints`` (3K numbers),
             ``bbox``, ``iscrowd``, ``num_keypoints``).
         image_root: folder with the images (default: the JSON's folder).
         transform: e.g. ``TopDownTransform(...)``; without it items are raw (see PoseReader).
@@ -34,8 +45,9 @@ class CocoKeypoints(PoseReader):
         min_keypoints: persons with fewer labelled keypoints are skipped and counted (default 1:
             persons with no keypoints are skipped).
         include_crowd: keep ``iscrowd`` annotations (default: skipped and counted).
+        skeleton: the file's joint set, K joints (default: COCO-17).
 
-    Records: "file", "joints_2d" (17, 2), "visible" (17,) 1 when labelled (v > 0), "vis_flag" (17,)
+    Records: "file", "joints_2d" (K, 2), "visible" (K,) 1 when labelled (v > 0), "vis_flag" (K,)
     COCO's v (0, 1 occluded, 2 visible), "bbox" (4,), "image_id", "ann_id", "area", "name".
     """
 
@@ -49,8 +61,12 @@ class CocoKeypoints(PoseReader):
         skip_corrupt: bool = False,
         min_keypoints: int = 1,
         include_crowd: bool = False,
+        skeleton: Skeleton | str | os.PathLike | dict = "coco17",
     ) -> None:
         super().__init__(transform, skip_corrupt)
+        self.skeleton = get_skeleton(skeleton)
+        self.skeleton_name = self.skeleton.name
+        k = self.skeleton.num_joints
         ann_file = Path(ann_file)
         data = read_json(ann_file, "COCO annotation file")
         for key in ("images", "annotations"):
@@ -70,9 +86,13 @@ class CocoKeypoints(PoseReader):
             if "keypoints" not in ann:
                 raise KeyError(f"{name}: no 'keypoints'")
             kp = np.asarray(ann["keypoints"], dtype=np.float64)
-            if kp.size != 51:
-                raise ValueError(f"{name}: expected 17 keypoints (51 numbers), got {kp.size} numbers")
-            kp = kp.reshape(17, 3)
+            if kp.size != 3 * k:
+                got = f"{kp.size // 3} keypoints" if kp.size % 3 == 0 else "not a multiple of 3"
+                raise KeypointCountError(
+                    f"{name}: expected {k} keypoints ({3 * k} numbers) of skeleton {self.skeleton.name}, got "
+                    f"{kp.size} numbers ({got}); set data.skeleton to the file's skeleton (docs/data.md)"
+                )
+            kp = kp.reshape(k, 3)
             v = kp[:, 2]
             if np.isnan(v).any():
                 raise ValueError(f"{name}: NaN visibility flags")
@@ -80,7 +100,7 @@ class CocoKeypoints(PoseReader):
             if labelled.sum() < min_keypoints:
                 self._count_skip("no keypoints" if labelled.sum() == 0 else f"fewer than {min_keypoints} keypoints")
                 continue
-            check_joints(name, kp[:, :2], 17, labelled)
+            check_joints(name, kp[:, :2], k, labelled)
             if ann["image_id"] not in images:
                 raise KeyError(f"{name}: image_id not in 'images'")
             box = np.asarray(ann.get("bbox", []), dtype=np.float64)
@@ -101,3 +121,8 @@ class CocoKeypoints(PoseReader):
                 }
             )
         self._log_skips(str(ann_file))
+
+    def record(self, index: int) -> dict:
+        rec = super().record(index)
+        rec["skeleton"] = self.skeleton  # a Skeleton, so a skeleton from a file needs no lookup by name
+        return rec

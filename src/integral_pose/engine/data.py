@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, Subset
 
 from integral_pose.engine.config import ConfigError
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableDataLoader, ResumableSampler
+from integral_pose.skeletons import Skeleton, SkeletonError, get_skeleton
 
 __all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "depth_supervised", "depth_notice", "render_synthetic", "adopt_synthetic_cache", "VAL_SEED_OFFSET"]
 
@@ -34,10 +35,42 @@ _HOW_TO_GET = {
 _DEPTH_LABELLED = ("synthetic", "h36m", "h36m_mpii")
 
 
-def dataset_skeleton(cfg: dict[str, Any]) -> str:
-    """Skeleton name the configured dataset's samples use."""
-    ds = cfg["data"]["dataset"]
-    return {"synthetic": "h36m17", "coco": "coco17", "mpii": "mpii16", "h36m": "h36m17", "h36m_mpii": "h36m17"}[ds]
+_BUILTIN_SKELETON = {"synthetic": "h36m17", "coco": "coco17", "mpii": "mpii16", "h36m": "h36m17", "h36m_mpii": "h36m17"}
+
+
+def dataset_skeleton(cfg: dict[str, Any]) -> Skeleton:
+    """The skeleton the configured dataset's samples use: ``data.skeleton`` or the dataset's own.
+
+    ``data.skeleton`` is a built-in name or a skeleton YAML file, absolute or relative to the working
+    folder (else to ``data.root``). Only COCO-format data may change the joint count; for the other
+    datasets it must keep the dataset's own count (e.g. other limbs for drawing).
+
+    Raises:
+        ConfigError: an unknown name, a missing or invalid skeleton file, a joint count the dataset
+            cannot have.
+
+    Example:
+        >>> dataset_skeleton({"data": {"dataset": "mpii", "skeleton": None, "root": None}}).name
+        'mpii16'
+    """
+    d = cfg["data"]
+    own = get_skeleton(_BUILTIN_SKELETON[d["dataset"]])
+    value = d.get("skeleton")
+    if value is None:
+        return own
+    path = Path(str(value))
+    if str(value).endswith((".yaml", ".yml")) and not path.is_absolute() and not path.exists() and d.get("root"):
+        path = Path(d["root"]) / path
+    try:
+        sk = get_skeleton(path if str(value).endswith((".yaml", ".yml")) else value)
+    except SkeletonError as e:
+        raise ConfigError(f"data.skeleton: {e}") from None
+    if d["dataset"] != "coco" and sk.num_joints != own.num_joints:
+        raise ConfigError(
+            f"data.skeleton {value!r} has {sk.num_joints} joints but data.dataset {d['dataset']!r} has {own.num_joints} "
+            "(a skeleton with another joint count needs COCO-format data: data.dataset coco)"
+        )
+    return sk
 
 
 def depth_supervised(cfg: dict[str, Any]) -> bool:
@@ -87,7 +120,7 @@ def _path(cfg: dict[str, Any], key: str, root_key: str = "root", required: bool 
     return p
 
 
-def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool, skeleton: str):
+def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool, skeleton: Skeleton):
     try:
         from integral_pose.data import TopDownTransform
     except ImportError:  # older layout: the class lives in data.transforms
@@ -146,14 +179,18 @@ def adopt_synthetic_cache(entries: dict[tuple, Any]) -> None:
     _SYNTHETIC_CACHE.update(entries)
 
 
-def build_dataset(cfg: dict[str, Any], split: str) -> Dataset:
-    """The configured dataset for ``split`` ("train" or "val") yielding TRAINING SAMPLES."""
+def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | dict | None = None) -> Dataset:
+    """The configured dataset for ``split`` ("train" or "val") yielding TRAINING SAMPLES.
+
+    ``skeleton`` (a checkpoint's, at evaluation) replaces :func:`dataset_skeleton` (``data.skeleton``),
+    so a checkpoint needs no skeleton file next to it.
+    """
     import integral_pose.data as D
 
     d = cfg["data"]
     ds_name = d["dataset"]
     train = split == "train"
-    skeleton = dataset_skeleton(cfg)
+    skeleton = get_skeleton(skeleton) if skeleton is not None else dataset_skeleton(cfg)
     # Heatmap targets are rendered per batch by the LightningModule (PoseLightningModule.heatmap_targets).
     tf = _transform(cfg, train, False, skeleton)
     limit = d["limit_train"] if train else d["limit_val"]
@@ -169,7 +206,7 @@ def build_dataset(cfg: dict[str, Any], split: str) -> Dataset:
     if ds_name == "coco":
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")
-        ds = D.CocoKeypoints(ann, images, transform=tf)
+        ds = D.CocoKeypoints(ann, images, transform=tf, skeleton=skeleton)
     elif ds_name == "mpii":
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")

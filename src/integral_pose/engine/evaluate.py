@@ -11,11 +11,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from integral_pose.engine.config import apply_overrides, flatten, load_config, validate
+from integral_pose import __version__
+from integral_pose.engine.config import ConfigError, apply_overrides, flatten, load_config, validate
 from integral_pose.engine.inference import collect_predictions, compute_metrics
+from integral_pose.engine.module import build_model_from_config
+from integral_pose.files import UserError, atomic_write_text
 
 __all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json"]
 
@@ -28,21 +32,54 @@ def decoders_for_mode(cfg: dict[str, Any]) -> list[str]:
     return ["integral"]
 
 
-def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu"):
-    """(model (eval mode), cfg, skeleton name) from a training checkpoint (a Lightning .ckpt)."""
-    from integral_pose.engine.module import build_model_from_config
+def _major(version: str) -> str:
+    return str(version).split(".", 1)[0]
 
+
+def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], str]:
+    """(model (eval mode), cfg, skeleton name) from a training checkpoint (a Lightning .ckpt).
+
+    Every way the file can be wrong is a :class:`UserError` naming it: missing, a folder, unreadable
+    or truncated, not a checkpoint of this project (no ``hyper_parameters.cfg``), written by another
+    major version (``hyper_parameters.integral_pose_version``, when present), or weights that do not
+    fit the model its config describes.
+    """
     path = Path(checkpoint)
+    if path.is_dir():
+        raise UserError(f"checkpoint {str(path)!r} is a folder; pass a .ckpt file (training writes OUTPUT/checkpoints/last.ckpt)")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found (training writes OUTPUT/checkpoints/*.ckpt)")
-    # Lightning checkpoints hold plain Python objects besides tensors; only load your own files.
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    hp = ckpt.get("hyper_parameters")
-    if not isinstance(hp, dict) or "cfg" not in hp:
-        raise ValueError(f"{path}: not an integral-pose training checkpoint (no hyper_parameters.cfg)")
-    cfg, k, skeleton = hp["cfg"], int(hp["num_joints"]), hp["skeleton"]
-    model = build_model_from_config({**cfg, "model": {**cfg["model"], "pretrained": None}}, k)
+        raise UserError(f"checkpoint {str(path)!r} not found (training writes OUTPUT/checkpoints/*.ckpt)")
+    try:
+        # Lightning checkpoints hold plain Python objects besides tensors; only load your own files.
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch.load fails in many ways on a bad file (zip, pickle, EOF, OS errors)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"checkpoint {str(path)!r} cannot be read (truncated or not a PyTorch file?): {reason}") from exc
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hp, dict) or not isinstance(hp.get("cfg"), dict) or "num_joints" not in hp:
+        raise UserError(f"checkpoint {str(path)!r} is not an integral-pose training checkpoint (no hyper_parameters.cfg); "
+                        f"pass a .ckpt written by integral-pose train")
+    written_by = hp.get("integral_pose_version")
+    if written_by is not None and _major(written_by) != _major(__version__):
+        raise UserError(f"checkpoint {str(path)!r} was written by integral-pose {written_by}; this is {__version__} "
+                        f"(another major version: its config and weights may not mean the same here)")
+    cfg, k, skeleton = hp["cfg"], int(hp["num_joints"]), hp.get("skeleton")
+    try:
+        model = build_model_from_config({**cfg, "model": {**cfg["model"], "pretrained": None}}, k)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"checkpoint {str(path)!r}: its config does not describe a model of this version ({exc!r})") from exc
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise UserError(f"checkpoint {str(path)!r} has no state_dict (weights)")
     state = {key[len("model."):]: v for key, v in ckpt["state_dict"].items() if key.startswith("model.")}
+    own = model.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    wrong = sorted(key for key in own.keys() & state.keys() if tuple(own[key].shape) != tuple(state[key].shape))
+    if missing or unexpected or wrong:
+        first = (f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, the model's {tuple(own[wrong[0]].shape)}" if wrong else
+                 f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
+        raise UserError(f"checkpoint {str(path)!r}: its weights do not fit the model its config describes "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape; first: {first})")
     model.load_state_dict(state)
     model.eval()
     return model, cfg, skeleton
@@ -52,7 +89,7 @@ def evaluate_model(
     model: torch.nn.Module,
     dataset: Dataset,
     cfg: dict[str, Any],
-    skeleton: str,
+    skeleton: Any,
     methods: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
@@ -82,18 +119,34 @@ def evaluate_model(
 
 
 def _clean(o: Any) -> Any:
+    """JSON-ready copy: NumPy arrays and scalars become lists and numbers, non-finite floats null."""
+    if isinstance(o, np.ndarray):
+        return _clean(o.tolist())
+    if isinstance(o, np.generic):
+        return _clean(o.item())
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
+        return {str(k): _clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_clean(v) for v in o]
     return o
 
 
 def write_json(obj: Any, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(_clean(obj), indent=2) + "\n")
+    """Write ``obj`` as indented JSON, atomically (an interrupted write leaves the old file or none).
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "m" / "metrics.json"
+        >>> write_json({"pck": np.float32(0.5), "per_joint": np.array([1.0, np.nan])}, p)
+        >>> json.loads(p.read_text())
+        {'pck': 0.5, 'per_joint': [1.0, None]}
+    """
+    try:
+        atomic_write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
 
 
 def evaluate_checkpoint(
@@ -124,11 +177,11 @@ def evaluate_checkpoint(
     apply_overrides(cfg, overrides)
     bad = [k for k in flatten(cfg) if k.startswith("model.") and flatten(cfg)[k] != flatten(ckpt_cfg).get(k)]
     if bad:
-        raise ValueError(f"model keys cannot change at evaluation (the checkpoint fixes them): {bad}")
+        raise ConfigError(f"model keys cannot change at evaluation (the checkpoint fixes them): {bad}")
     validate(cfg)
     from integral_pose.engine.data import build_dataset
 
-    dataset = build_dataset(cfg, "val")
+    dataset = build_dataset(cfg, "val", skeleton=skeleton)  # the checkpoint's, not a file the config names
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics = evaluate_model(model, dataset, cfg, skeleton, device=device)
     metrics["checkpoint"] = str(checkpoint)

@@ -1,4 +1,8 @@
-"""COCO keypoint AP/AR through pycocotools (the reference OKS implementation; not reimplemented here)."""
+"""COCO keypoint AP/AR through pycocotools (the reference OKS implementation; not reimplemented here).
+
+Any joint count: the OKS sigmas come from ``sigmas`` (e.g. ``get_skeleton(...).sigmas``), else COCO's
+own for 17 keypoints, else :data:`integral_pose.skeletons.DEFAULT_OKS_SIGMA` for every joint.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,9 +11,12 @@ import io
 import json
 import math
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from integral_pose.skeletons import COCO_OKS_SIGMAS, DEFAULT_OKS_SIGMA
 
 __all__ = ["coco_keypoint_ap", "COCO_STAT_NAMES", "from_coco_box", "to_coco_box", "keypoint_results"]
 
@@ -119,24 +126,27 @@ def _load_results(results: Any) -> list[dict]:
     return results
 
 
-def coco_keypoint_ap(results: Any, gt: Any, *, verbose: bool = False) -> dict:
+def coco_keypoint_ap(results: Any, gt: Any, *, sigmas: Sequence[float] | None = None, verbose: bool = False) -> dict:
     """COCO keypoint AP/AR (OKS), computed by pycocotools' ``COCOeval(iouType="keypoints")``.
 
     Args:
         results: list of COCO result dicts ``{"image_id", "category_id", "keypoints": [x, y, v] * K,
             "score"}`` or a path to such a JSON file. Coordinates are COCO's (0-based pixel centres).
         gt: path to a COCO keypoint annotation file or a ``pycocotools.coco.COCO`` object.
+        sigmas: (K,) per-keypoint OKS sigmas (a skeleton's ``.sigmas``); None = COCO's for K = 17,
+            else ``DEFAULT_OKS_SIGMA`` for each of the ground truth's K keypoints.
         verbose: keep pycocotools' printed summary (default: silenced).
 
     Returns:
         dict with "AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl" (floats in [0, 1],
         -1 where pycocotools has nothing to evaluate, e.g. no medium-sized person), "num_results" and
-        "non_finite": the number of result keypoints with a NaN/inf coordinate; those are moved far away
+        "oks_sigmas": the (K,) sigmas used, and "non_finite": the number of result keypoints with a NaN/inf coordinate; those are moved far away
         so they count as misses (never dropped, never a NaN in the matching).
 
     Raises:
         ValueError: unreadable file, empty results, a result without image_id/keypoints/score, a non-finite
-            score, or results on images that are not in the ground truth.
+            score, results on images that are not in the ground truth, or sigmas whose count differs from
+            the keypoint count (or that are not all > 0).
 
     Example (needs annotation files)::
 
@@ -175,12 +185,21 @@ def coco_keypoint_ap(results: Any, gt: Any, *, verbose: bool = False) -> dict:
                 f"{len(bad)} results have a keypoint count other than the ground truth's {sorted(k // 3 for k in num_kp)} "
                 f"(first result {bad[0]}: {len(res[bad[0]]['keypoints']) // 3} joints)"
             )
+        k = (sorted(num_kp)[0] // 3) if num_kp else len(res[0]["keypoints"]) // 3
+        if sigmas is None:
+            sig = np.asarray(COCO_OKS_SIGMAS if k == len(COCO_OKS_SIGMAS) else [DEFAULT_OKS_SIGMA] * k, dtype=np.float64)
+        else:
+            sig = np.asarray(sigmas, dtype=np.float64).reshape(-1)
+            if sig.shape != (k,) or not np.all(np.isfinite(sig) & (sig > 0)):
+                raise ValueError(f"sigmas: expected {k} positive OKS sigmas (one per keypoint), got {sig.tolist()}")
         coco_dt = coco_gt.loadRes(res)
         ev = COCOeval(coco_gt, coco_dt, iouType="keypoints")
+        ev.params.kpt_oks_sigmas = sig
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     out = {name: float(v) for name, v in zip(COCO_STAT_NAMES, ev.stats)}
     out["num_results"] = len(res)
+    out["oks_sigmas"] = [float(v) for v in sig]
     out["non_finite"] = non_finite
     return out
