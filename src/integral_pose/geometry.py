@@ -43,7 +43,12 @@ ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
 
 
 def as_wh(size: int | Sequence[int], name: str = "size") -> tuple[int, int]:
-    """Normalise an int or a (W, H) pair to a tuple of two positive ints."""
+    """Normalise an int (a square) or a **(W, H)** pair to a (W, H) tuple of two positive ints.
+
+    Example:
+        >>> as_wh(64), as_wh((48, 64))
+        ((64, 64), (48, 64))
+    """
     if isinstance(size, (int, np.integer)):
         w = h = int(size)
     else:
@@ -76,7 +81,7 @@ def crop_transform(
         center: (2,) region centre (x, y) in image pixels.
         scale_px: side of the region in image pixels (> 0).
         rotation_deg: in-plane rotation in degrees.
-        output_size: crop size (W, H) or an int.
+        output_size: crop size **(W, H)** or an int.
         flip: mirror the crop horizontally.
 
     Returns:
@@ -172,9 +177,9 @@ def apply_affine(points: ArrayT, M: ArrayT) -> ArrayT:
 
 
 def _strides(heatmap_size: int | Sequence[int], input_size: int | Sequence[int]) -> tuple[float, float]:
-    hw, hh = as_wh(heatmap_size, "heatmap_size")
-    iw, ih = as_wh(input_size, "input_size")
-    return iw / hw, ih / hh
+    map_w, map_h = as_wh(heatmap_size, "heatmap_size")
+    in_w, in_h = as_wh(input_size, "input_size")
+    return in_w / map_w, in_h / map_h
 
 
 def heatmap_to_input(coords: ArrayT, heatmap_size: int | Sequence[int], input_size: int | Sequence[int]) -> ArrayT:
@@ -182,8 +187,8 @@ def heatmap_to_input(coords: ArrayT, heatmap_size: int | Sequence[int], input_si
 
     Args:
         coords: (..., d) with d >= 2, ordered (x, y[, z]); only x and y change (z is returned as is).
-        heatmap_size: heatmap size (W, H) or int.
-        input_size: network input size (W, H) or int.
+        heatmap_size: heatmap size **(W, H)** or int.
+        input_size: network input size **(W, H)** or int.
 
     Example:
         >>> heatmap_to_input(np.array([[-0.5, 0.0]]), 64, 256)
@@ -200,6 +205,11 @@ def heatmap_to_input(coords: ArrayT, heatmap_size: int | Sequence[int], input_si
 
 def input_to_heatmap(coords: ArrayT, heatmap_size: int | Sequence[int], input_size: int | Sequence[int]) -> ArrayT:
     """Crop (network input) pixels -> heatmap cells; exact inverse of :func:`heatmap_to_input`.
+
+    Args:
+        coords: (..., d) with d >= 2, ordered (x, y[, z]); only x and y change (z is returned as is).
+        heatmap_size: heatmap size **(W, H)** or int.
+        input_size: network input size **(W, H)** or int.
 
     Example:
         >>> input_to_heatmap(np.array([[-0.5, 1.5]]), 64, 256)
@@ -218,7 +228,12 @@ def heatmap_to_input_affine(heatmap_size: int | Sequence[int], input_size: int |
     """(2, 3) affine matrix of :func:`heatmap_to_input`, to chain with ``crop_to_image``.
 
     ``compose_affine(crop_to_image, heatmap_to_input_affine(hm, inp))`` maps heatmap cells straight
-    to original-image pixels.
+    to original-image pixels. ``heatmap_size`` and ``input_size`` are **(W, H)** or ints.
+
+    Example:
+        >>> heatmap_to_input_affine((48, 64), (192, 256))
+        array([[4. , 0. , 1.5],
+               [0. , 4. , 1.5]])
     """
     sx, sy = _strides(heatmap_size, input_size)
     return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])

@@ -45,7 +45,8 @@ def cells_to_normalized(coords: Tensor, size: Sequence[int]) -> Tensor:
 
     Args:
         coords: (..., d) coordinates ordered (x, y[, z]) in cells.
-        size: the map's spatial size in tensor order, (W,), (H, W) or (D, H, W).
+        size: the map's spatial size in **tensor order**, (W,), (H, W) or (D, H, W) -- the
+            reverse of the coordinates' (x, y[, z]) order.
 
     Example:
         >>> cells_to_normalized(torch.tensor([[-0.5, 63.5]]), (64, 64))
@@ -56,7 +57,12 @@ def cells_to_normalized(coords: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def normalized_to_cells(coords: Tensor, size: Sequence[int]) -> Tensor:
-    """Inverse of :func:`cells_to_normalized`."""
+    """Inverse of :func:`cells_to_normalized`; ``size`` is in **tensor order** (W,), (H, W) or (D, H, W).
+
+    Example:
+        >>> normalized_to_cells(torch.tensor([[-0.5, 0.5]]), (48, 64))  # x over W = 64, y over H = 48
+        tensor([[-0.5000, 47.5000]])
+    """
     n = _sizes_xyz(size, coords)
     return (coords + 0.5) * n - 0.5
 

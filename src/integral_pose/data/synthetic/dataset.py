@@ -32,7 +32,8 @@ class SyntheticHumans(Dataset):
 
     Args:
         num_samples: dataset length.
-        image_size: rendered image size, an int or **(H, W)** (tensor order).
+        image_size: rendered image size, an int or **(H, W)** (tensor order, like the image tensor it
+            sizes; the geometry and :class:`TopDownTransform` take (W, H)).
         seed: base seed; item i uses ``np.random.default_rng([seed, i])``.
         poses: optional (N, 17, 3) poses in mm to render instead of random ones. With ``cameras``
             they are world coordinates (as in Human3.6M, z up) seen through those cameras; without,
@@ -44,7 +45,7 @@ class SyntheticHumans(Dataset):
         crop_to_person: with real cameras, render the region around the person (the camera's
             intrinsics are changed accordingly, so the projection stays exact) rather than the whole
             camera frame of ``camera_image_size``.
-        camera_image_size: (H, W) of the real cameras' images (only with ``crop_to_person=False``).
+        camera_image_size: **(H, W)** of the real cameras' images (only with ``crop_to_person=False``).
         fill: fraction of the shorter image side covered by the person's longer extent, (lo, hi).
         pose_amplitude: (lo, hi) range of the per-person factor that scales every joint angle's
             deviation from rest (random poses only; 1 = the full joint-angle limits). The default
