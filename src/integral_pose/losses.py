@@ -1,10 +1,23 @@
-"""Losses for integral pose regression: coordinates, heatmaps, the DSNT regulariser, a weighted sum.
+"""Losses for integral pose regression: coordinates (L1 / L2 / smooth-L1 / likelihood), heatmaps,
+the DSNT regulariser, and :class:`CombinedLoss`, the one weighted sum the training engine calls.
 
 Every loss takes explicit weights so that invisible joints (weight 0) and 2D-only samples (depth
 weight 0) drop out; entries with weight 0 never contribute, even when their target is NaN.
+
+Recipes (docs/training.md, "Integral recipes"), each an argument of :class:`CombinedLoss`:
+
+- bias-aware training (Gu, Yang, Yao, ICCV 2021): ``readout="debiased"`` compares the
+  background- and border-corrected expectation (``ops.decode``'s ``integral_debiased``) with the
+  target instead of the plain soft-argmax;
+- combined supervision: ``heatmap_weight`` adds heatmap MSE on Gaussian targets, ``js_weight`` the
+  DSNT divergence (``regularizer`` "js" or "kl") towards a Gaussian of std ``sigma`` cells;
+- uncertainty-aware coordinates (the simplest form of RLE, Li et al., ICCV 2021): ``coord_kind``
+  "laplace_nll" / "gaussian_nll" with a per-joint, per-axis scale from the map's spread
+  (``ops.decode.spread``), optionally times a learned per-joint factor (``nll_scale="learned"``).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -12,12 +25,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from integral_pose.ops.coordinates import cells_to_normalized
+from integral_pose.ops.decode import decode, spread
 from integral_pose.ops.soft_argmax import check_logits, soft_argmax, spatial_softmax
 from integral_pose.ops.targets import render_heatmaps
 
-__all__ = ["coordinate_loss", "heatmap_mse", "js_regularizer", "CombinedLoss", "COORD_LOSS_KINDS"]
+__all__ = [
+    "coordinate_loss", "nll_loss", "heatmap_mse", "js_regularizer", "map_regularizer", "integral_coordinates",
+    "map_scale", "CombinedLoss", "COORD_LOSS_KINDS", "NLL_KINDS", "READOUTS", "REGULARIZERS", "NLL_SCALES",
+]
 
 COORD_LOSS_KINDS = ("l1", "l2", "smooth_l1")
+NLL_KINDS = ("laplace_nll", "gaussian_nll")
+READOUTS = ("plain", "debiased")
+REGULARIZERS = ("js", "kl")
+NLL_SCALES = ("spread", "learned")
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def _weighted_mean(err: Tensor, weight: Tensor) -> Tensor:
@@ -25,6 +48,24 @@ def _weighted_mean(err: Tensor, weight: Tensor) -> Tensor:
     weight = weight.to(err.dtype)
     err = torch.where(weight > 0, err, torch.zeros_like(err))
     return (err * weight).sum() / weight.sum().clamp(min=1e-12)
+
+
+def _axis_weight(pred: Tensor, target: Tensor, weight: Tensor | None) -> Tensor:
+    """Check (B, K, d) pred / target and expand weight (None, (B, K) or (B, K, d)) to (B, K, d)."""
+    if pred.dim() != 3 or target.shape != pred.shape:
+        raise ValueError(
+            f"pred and target must both have shape (B, K, d); got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    if weight is None:
+        return torch.ones_like(pred)
+    if weight.shape == pred.shape[:2]:
+        return weight.unsqueeze(-1).expand_as(pred)
+    if weight.shape != pred.shape:
+        raise ValueError(
+            f"weight must have shape (B, K, d) = {tuple(pred.shape)} or (B, K) = {tuple(pred.shape[:2])}, "
+            f"got {tuple(weight.shape)}"
+        )
+    return weight
 
 
 def coordinate_loss(
@@ -50,21 +91,9 @@ def coordinate_loss(
         >>> coordinate_loss(torch.zeros(1, 2, 3), torch.ones(1, 2, 3), torch.tensor([[1.0, 0.0]]))
         tensor(1.)
     """
-    if pred.dim() != 3 or target.shape != pred.shape:
-        raise ValueError(
-            f"pred and target must both have shape (B, K, d); got {tuple(pred.shape)} and {tuple(target.shape)}"
-        )
+    weight = _axis_weight(pred, target, weight)
     if kind not in COORD_LOSS_KINDS:
         raise ValueError(f"kind must be one of {COORD_LOSS_KINDS}, got {kind!r}")
-    if weight is None:
-        weight = torch.ones_like(pred)
-    elif weight.shape == pred.shape[:2]:
-        weight = weight.unsqueeze(-1).expand_as(pred)
-    elif weight.shape != pred.shape:
-        raise ValueError(
-            f"weight must have shape (B, K, d) = {tuple(pred.shape)} or (B, K) = {tuple(pred.shape[:2])}, "
-            f"got {tuple(weight.shape)}"
-        )
     target = torch.where(weight > 0, target, pred.detach())  # NaN targets of weight-0 entries stay out
     if kind == "l1":
         err = (pred - target).abs()
@@ -73,6 +102,47 @@ def coordinate_loss(
     else:
         err = F.smooth_l1_loss(pred, target, reduction="none", beta=smooth_l1_beta)
     return _weighted_mean(err, weight)
+
+
+def nll_loss(
+    pred: Tensor, target: Tensor, scale: Tensor, weight: Tensor | None = None, kind: str = "laplace_nll",
+    min_scale: float = 1e-3,
+) -> Tensor:
+    """Negative log-likelihood of the target under a per-entry Laplace or Gaussian around ``pred``.
+
+    ``"laplace_nll"``: ``|e| / b + log(2 b)`` with ``b = scale``;
+    ``"gaussian_nll"``: ``e^2 / (2 s^2) + log(s) + log(2 pi) / 2`` with ``s = scale``;
+    ``e = pred - target``. Both are proper densities, so the value is the NLL per coordinate,
+    averaged as in :func:`coordinate_loss` (``sum(w * nll) / sum(w)``). For a fixed error the
+    loss is smallest where the scale equals the error (Laplace: ``b = |e|``; Gaussian: ``s = |e|``),
+    so a scale trained through it becomes a per-joint uncertainty in the units of ``pred``.
+
+    Args:
+        pred: (B, K, d) predicted coordinates.
+        target: (B, K, d) ground truth (may be NaN where the weight is 0).
+        scale: (B, K, d) positive scales (Laplace b / Gaussian std), same units as ``pred``;
+            clamped below at ``min_scale`` so that a collapsed map cannot send the loss to -inf.
+        weight: (B, K, d) or (B, K) weights (None: all ones).
+        kind: "laplace_nll" or "gaussian_nll".
+
+    Example:
+        >>> e, b = torch.tensor([[[0.5]]]), torch.tensor([[[0.5]]])
+        >>> round(float(nll_loss(e, torch.zeros(1, 1, 1), b)), 4)  # 1 + log(1)
+        1.0
+    """
+    weight = _axis_weight(pred, target, weight)
+    if kind not in NLL_KINDS:
+        raise ValueError(f"kind must be one of {NLL_KINDS}, got {kind!r}")
+    if scale.shape != pred.shape:
+        raise ValueError(f"scale must have the shape of pred (B, K, d) = {tuple(pred.shape)}, got {tuple(scale.shape)}")
+    target = torch.where(weight > 0, target, pred.detach())
+    b = scale.to(pred.dtype).clamp(min=min_scale)
+    err = (pred - target).abs()
+    if kind == "laplace_nll":
+        nll = err / b + torch.log(2.0 * b)
+    else:
+        nll = 0.5 * (err / b) ** 2 + torch.log(b) + _HALF_LOG_2PI
+    return _weighted_mean(nll, weight)
 
 
 def heatmap_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -103,16 +173,18 @@ def heatmap_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> T
     return (per_joint * weight.to(per_joint.dtype)).mean()
 
 
-def js_regularizer(
-    logits: Tensor, target_cells: Tensor, sigma: float, weight: Tensor | None = None, beta: float = 1.0
+def map_regularizer(
+    logits: Tensor, target_cells: Tensor, sigma: float, weight: Tensor | None = None, beta: float = 1.0,
+    kind: str = "js",
 ) -> Tensor:
-    """DSNT's Jensen-Shannon regulariser: JS(softmax(logits) || Gaussian at the target).
+    """DSNT's regulariser: a divergence between softmax(logits) and a Gaussian at the target.
 
-    The target distribution is the discretised normalised Gaussian of std ``sigma`` cells centred
-    at ``target_cells`` (``render_heatmaps(..., kind="log_gaussian")`` softmaxed), so it uses the
-    same cell-centre grid as :func:`soft_argmax`. Natural log; ``JS = KL(p||m)/2 + KL(q||m)/2`` with
-    ``m = (p + q)/2``, in [0, log 2]. Averaged over joints with weight > 0 (dsntnn's ``js_reg_losses``
-    followed by a masked mean gives the same number).
+    The target distribution ``q`` is the discretised normalised Gaussian of std ``sigma`` cells
+    centred at ``target_cells`` (``render_heatmaps(..., kind="log_gaussian")`` softmaxed), so it
+    uses the same cell-centre grid as :func:`soft_argmax`; ``p = softmax(beta * logits)``.
+    Natural log. ``"js"``: ``JS = KL(p||m)/2 + KL(q||m)/2`` with ``m = (p + q)/2``, in [0, log 2];
+    ``"kl"``: ``KL(p||q)`` (dsntnn's ``kl_reg_losses``). Averaged over joints with weight > 0
+    (dsntnn's per-joint losses followed by a masked mean give the same number).
 
     Args:
         logits: (B, K, *S) network logits.
@@ -120,14 +192,16 @@ def js_regularizer(
         sigma: target std in cells.
         weight: (B, K) or (B, K, d) joint weights (per-axis weights: a joint counts if any axis does).
         beta: inverse temperature multiplying the logits.
+        kind: "js" or "kl".
 
     Example:
-        >>> from integral_pose.ops.targets import render_heatmaps
         >>> t = torch.tensor([[[3.0, 4.0]]])
         >>> logits, _ = render_heatmaps(t, (9, 9), 1.0, "log_gaussian")
-        >>> float(js_regularizer(logits, t, 1.0)) < 1e-6
+        >>> float(map_regularizer(logits, t, 1.0, kind="kl")) < 1e-6
         True
     """
+    if kind not in REGULARIZERS:
+        raise ValueError(f"kind must be one of {REGULARIZERS}, got {kind!r}")
     nd = check_logits(logits)
     if target_cells.shape != (*logits.shape[:2], nd):
         raise ValueError(
@@ -141,40 +215,117 @@ def js_regularizer(
     # gives them weight 0 (and a uniform map), and they are left out of the mean below.
     log_q, has_target = render_heatmaps(target_cells.detach().to(dtype), size, sigma, kind="log_gaussian")
     q = torch.softmax(log_q.flatten(2), -1)
-    m = 0.5 * (p + q)
     eps = 1e-24  # dsntnn's guard: 0 * log 0 = 0
-    kl_pm = (p * ((p + eps).log() - (m + eps).log())).sum(-1)
-    kl_qm = (q * ((q + eps).log() - (m + eps).log())).sum(-1)
-    js = 0.5 * kl_pm + 0.5 * kl_qm  # (B, K)
+    if kind == "js":
+        m = 0.5 * (p + q)
+        kl_pm = (p * ((p + eps).log() - (m + eps).log())).sum(-1)
+        kl_qm = (q * ((q + eps).log() - (m + eps).log())).sum(-1)
+        div = 0.5 * kl_pm + 0.5 * kl_qm  # (B, K)
+    else:
+        div = (p * ((p + eps).log() - (q + eps).log())).sum(-1)
     if weight is None:
-        weight = torch.ones_like(js)
+        weight = torch.ones_like(div)
     elif weight.dim() == 3:
         weight = weight.amax(-1)
-    if weight.shape != js.shape:
-        raise ValueError(f"weight must have shape (B, K) = {tuple(js.shape)} or (B, K, d), got {tuple(weight.shape)}")
-    return _weighted_mean(js, weight.to(dtype) * has_target)
+    if weight.shape != div.shape:
+        raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d), got {tuple(weight.shape)}")
+    return _weighted_mean(div, weight.to(dtype) * has_target)
+
+
+def js_regularizer(
+    logits: Tensor, target_cells: Tensor, sigma: float, weight: Tensor | None = None, beta: float = 1.0
+) -> Tensor:
+    """DSNT's Jensen-Shannon regulariser: :func:`map_regularizer` with ``kind="js"``.
+
+    Example:
+        >>> t = torch.tensor([[[3.0, 4.0]]])
+        >>> logits, _ = render_heatmaps(t, (9, 9), 1.0, "log_gaussian")
+        >>> float(js_regularizer(logits, t, 1.0)) < 1e-6
+        True
+    """
+    return map_regularizer(logits, target_cells, sigma, weight, beta, kind="js")
+
+
+def integral_coordinates(logits: Tensor, readout: str = "plain", beta: float = 1.0) -> Tensor:
+    """The integral readout a model is trained through: (B, K, d) coordinates in cells.
+
+    ``"plain"``: :func:`soft_argmax` (the paper). ``"debiased"``: the expectation with the
+    background and border-truncation biases removed (Gu, Yang, Yao, ICCV 2021; the correction is
+    ``ops.decode``'s ``"integral_debiased"`` readout, differentiable), so the loss rewards maps whose
+    *corrected* mean hits the target and the training and evaluation readouts agree.
+
+    Example:
+        >>> t = torch.tensor([[[0.4, 5.0]]])  # near the left border, where the plain mean is pulled inward
+        >>> logits, _ = render_heatmaps(t, (12, 12), 1.5, "log_gaussian")
+        >>> float((integral_coordinates(logits, "debiased") - t).abs().max()) < 1e-3
+        True
+        >>> float(integral_coordinates(logits)[0, 0, 0]) > 0.6
+        True
+    """
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    if readout == "plain":
+        return soft_argmax(logits, beta)
+    coords, _ = decode(logits, "integral_debiased", beta)
+    return coords
+
+
+def map_scale(logits: Tensor, normalized: bool = True, beta: float = 1.0) -> Tensor:
+    """Per-joint, per-axis scale of each map: the std of softmax(beta * logits) (``ops.decode.spread``).
+
+    Args:
+        logits: (B, K, *S).
+        normalized: in normalised units (cells divided by the map extent, as
+            :func:`~integral_pose.ops.coordinates.cells_to_normalized`) instead of cells.
+
+    Returns:
+        (B, K, d) ordered (x, y[, z]), differentiable.
+
+    Example:
+        >>> logits, _ = render_heatmaps(torch.tensor([[[16.0, 16.0]]]), (33, 33), 2.0, "log_gaussian")
+        >>> map_scale(logits, normalized=False).round(decimals=3)
+        tensor([[[2., 2.]]])
+    """
+    s = spread(logits, beta).to(logits.dtype if logits.is_floating_point() else torch.float32)
+    if normalized:
+        extent = torch.tensor(list(reversed(logits.shape[2:])), dtype=s.dtype, device=s.device)
+        s = s / extent
+    return s
 
 
 class CombinedLoss(nn.Module):
-    """Weighted sum of the coordinate loss, heatmap MSE and the JS regulariser, for integral models.
+    """The integral training loss: a weighted sum of a coordinate term, heatmap MSE and a map regulariser.
 
-    ``loss = coord_weight * coordinate_loss(soft_argmax(logits)) + heatmap_weight * heatmap_mse
-    + js_weight * js_regularizer``; terms with weight 0 are not computed. With ``normalized=True``
-    (the paper's choice) coordinates are compared in normalised units (each axis divided by its
-    map extent, :func:`~integral_pose.ops.coordinates.cells_to_normalized`), otherwise in cells.
+    ``loss = coord_weight * coord + heatmap_weight * heatmap_mse + js_weight * regulariser``;
+    terms with weight 0 are not computed. The coordinate term compares the integral readout
+    (:func:`integral_coordinates`, ``readout``) with the target: ``coord_kind`` "l1" (the paper),
+    "l2", "smooth_l1" (:func:`coordinate_loss`) or "laplace_nll", "gaussian_nll"
+    (:func:`nll_loss` with the scale of :func:`map_scale`; ``nll_scale="learned"`` multiplies it by
+    ``exp(theta_k)``, a learned per-joint, per-axis factor, ``num_joints`` and ``ndim`` needed).
+    With ``normalized=True`` (the paper's choice) coordinates are compared in normalised units
+    (each axis divided by its map extent, :func:`~integral_pose.ops.coordinates.cells_to_normalized`),
+    otherwise in cells. The regulariser (:func:`map_regularizer`, ``regularizer`` "js" or "kl",
+    std ``sigma`` cells) counts a joint when its x and y weights are > 0 (a 3D sample's depth
+    weight does not decide it).
 
     Args:
-        coord_weight, heatmap_weight, js_weight: the named term weights.
-        coord_kind: "l1" (paper), "l2" or "smooth_l1".
-        sigma: target std in cells for the JS regulariser.
+        coord_weight, heatmap_weight, js_weight: the term weights (``js_weight`` weighs the
+            regulariser of either kind).
+        coord_kind: one of :data:`COORD_LOSS_KINDS` + :data:`NLL_KINDS`.
+        sigma: target std in cells for the regulariser.
         normalized: compare coordinates in normalised units.
         beta: inverse temperature multiplying the logits.
+        readout: "plain" or "debiased".
+        regularizer: "js" or "kl".
+        nll_scale: "spread" or "learned" (likelihood kinds only).
+        num_joints, ndim: K and d, for the learned scale's parameter.
 
     Forward:
         ``logits`` (B, K, *S); ``target`` (B, K, d) in cells; ``target_weight`` (B, K, d) or (B, K);
         optional ``heatmap`` target (B, K, *S) and ``heatmap_weight`` (B, K) for the MSE term.
-        Returns a dict with "loss" (the total, differentiable) and the unweighted parts
-        "coord", "heatmap", "js" (those computed) plus "pred" (B, K, d) in cells.
+        Returns a dict with "loss" (the total, differentiable), the unweighted parts "coord",
+        "heatmap", "js" / "kl" (those computed; :attr:`weights` gives each part's weight), "pred"
+        (B, K, d) in cells, and for the likelihood kinds "scale" (B, K, d) in the units compared.
 
     Example:
         >>> loss_fn = CombinedLoss(coord_weight=1.0, js_weight=1.0, sigma=1.0)
@@ -192,10 +343,21 @@ class CombinedLoss(nn.Module):
         sigma: float = 1.0,
         normalized: bool = True,
         beta: float = 1.0,
+        readout: str = "plain",
+        regularizer: str = "js",
+        nll_scale: str = "spread",
+        num_joints: int | None = None,
+        ndim: int | None = None,
     ) -> None:
         super().__init__()
-        if coord_kind not in COORD_LOSS_KINDS:
-            raise ValueError(f"coord_kind must be one of {COORD_LOSS_KINDS}, got {coord_kind!r}")
+        if coord_kind not in COORD_LOSS_KINDS + NLL_KINDS:
+            raise ValueError(f"coord_kind must be one of {COORD_LOSS_KINDS + NLL_KINDS}, got {coord_kind!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
+        if nll_scale not in NLL_SCALES:
+            raise ValueError(f"nll_scale must be one of {NLL_SCALES}, got {nll_scale!r}")
         self.coord_weight = float(coord_weight)
         self.heatmap_weight = float(heatmap_weight)
         self.js_weight = float(js_weight)
@@ -203,11 +365,25 @@ class CombinedLoss(nn.Module):
         self.sigma = float(sigma)
         self.normalized = bool(normalized)
         self.beta = float(beta)
+        self.readout = readout
+        self.regularizer = regularizer
+        self.nll_scale = nll_scale
+        self.log_scale: nn.Parameter | None = None
+        if coord_kind in NLL_KINDS and nll_scale == "learned":
+            if not num_joints or not ndim:
+                raise ValueError("nll_scale='learned' needs num_joints and ndim (the shape of its per-joint factor)")
+            self.log_scale = nn.Parameter(torch.zeros(int(num_joints), int(ndim)))
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Each part's weight in "loss", by the part's name in the output."""
+        return {"coord": self.coord_weight, "heatmap": self.heatmap_weight, self.regularizer: self.js_weight}
 
     def extra_repr(self) -> str:
         return (
             f"coord_weight={self.coord_weight}, heatmap_weight={self.heatmap_weight}, js_weight={self.js_weight}, "
-            f"coord_kind={self.coord_kind!r}, sigma={self.sigma}, normalized={self.normalized}, beta={self.beta}"
+            f"coord_kind={self.coord_kind!r}, sigma={self.sigma}, normalized={self.normalized}, beta={self.beta}, "
+            f"readout={self.readout!r}, regularizer={self.regularizer!r}, nll_scale={self.nll_scale!r}"
         )
 
     def forward(
@@ -220,23 +396,33 @@ class CombinedLoss(nn.Module):
     ) -> dict[str, Tensor]:
         check_logits(logits)
         size: Sequence[int] = tuple(logits.shape[2:])
-        pred = soft_argmax(logits, self.beta)
+        pred = integral_coordinates(logits, self.readout, self.beta)
         out: dict[str, Tensor] = {"pred": pred}
         total = pred.new_zeros(())
         if self.coord_weight:
             p, t = pred, target.to(pred.dtype)
             if self.normalized:
                 p, t = cells_to_normalized(p, size), cells_to_normalized(t, size)
-            out["coord"] = coordinate_loss(p, t, target_weight, self.coord_kind)
+            if self.coord_kind in NLL_KINDS:
+                scale = map_scale(logits, self.normalized, self.beta).to(p.dtype)
+                if self.log_scale is not None:
+                    scale = scale * self.log_scale.to(p.dtype).exp()
+                out["scale"] = scale
+                out["coord"] = nll_loss(p, t, scale, target_weight, self.coord_kind)
+            else:
+                out["coord"] = coordinate_loss(p, t, target_weight, self.coord_kind)
             total = total + self.coord_weight * out["coord"]
         if self.heatmap_weight:
             if heatmap is None:
                 raise ValueError("CombinedLoss has heatmap_weight > 0 but no heatmap target (B, K, *S) was given")
             # The raw maps themselves are supervised (heatmap-regression style, as in Gu et al.).
-            out["heatmap"] = heatmap_mse(logits, heatmap, heatmap_weight)
+            out["heatmap"] = heatmap_mse(logits.float(), heatmap, heatmap_weight)
             total = total + self.heatmap_weight * out["heatmap"]
         if self.js_weight:
-            out["js"] = js_regularizer(logits, target, self.sigma, target_weight, self.beta)
-            total = total + self.js_weight * out["js"]
+            joint_weight = target_weight
+            if target_weight is not None and target_weight.dim() == 3:
+                joint_weight = target_weight[..., :2].amin(-1)  # image position only: x and y both weighted
+            out[self.regularizer] = map_regularizer(logits, target, self.sigma, joint_weight, self.beta, self.regularizer)
+            total = total + self.js_weight * out[self.regularizer]
         out["loss"] = total
         return out

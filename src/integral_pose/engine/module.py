@@ -2,9 +2,12 @@
 
 Training modes (``train.mode``):
 
-- "integral": L1 (or l2 / smooth_l1) between soft-argmax coordinates and the target, both in
-  normalised coordinates ([-1/2, 1/2] over the map extent; ``cells_to_normalized``), as in the paper;
-  optional extra terms: heatmap MSE (``train.combine``) and the DSNT JS regulariser (``train.js_weight``).
+- "integral": L1 (or l2 / smooth_l1, or a Laplace / Gaussian likelihood: ``train.coord_loss``)
+  between the integral readout (plain or bias-corrected: ``train.integral_readout``) and the target,
+  both in normalised coordinates ([-1/2, 1/2] over the map extent; ``cells_to_normalized``), as in
+  the paper; optional extra terms: heatmap MSE (``train.combine``) and the DSNT regulariser
+  (``train.js_weight``, ``train.regularizer``). One owner builds the sum:
+  :class:`integral_pose.losses.CombinedLoss` (:func:`build_integral_loss`).
 - "heatmap": MSE between the output maps and Gaussian targets (Simple Baselines); read out with
   argmax / DARK at evaluation.
 - "heatmap_then_integral": heatmap loss until ``train.switch_epoch``, then integral (the paper's
@@ -19,11 +22,13 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from integral_pose import losses
+from integral_pose.engine.inference import decode_logits
 from integral_pose.models import create_model
-from integral_pose.ops.coordinates import cells_to_normalized
-from integral_pose.ops.soft_argmax import soft_argmax
+from integral_pose.ops.targets import render_heatmaps
+from integral_pose.skeletons import get_skeleton
 
-__all__ = ["PoseLightningModule", "build_model_from_config"]
+__all__ = ["PoseLightningModule", "build_model_from_config", "build_integral_loss", "current_mode", "lr_factor"]
 
 
 def build_model_from_config(cfg: dict[str, Any], num_joints: int):
@@ -49,6 +54,59 @@ def resolve_head_init(cfg: dict[str, Any]) -> str:
     return init
 
 
+def build_integral_loss(cfg: dict[str, Any], num_joints: int) -> losses.CombinedLoss:
+    """The integral training loss the ``train`` keys describe (docs/training.md, "Integral recipes").
+
+    Heatmap MSE (``train.combine``) needs 2D maps, so a volumetric model leaves it out; the
+    regulariser's sigma is ``train.regularizer_sigma``, or ``data.heatmap_sigma`` when null.
+    """
+    t = cfg["train"]
+    two_d = cfg["model"]["depth_bins"] is None
+    sigma = t["regularizer_sigma"] if t["regularizer_sigma"] is not None else cfg["data"]["heatmap_sigma"]
+    return losses.CombinedLoss(
+        coord_weight=float(t["coord_weight"]),
+        heatmap_weight=float(t["heatmap_weight"]) if t["combine"] and two_d else 0.0,
+        js_weight=float(t["js_weight"]),
+        coord_kind=t["coord_loss"],
+        sigma=float(sigma),
+        readout=t["integral_readout"],
+        regularizer=t["regularizer"],
+        nll_scale=t["nll_scale"],
+        num_joints=num_joints,
+        ndim=2 if two_d else 3,
+    )
+
+
+def current_mode(train_cfg: dict[str, Any], epoch: int) -> str:
+    """The loss a ``train.mode`` uses at ``epoch``: heatmap_then_integral is "heatmap" before
+    ``train.switch_epoch`` (null: half of max_epochs, at least 1) and "integral" from it on.
+
+    Example:
+        >>> [current_mode({"mode": "heatmap_then_integral", "switch_epoch": 2, "max_epochs": 8}, e) for e in (0, 1, 2, 7)]
+        ['heatmap', 'heatmap', 'integral', 'integral']
+    """
+    mode = train_cfg["mode"]
+    if mode != "heatmap_then_integral":
+        return mode
+    switch = train_cfg["switch_epoch"]
+    if switch is None:
+        switch = max(1, train_cfg["max_epochs"] // 2)
+    return "heatmap" if epoch < switch else "integral"
+
+
+def lr_factor(step: int, epoch: float, warmup_steps: int, lr_steps: list[int], factor: float) -> float:
+    """Learning-rate multiplier: linear warm-up over the first ``warmup_steps`` optimizer steps,
+    times ``factor`` for every entry of ``lr_steps`` that ``epoch`` has reached.
+
+    Example:
+        >>> [lr_factor(s, e, 4, [2, 3], 0.1) for s, e in ((0, 0), (3, 0), (10, 2), (20, 3.5))]
+        [0.25, 1.0, 0.1, 0.010000000000000002]
+    """
+    decay = factor ** sum(epoch >= s for s in lr_steps)
+    ramp = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return decay * ramp
+
+
 def _weight_2d(batch: dict[str, Tensor]) -> Tensor:
     """(B, K) weight of each joint's image position: its x/y target weights (a 3D sample's depth
     weight does not count), so the 2D losses and metrics skip exactly the joints the transform marked."""
@@ -62,14 +120,17 @@ class PoseLightningModule(L.LightningModule):
         cfg: the resolved configuration (``engine.config.load_config``); stored in the checkpoint
             as hyper-parameters, so a checkpoint alone rebuilds the model.
         num_joints: K of the dataset's skeleton.
-        skeleton: skeleton name (for the flip test and the torso of PCK), stored as well.
+        skeleton: the skeleton (a name, YAML path, dict or Skeleton: ``get_skeleton``), for the flip
+            test and the torso of PCK; stored in full as ``Skeleton.to_dict()``, so a checkpoint
+            carries it (``get_skeleton`` restores it; older checkpoints store a name).
     """
 
-    def __init__(self, cfg: dict[str, Any], num_joints: int, skeleton: str) -> None:
+    def __init__(self, cfg: dict[str, Any], num_joints: int, skeleton: Any) -> None:
         super().__init__()
-        self.save_hyperparameters({"cfg": cfg, "num_joints": num_joints, "skeleton": skeleton})
+        self.save_hyperparameters({"cfg": cfg, "num_joints": num_joints, "skeleton": get_skeleton(skeleton).to_dict()})
         self.cfg = cfg
         self.model = build_model_from_config(cfg, num_joints)
+        self.integral_loss = build_integral_loss(cfg, num_joints)
         self._t_last: float | None = None
         self._fit_start: float | None = None
 
@@ -90,14 +151,7 @@ class PoseLightningModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- losses
     def current_mode(self) -> str:
-        t = self.cfg["train"]
-        mode = t["mode"]
-        if mode == "heatmap_then_integral":
-            switch = t["switch_epoch"]
-            if switch is None:
-                switch = max(1, t["max_epochs"] // 2)
-            return "heatmap" if self.current_epoch < switch else "integral"
-        return mode
+        return current_mode(self.cfg["train"], self.current_epoch)
 
     def heatmap_targets(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Gaussian targets (B, K, h, w) and weights (B, K) for the heatmap loss.
@@ -109,33 +163,21 @@ class PoseLightningModule(L.LightningModule):
         """
         if "heatmap" in batch:
             return batch["heatmap"], batch["heatmap_weight"]
-        from integral_pose.ops.targets import render_heatmaps
-
         return render_heatmaps(batch["target"][..., :2].float(), tuple(logits.shape[-2:]),
                                float(self.cfg["data"]["heatmap_sigma"]), visible=_weight_2d(batch))
 
     def compute_loss(self, logits: Tensor, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:
-        from integral_pose import losses
-
-        t = self.cfg["train"]
-        parts: dict[str, Tensor] = {}
+        """(total loss, its weighted parts by name) for ``mode`` ("heatmap" or "integral")."""
         if mode == "heatmap":
             if logits.dim() != 4:
                 raise ValueError("train.mode heatmap needs a 2D model (model.depth_bins: null)")
-            parts["heatmap"] = t["heatmap_weight"] * losses.heatmap_mse(logits.float(), *self.heatmap_targets(logits, batch))
-        else:
-            size = tuple(logits.shape[2:])
-            coords = soft_argmax(logits)
-            pred = cells_to_normalized(coords, size)
-            target = cells_to_normalized(batch["target"], size)
-            parts["coord"] = t["coord_weight"] * losses.coordinate_loss(pred, target, batch["target_weight"], kind=t["coord_loss"])
-            if t["combine"] and t["heatmap_weight"] > 0 and logits.dim() == 4:
-                parts["heatmap"] = t["heatmap_weight"] * losses.heatmap_mse(logits.float(), *self.heatmap_targets(logits, batch))
-            if t["js_weight"] > 0:
-                js = losses.js_regularizer(logits, batch["target"], self.cfg["data"]["heatmap_sigma"], _weight_2d(batch))
-                parts["js"] = t["js_weight"] * js
-        total = sum(parts.values())
-        return total, parts
+            part = self.cfg["train"]["heatmap_weight"] * losses.heatmap_mse(logits.float(), *self.heatmap_targets(logits, batch))
+            return part, {"heatmap": part}
+        fn = self.integral_loss
+        hm, hm_w = self.heatmap_targets(logits, batch) if fn.heatmap_weight else (None, None)
+        out = fn(logits, batch["target"], batch["target_weight"], hm, hm_w)
+        parts = {k: w * out[k] for k, w in fn.weights.items() if k in out}
+        return out["loss"], parts
 
     # ----------------------------------------------------------------------------- steps
     def forward(self, images: Tensor) -> Tensor:
@@ -168,16 +210,12 @@ class PoseLightningModule(L.LightningModule):
         mode = self.current_mode()
         bs = batch["image"].shape[0]
         if logits.dim() == 4 and (mode == "heatmap" or self.cfg["train"]["combine"]):
-            from integral_pose import losses
-
             mse = losses.heatmap_mse(logits.float(), *self.heatmap_targets(logits, batch))
             self.log("val/heatmap_mse", mse, sync_dist=True, batch_size=bs)
         if mode == "heatmap":
-            from integral_pose.engine.inference import decode_logits
-
             coords, _ = decode_logits(logits, "argmax")
         else:
-            coords = soft_argmax(logits)
+            coords = losses.integral_coordinates(logits, self.integral_loss.readout)
         # Mean joint error in heatmap cells over visible joints: a cheap, decoder-matched progress signal.
         w = (_weight_2d(batch) > 0).float()
         err = (coords[..., :2] - batch["target"][..., :2]).norm(dim=-1)
@@ -188,9 +226,9 @@ class PoseLightningModule(L.LightningModule):
     def configure_optimizers(self):
         t = self.cfg["train"]
         if t["optimizer"] == "sgd":
-            opt = torch.optim.SGD(self.model.parameters(), lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
+            opt = torch.optim.SGD(self.parameters(), lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
         else:
-            opt = torch.optim.Adam(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+            opt = torch.optim.Adam(self.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
         steps = sorted(int(s) for s in (t["lr_steps"] or []))
         factor = float(t["lr_factor"])
         warm = int(t["warmup_steps"] or 0)
@@ -206,9 +244,7 @@ class PoseLightningModule(L.LightningModule):
             epoch = float(self.trainer.current_epoch) if self._trainer is not None else 0.0
             if cap > 0 and self._fit_start is not None:
                 epoch = max(epoch, (time.perf_counter() - self._fit_start) / cap * max_epochs)
-            decay = factor ** sum(epoch >= s for s in steps)
-            ramp = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
-            return decay * ramp
+            return lr_factor(step, epoch, warm, steps, factor)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,135 @@
+"""PoseLightningModule: the loss it builds per config (one owner: losses.CombinedLoss), the
+learning-rate schedule (warm-up by step, step decay by epoch) and the heatmap -> integral switch."""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from integral_pose import losses
+from integral_pose.engine.config import load_config
+from integral_pose.engine.module import PoseLightningModule, build_integral_loss, current_mode, lr_factor
+from integral_pose.ops.coordinates import cells_to_normalized
+from integral_pose.ops.soft_argmax import soft_argmax
+from integral_pose.ops.targets import render_heatmaps
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+K = 17
+
+
+def _module(*overrides: str) -> PoseLightningModule:
+    cfg = load_config(None, ["train.channels_last=false", *overrides])
+    return PoseLightningModule(cfg, K, "h36m17")
+
+
+def _batch(depth: bool = False, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    size = (8, 16, 16) if depth else (16, 16)
+    logits = torch.randn(2, K, *size, generator=g, requires_grad=True)
+    d = len(size)
+    target = torch.rand(2, K, d, generator=g) * 15
+    weight = torch.ones(2, K, d)
+    weight[0, 3] = 0.0  # an invisible joint
+    if depth:
+        weight[1, :, 2] = 0.0  # a 2D-only sample
+        target[..., 2] = target[..., 2] / 2
+    return logits, {"target": target, "target_weight": weight}
+
+
+def test_default_integral_loss_is_the_engines_sum():
+    """L1 on normalised soft-argmax coordinates + js_weight x JS(sigma = data.heatmap_sigma), the JS
+    counting a joint by its x/y weights: the numbers the recorded demo runs trained with."""
+    m = _module("train.coord_weight=2.0", "train.js_weight=0.5", "data.heatmap_sigma=1.5")
+    for depth in (False, True):
+        logits, batch = _batch(depth)
+        size = tuple(logits.shape[2:])
+        coord = losses.coordinate_loss(cells_to_normalized(soft_argmax(logits), size),
+                                       cells_to_normalized(batch["target"], size), batch["target_weight"], "l1")
+        js = losses.js_regularizer(logits, batch["target"], 1.5, batch["target_weight"][..., :2].amin(-1))
+        total, parts = m.compute_loss(logits, batch, "integral")
+        assert torch.equal(total, 0.0 + 2.0 * coord + 0.5 * js)
+        assert set(parts) == {"coord", "js"} and torch.equal(parts["coord"], 2.0 * coord)
+        torch.testing.assert_close(sum(parts.values()), total)
+
+
+def test_combine_adds_heatmap_mse_on_2d_maps_only():
+    m = _module("train.combine=true", "train.heatmap_weight=3.0", "train.js_weight=0")
+    logits, batch = _batch()
+    hm, hw = render_heatmaps(batch["target"], (16, 16), 1.0, visible=batch["target_weight"][..., :2].amin(-1))
+    total, parts = m.compute_loss(logits, batch, "integral")
+    torch.testing.assert_close(parts["heatmap"], 3.0 * losses.heatmap_mse(logits, hm, hw))
+    torch.testing.assert_close(total, parts["coord"] + parts["heatmap"])
+    m3 = _module("train.combine=true", "model.depth_bins=8")
+    logits, batch = _batch(depth=True)
+    assert "heatmap" not in m3.compute_loss(logits, batch, "integral")[1]
+
+
+@pytest.mark.parametrize("overrides", [
+    ("train.integral_readout=debiased",), ("train.coord_loss=laplace_nll",), ("train.coord_loss=gaussian_nll",),
+    ("train.coord_loss=laplace_nll", "train.nll_scale=learned"), ("train.regularizer=kl", "train.regularizer_sigma=2.0"),
+])
+def test_recipes_reach_the_module_and_train(overrides):
+    m = _module(*overrides)
+    logits, batch = _batch()
+    total, parts = m.compute_loss(logits, batch, "integral")
+    total.backward()
+    assert torch.isfinite(total) and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    fn = m.integral_loss
+    cfg = m.cfg["train"]
+    assert (fn.readout, fn.coord_kind, fn.regularizer, fn.nll_scale) == (
+        cfg["integral_readout"], cfg["coord_loss"], cfg["regularizer"], cfg["nll_scale"])
+    assert fn.sigma == (cfg["regularizer_sigma"] or m.cfg["data"]["heatmap_sigma"])
+    if fn.log_scale is not None:  # the learned factor trains with the network
+        assert fn.log_scale.grad is not None and torch.isfinite(fn.log_scale.grad).all()
+        opt = m.configure_optimizers()["optimizer"]
+        assert any(p is fn.log_scale for g in opt.param_groups for p in g["params"])
+
+
+def test_default_module_has_no_parameters_besides_the_network():
+    """The optimiser (and so training) is unchanged for configs without a learned loss term."""
+    m = _module()
+    assert [id(p) for p in m.parameters()] == [id(p) for p in m.model.parameters()]
+    assert not any(k.startswith("integral_loss") for k in m.state_dict())
+
+
+def test_lr_schedule_warmup_then_step_decay_by_epoch():
+    assert [lr_factor(s, 0, 4, [], 0.1) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_factor(0, 0, 0, [], 0.1) == 1.0  # no warm-up
+    assert [lr_factor(100, e, 4, [6, 7], 0.1) for e in (0, 5.9, 6, 7, 9)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+    # the module's scheduler: base lr x warm-up ramp, then decays at the epochs of train.lr_steps
+    m = _module("train.lr=0.01", "train.warmup_steps=2", "train.lr_steps=[1, 2]", "train.lr_factor=0.5",
+                "train.max_time_s=null")
+    trainer = types.SimpleNamespace(current_epoch=0)
+    m._trainer = trainer
+    sched = m.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for epoch in range(3):
+        trainer.current_epoch = epoch
+        for _ in range(2):
+            lrs.append(sched.optimizer.param_groups[0]["lr"])
+            sched.optimizer.step()
+            sched.step()
+    # step 0: half the warm-up; 1: full; epoch 1 (steps 2, 3): x0.5; epoch 2 (the lr is read at the step after the switch)
+    assert lrs[:2] == pytest.approx([0.005, 0.01])
+    assert lrs[3] == pytest.approx(0.005) and lrs[5] == pytest.approx(0.0025)
+
+
+def test_heatmap_then_integral_switches_loss_at_switch_epoch():
+    assert current_mode({"mode": "heatmap_then_integral", "switch_epoch": None, "max_epochs": 8}, 3) == "heatmap"
+    assert current_mode({"mode": "heatmap_then_integral", "switch_epoch": None, "max_epochs": 8}, 4) == "integral"
+    assert current_mode({"mode": "heatmap_then_integral", "switch_epoch": None, "max_epochs": 1}, 0) == "heatmap"
+    assert current_mode({"mode": "integral", "switch_epoch": 0, "max_epochs": 8}, 0) == "integral"
+    m = _module("train.mode=heatmap_then_integral", "train.switch_epoch=2", "train.js_weight=0")
+    trainer = types.SimpleNamespace(current_epoch=0)
+    m._trainer = trainer
+    logits, batch = _batch()
+    seen = {}
+    for epoch in range(4):
+        trainer.current_epoch = epoch
+        mode = m.current_mode()
+        _, parts = m.compute_loss(logits, batch, mode)
+        seen[epoch] = (mode, sorted(parts))
+    assert seen == {0: ("heatmap", ["heatmap"]), 1: ("heatmap", ["heatmap"]),
+                    2: ("integral", ["coord"]), 3: ("integral", ["coord"])}
