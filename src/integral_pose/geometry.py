@@ -182,6 +182,17 @@ def _strides(heatmap_size: int | Sequence[int], input_size: int | Sequence[int])
     return in_w / map_w, in_h / map_h
 
 
+def _restride_xy(coords: ArrayT, strides: tuple[float, float], to_cells: bool) -> ArrayT:
+    """``(c + 0.5) * s - 0.5`` (cells -> pixels) or ``(c + 0.5) / s - 0.5`` on x and y; z is kept."""
+    if coords.shape[-1] < 2:
+        raise ValueError(f"coords must have shape (..., d>=2), got {tuple(coords.shape)}")
+    out = coords.clone() if isinstance(coords, Tensor) else np.array(coords, dtype=np.result_type(coords, np.float32))
+    for axis, s in enumerate(strides):
+        c = coords[..., axis] + 0.5
+        out[..., axis] = (c / s if to_cells else c * s) - 0.5
+    return out
+
+
 def heatmap_to_input(coords: ArrayT, heatmap_size: int | Sequence[int], input_size: int | Sequence[int]) -> ArrayT:
     """Heatmap cells -> crop (network input) pixels: ``px = (cell + 0.5) * s - 0.5`` per axis.
 
@@ -194,34 +205,20 @@ def heatmap_to_input(coords: ArrayT, heatmap_size: int | Sequence[int], input_si
         >>> heatmap_to_input(np.array([[-0.5, 0.0]]), 64, 256)
         array([[-0.5,  1.5]])
     """
-    sx, sy = _strides(heatmap_size, input_size)
-    if coords.shape[-1] < 2:
-        raise ValueError(f"coords must have shape (..., d>=2), got {tuple(coords.shape)}")
-    out = coords.clone() if isinstance(coords, Tensor) else np.array(coords, dtype=np.result_type(coords, np.float32))
-    out[..., 0] = (coords[..., 0] + 0.5) * sx - 0.5
-    out[..., 1] = (coords[..., 1] + 0.5) * sy - 0.5
-    return out
+    return _restride_xy(coords, _strides(heatmap_size, input_size), to_cells=False)
 
 
 def input_to_heatmap(coords: ArrayT, heatmap_size: int | Sequence[int], input_size: int | Sequence[int]) -> ArrayT:
     """Crop (network input) pixels -> heatmap cells; exact inverse of :func:`heatmap_to_input`.
 
-    Args:
-        coords: (..., d) with d >= 2, ordered (x, y[, z]); only x and y change (z is returned as is).
-        heatmap_size: heatmap size **(W, H)** or int.
-        input_size: network input size **(W, H)** or int.
+    Arguments as in :func:`heatmap_to_input`: ``coords`` (..., d >= 2) ordered (x, y[, z]);
+    ``heatmap_size`` and ``input_size`` **(W, H)** or ints.
 
     Example:
         >>> input_to_heatmap(np.array([[-0.5, 1.5]]), 64, 256)
         array([[-0.5,  0. ]])
     """
-    sx, sy = _strides(heatmap_size, input_size)
-    if coords.shape[-1] < 2:
-        raise ValueError(f"coords must have shape (..., d>=2), got {tuple(coords.shape)}")
-    out = coords.clone() if isinstance(coords, Tensor) else np.array(coords, dtype=np.result_type(coords, np.float32))
-    out[..., 0] = (coords[..., 0] + 0.5) / sx - 0.5
-    out[..., 1] = (coords[..., 1] + 0.5) / sy - 0.5
-    return out
+    return _restride_xy(coords, _strides(heatmap_size, input_size), to_cells=True)
 
 
 def heatmap_to_input_affine(heatmap_size: int | Sequence[int], input_size: int | Sequence[int]) -> np.ndarray:
