@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import torch
 
+from integral_pose.data.common import check_box, check_joints
 from integral_pose.geometry import (
     apply_affine,
     as_wh,
@@ -70,9 +71,7 @@ def check_record(rec: dict, num_joints: int | None = None) -> None:
     v = np.asarray(rec["visible"])
     if v.shape != (j.shape[0],):
         raise ValueError(f"record {name}: visible must be ({j.shape[0]},), got {v.shape}")
-    vis = v > 0
-    if not np.all(np.isfinite(j[vis])):
-        raise ValueError(f"record {name}: NaN/inf coordinates in visible joints {np.flatnonzero(vis & ~np.isfinite(j).all(1)).tolist()}")
+    check_joints(f"record {name}", j, j.shape[0], v)
     if "joints_3d" in rec and rec["joints_3d"] is not None:
         j3 = np.asarray(rec["joints_3d"])
         if j3.shape != (j.shape[0], 3):
@@ -80,11 +79,7 @@ def check_record(rec: dict, num_joints: int | None = None) -> None:
         if not np.all(np.isfinite(j3)):
             raise ValueError(f"record {name}: NaN/inf in joints_3d")
     if "bbox" in rec and rec["bbox"] is not None:
-        b = np.asarray(rec["bbox"], dtype=np.float64).reshape(-1)
-        if b.shape != (4,) or not np.all(np.isfinite(b)):
-            raise ValueError(f"record {name}: bbox must be 4 finite numbers (x, y, w, h), got {b.tolist()}")
-        if b[2] <= 0 or b[3] <= 0:
-            raise ValueError(f"record {name}: bbox has zero or negative area: (x, y, w, h) = {b.tolist()}")
+        check_box(f"record {name}", rec["bbox"])
 
 
 class TopDownTransform:
