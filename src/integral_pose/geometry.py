@@ -7,6 +7,8 @@ exact inverse; tests/test_geometry.py proves the round trips.
 Sizes in this module are given in **OpenCV order (W, H)** -- the same order as the coordinates
 (x, y) and as ``cv2.warpAffine``'s ``dsize``. An int means a square size.
 
+Camera projection (:func:`project_points`, camera frame -> pixels) follows the same pixel-centre rule.
+
 Affine matrices are (2, 3) arrays ``M`` acting on column vectors ``[x, y, 1]``: ``p' = M[:, :2] @ p + M[:, 2]``.
 :func:`invert_affine` and :func:`apply_affine` accept numpy arrays or torch tensors (with leading
 batch dimensions on the matrix) and return the same kind.
@@ -37,6 +39,7 @@ __all__ = [
     "heatmap_to_input_affine",
     "box_to_center_scale",
     "center_scale_to_box",
+    "project_points",
 ]
 
 ArrayT = TypeVar("ArrayT", np.ndarray, Tensor)
@@ -281,3 +284,43 @@ def center_scale_to_box(center: Sequence[float], scale_px: float, aspect: float 
     else:
         w, h = scale_px * aspect, scale_px
     return np.array([cx - w / 2.0, cy - h / 2.0, w, h])
+
+
+def project_points(
+    X_cam: np.ndarray,
+    f: Sequence[float],
+    c: Sequence[float],
+    k: Sequence[float] | None = None,
+    p: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Pinhole projection ``u = f * X[:2] / X[2] + c``, with Human3.6M's optional radial (k, 3) and
+    tangential (p, 2) distortion of the normalised coordinates before ``f`` and ``c`` apply.
+
+    The one camera projection: the Human3.6M readers and the synthetic renderer both use it. Pixel
+    centres sit at integers, so a camera whose optical axis passes through the middle of a W x H
+    image has ``c = ((W - 1) / 2, (H - 1) / 2)``.
+
+    Args:
+        X_cam: (..., 3) camera-frame points (any unit), z > 0.
+        f, c: (2,) focal lengths and principal point (px).
+        k, p: distortion coefficients or None for a plain pinhole.
+
+    Returns:
+        (..., 2) pixel coordinates.
+
+    Example:
+        >>> project_points(np.array([[100.0, -50.0, 2000.0]]), [1000, 1000], [500, 500])
+        array([[550., 475.]])
+    """
+    X = np.asarray(X_cam, dtype=np.float64)
+    if X.shape[-1] != 3:
+        raise ValueError(f"X_cam must have shape (..., 3), got {X.shape}")
+    x = X[..., :2] / X[..., 2:3]
+    if k is not None or p is not None:
+        k = np.zeros(3) if k is None else np.asarray(k, dtype=np.float64).reshape(3)
+        p = np.zeros(2) if p is None else np.asarray(p, dtype=np.float64).reshape(2)
+        r2 = (x**2).sum(-1, keepdims=True)
+        radial = 1 + k[0] * r2 + k[1] * r2**2 + k[2] * r2**3
+        tan = p[0] * x[..., 1:2] + p[1] * x[..., 0:1]
+        x = x * (radial + tan) + r2 * np.array([p[1], p[0]])
+    return x * np.asarray(f, dtype=np.float64).reshape(2) + np.asarray(c, dtype=np.float64).reshape(2)

@@ -22,6 +22,7 @@ import numpy as np
 
 from integral_pose.data.common import PoseReader, check_box, check_joints, read_json
 from integral_pose.data.synthetic import SyntheticHumans
+from integral_pose.geometry import project_points
 from integral_pose.skeletons import H36M17
 
 __all__ = ["H36MFrames", "PoseArchive", "Camera", "project_points", "load_cameras"]
@@ -38,41 +39,6 @@ class Camera(dict):
     def project(self, X_cam: np.ndarray, distort: bool = True) -> np.ndarray:
         """(..., 3) camera mm -> (..., 2) pixels (pixel centres at integers)."""
         return project_points(X_cam, self["f"], self["c"], self["k"] if distort else None, self["p"] if distort else None)
-
-
-def project_points(
-    X_cam: np.ndarray,
-    f: Sequence[float],
-    c: Sequence[float],
-    k: Sequence[float] | None = None,
-    p: Sequence[float] | None = None,
-) -> np.ndarray:
-    """Human3.6M projection with optional radial (k, 3) and tangential (p, 2) distortion.
-
-    Args:
-        X_cam: (..., 3) camera-frame points (any unit), z > 0.
-        f, c: (2,) focal lengths and principal point (px).
-        k, p: distortion coefficients or None for a plain pinhole.
-
-    Returns:
-        (..., 2) pixel coordinates.
-
-    Example:
-        >>> project_points(np.array([[100.0, -50.0, 2000.0]]), [1000, 1000], [500, 500])
-        array([[550., 475.]])
-    """
-    X = np.asarray(X_cam, dtype=np.float64)
-    if X.shape[-1] != 3:
-        raise ValueError(f"X_cam must have shape (..., 3), got {X.shape}")
-    x = X[..., :2] / X[..., 2:3]
-    if k is not None or p is not None:
-        k = np.zeros(3) if k is None else np.asarray(k, dtype=np.float64).reshape(3)
-        p = np.zeros(2) if p is None else np.asarray(p, dtype=np.float64).reshape(2)
-        r2 = (x**2).sum(-1, keepdims=True)
-        radial = 1 + k[0] * r2 + k[1] * r2**2 + k[2] * r2**3
-        tan = p[0] * x[..., 1:2] + p[1] * x[..., 0:1]
-        x = x * (radial + tan) + r2 * np.array([p[1], p[0]])
-    return x * np.asarray(f, dtype=np.float64).reshape(2) + np.asarray(c, dtype=np.float64).reshape(2)
 
 
 def load_cameras(path: str | os.PathLike, convention: str = "auto") -> dict[str, Camera]:

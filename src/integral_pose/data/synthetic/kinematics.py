@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from integral_pose.geometry import project_points
+
 __all__ = ["PARENTS", "REST_OFFSETS", "rot_x", "rot_y", "rot_z", "sample_pose", "project"]
 
 # Human3.6M-17: parent of each joint and the bone offset in the rest pose (body frame, mm):
@@ -104,8 +106,8 @@ def sample_pose(
 def project(points_cam: np.ndarray, f: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Pinhole projection ``u = f * X / Z + c`` of (..., 3) camera-frame points -> (..., 2) pixels.
 
-    ``c`` is in the pixel-centre convention (pixel (i, j) has its centre at x = j, y = i), so for a
-    camera whose optical axis passes through the middle of a W x H image, c = ((W - 1) / 2, (H - 1) / 2).
+    :func:`integral_pose.geometry.project_points` without distortion: ``c`` is in the pixel-centre
+    convention (pixel (i, j) has its centre at x = j, y = i), so for a camera whose optical axis
+    passes through the middle of a W x H image, c = ((W - 1) / 2, (H - 1) / 2).
     """
-    return points_cam[..., :2] / points_cam[..., 2:3] * np.asarray(f) + np.asarray(c)
-
+    return project_points(points_cam, f, c)
