@@ -32,7 +32,7 @@ bench: $(VENV_STAMP)
 	$(PYTHON) benchmarks/bench_ops.py
 
 study: $(VENV_STAMP)
-	$(PYTHON) -m integral_pose.cli study --poses ../shared/data/h36m_poses --out runs/study
+	$(PYTHON) -m integral_pose.cli study --poses ../shared/data/h36m_poses --output runs/study
 
 clean:
 	rm -rf runs .pytest_cache

@@ -70,7 +70,7 @@ def test_predict_errors(run, tmp_path):
 def test_export_onnx_round_trip(run, tmp_path, capsys):
     ckpt = run / "checkpoints" / "last.ckpt"
     onnx_path = tmp_path / "m.onnx"
-    assert cli(["export", "--checkpoint", str(ckpt), "--onnx", str(onnx_path)]) == 0
+    assert cli(["export", "--checkpoint", str(ckpt), "--output", str(onnx_path)]) == 0
     assert "OK" in capsys.readouterr().out
     model, cfg, _ = load_checkpoint(ckpt)
     x = torch.rand(3, 3, 64, 64)  # a batch size other than the export's: the batch axis is dynamic

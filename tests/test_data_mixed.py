@@ -70,12 +70,12 @@ def test_show_data_synthetic_grid(tmp_path):
     p = argparse.ArgumentParser()
     show.add_arguments(p)
     out = tmp_path / "grid.png"
-    assert show.main(p.parse_args(["--dataset", "synthetic", "--num", "4", "--image-size", "48", "--tile", "96", "--out", str(out)])) == 0
+    assert show.main(p.parse_args(["--dataset", "synthetic", "--num", "4", "--image-size", "48", "--tile", "96", "--output", str(out)])) == 0
     import cv2
 
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 96 and img.shape[1] > 96
     out2 = tmp_path / "aug.png"
     assert show.main(p.parse_args(["--dataset", "synthetic", "--num", "2", "--image-size", "48", "--view", "augment",
-                                   "--input-size", "64", "--out", str(out2)])) == 0
+                                   "--input-size", "64", "--output", str(out2)])) == 0
     assert out2.is_file()

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from integral_pose import cli
+from integral_pose.commands import evaluate as evaluate_command
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 MPII_JSON = DATA / "mpii" / "test_mpii.json"
@@ -147,10 +146,9 @@ def test_cli_checkpoint_calls_engine(monkeypatch, capsys):
         calls.update(checkpoint=checkpoint, config=config, overrides=tuple(overrides), output=output)
         return {"PCKh": {"Mean": 91.25}, "num_samples": 7}
 
-    mod = types.ModuleType("integral_pose.engine.evaluate")
-    mod.evaluate_checkpoint = fake_evaluate_checkpoint
-    monkeypatch.setitem(sys.modules, "integral_pose.engine.evaluate", mod)
-    assert run(["--checkpoint", "c.ckpt", "--config", "cfg.yaml", "--set", "a=1", "b=2", "--output", "o"]) == 0
+    monkeypatch.setattr(evaluate_command, "evaluate_checkpoint", fake_evaluate_checkpoint)
+    # --set accumulates, as in train: every override reaches the engine, in order
+    assert run(["--checkpoint", "c.ckpt", "--config", "cfg.yaml", "--set", "a=1", "--set", "b=2", "--output", "o"]) == 0
     assert calls == {"checkpoint": "c.ckpt", "config": "cfg.yaml", "overrides": ("a=1", "b=2"), "output": "o"}
     out = capsys.readouterr().out
     assert _value(out, "PCKh.Mean") == 91.25 and _value(out, "num_samples") == 7

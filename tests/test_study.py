@@ -90,7 +90,7 @@ def test_smoke_run_end_to_end(tmp_path):
     out = tmp_path / "study"
     threads = torch.get_num_threads()
     try:  # one thread: several times faster than two on a shared machine; restored for later tests
-        assert main(["study", "--smoke", "--out", str(out), "--threads", "1"]) == 0
+        assert main(["study", "--smoke", "--output", str(out), "--threads", "1"]) == 0
     finally:
         torch.set_num_threads(threads)
     res = json.loads((out / "results.json").read_text())

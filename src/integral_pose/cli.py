@@ -1,41 +1,93 @@
-"""Command-line entry point: `integral-pose <command> ...`.
+"""Command-line entry point: `integral-pose [--debug] <command> ...`.
 
-Each command lives in the module that owns its work; this file only wires them up. Every command
-module exposes ``add_arguments(parser)`` and ``main(args) -> int``.
+Each command lives in its own module in ``integral_pose.commands``; this file wires them up and
+holds the one error boundary. Every command module exposes ``add_arguments(parser)`` and
+``main(args) -> int``.
+
+Errors: a command raises :class:`integral_pose.files.UserError` (``ConfigError`` is one) for a
+mistake the user can fix; :func:`main` prints it as ONE line ``integral-pose <command>: error:
+<message>`` on stderr and returns 2, without a traceback. An ``OSError`` that no command translated
+(a disk that is full, a folder that cannot be written) is reported the same way, naming its file.
+Ctrl-C prints one line and returns 130 (the shell's code for SIGINT). ``--debug`` re-raises instead,
+to show the traceback. The table of mistakes and their messages is docs/errors.md.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from integral_pose.commands import bench, evaluate, export, make_toy_data, predict, quantization, show_data, study, train
+from integral_pose.files import UserError
+
+EXIT_USER_ERROR = 2  # the status argparse uses for a bad command line: one status for "fix your input"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+# One line per command: (name, module, help).
+COMMANDS = [
+    ("quantization", quantization, "decoding error of every readout, in input pixels"),
+    ("bench", bench, "speed of the soft-argmax readout: fused Triton, PyTorch, kornia, torch.compile"),
+    ("show-data", show_data, "draw a grid of dataset samples with their skeletons"),
+    ("evaluate", evaluate, "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
+    ("train", train, "train a model from a config (default: the synthetic CPU demo)"),
+    ("predict", predict, "run a checkpoint on images: JSON of joints + PNG with the skeleton"),
+    ("export", export, "export a checkpoint to ONNX and check onnxruntime against PyTorch"),
+    ("study", study, "reproduction study: readouts x output resolution, mixed 2D/3D training"),
+    ("make-toy-data", make_toy_data, "write a small COCO-format set with its own 5-point skeleton (README: Train on your own data)"),
+]
+
+_DEBUG_HELP = "on an error, show the full traceback instead of the one-line message"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="integral-pose", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    # One line per command: (name, module, help). Imports are explicit so a reader can follow them.
-    from integral_pose.commands import bench, evaluate, export, predict, quantization, show_data, study, train
-
-    commands = [
-        ("quantization", quantization, "decoding error of every readout, in input pixels"),
-        ("bench", bench, "speed of the soft-argmax readout: fused Triton, PyTorch, kornia, torch.compile"),
-        ("show-data", show_data, "draw a grid of dataset samples with their skeletons"),
-        ("evaluate", evaluate, "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
-        ("train", train, "train a model from a config (default: the synthetic CPU demo)"),
-        ("predict", predict, "run a checkpoint on images: JSON of joints + PNG with the skeleton"),
-        ("export", export, "export a checkpoint to ONNX and check onnxruntime against PyTorch"),
-        ("study", study, "reproduction study: readouts x output resolution, mixed 2D/3D training"),
-    ]
-    for name, module, help_text in commands:
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module, help_text in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # Also accepted after the command; SUPPRESS keeps a --debug given before it.
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         module.add_arguments(p)
         p.set_defaults(_main=module.main)
     return parser
 
 
+def one_line(message: object) -> str:
+    """``message`` as one line: a multi-line message (a YAML parser's, say) joined with "; ".
+
+    Example:
+        >>> one_line("config.yaml: not valid YAML:\\n  line 3\\n")
+        'config.yaml: not valid YAML:; line 3'
+    """
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def _os_error_message(exc: OSError) -> str:
+    """An OSError names its file: "<file>: <reason>" (e.g. "runs/x/metrics.json: No space left on device")."""
+    reason = exc.strerror or str(exc)
+    files = [f for f in (exc.filename, exc.filename2) if f is not None]
+    return f"{' -> '.join(map(str, files))}: {reason}" if files else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args._main(args) or 0)
+    prefix = f"integral-pose {args.command}"
+    try:
+        return int(args._main(args) or 0)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"{prefix}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"{prefix}: error: {one_line(_os_error_message(exc))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
-"""``integral-pose bench``."""
+"""``integral-pose bench``: speed of the soft-argmax readout."""
 from __future__ import annotations
 
 import argparse
-import sys
 import math
 import os
 import shlex
+import sys
+
 import torch
 
+from integral_pose.files import UserError
 from integral_pose.studies.bench import DEFAULT_SHAPES, DTYPES, IMPLS, QUICK_SHAPES, Row, Timer, _fmt, machine_line, measure, table
 
 
@@ -16,8 +18,11 @@ def _parse_shapes(text: str) -> list[tuple]:
     for part in text.replace(" ", "").split(";"):
         if not part:
             continue
-        dims = tuple(int(v) for v in part.strip("()").split(","))
-        if not 3 <= len(dims) <= 5:
+        try:
+            dims = tuple(int(v) for v in part.strip("()").split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"shape {part!r}: expected integers, e.g. 64,17,64,48") from None
+        if not 3 <= len(dims) <= 5 or min(dims) < 1:
             raise argparse.ArgumentTypeError(f"shape {part!r}: expected B,K,W or B,K,H,W or B,K,D,H,W")
         shapes.append(dims)
     return shapes
@@ -30,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", default=None, help="comma-separated, from fp32,bf16,fp16 (default fp32,bf16; --quick: fp32)")
     parser.add_argument("--impls", default=None,
                         help=f"comma-separated, from {','.join(IMPLS)} (default: all that apply; --quick: no compile)")
-    parser.add_argument("--modes", default="fwd,fwdbwd", help="comma-separated, from fwd,fwdbwd")
+    parser.add_argument("--modes", default="fwd,fwdbwd", help="comma-separated, from fwd,fwdbwd (default both)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cuda or cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (torch.set_num_threads); 0 = leave")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per measurement (default 100 GPU, 20 CPU)")
@@ -40,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "no torch.compile unless --impls names it")
     parser.add_argument("--sweep", action="store_true",
                         help="also time the Triton kernels over launch configurations (block, split) (GPU)")
-    parser.add_argument("--output", default=None, help="also write the markdown table to this file")
+    parser.add_argument("--output", "-o", default=None, metavar="PATH", help="also write the markdown table to this file")
 
 
 def _sweep_configs() -> list[tuple[int, int]]:
@@ -48,6 +53,10 @@ def _sweep_configs() -> list[tuple[int, int]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise UserError(f"--device {args.device!r}: expected auto, cpu or cuda")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: no CUDA device is available here (use --device cpu or auto)")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     if args.threads > 0:
@@ -60,12 +69,11 @@ def main(args: argparse.Namespace) -> int:
     else:  # the defaults leave out what cannot run here, and torch.compile's minutes of compiling in --quick
         impls = [i for i in IMPLS if (gpu or i != "triton") and not (args.quick and i == "compile")]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    for d in dtypes:
-        if d not in DTYPES:
-            raise SystemExit(f"unknown dtype {d!r}; choose from {tuple(DTYPES)}")
-    for m in modes:
-        if m not in ("fwd", "fwdbwd"):
-            raise SystemExit(f"unknown mode {m!r}; choose from fwd, fwdbwd")
+    for flag, values, valid in (("--dtypes", dtypes, tuple(DTYPES)), ("--impls", impls, tuple(IMPLS)),
+                                ("--modes", modes, ("fwd", "fwdbwd"))):
+        for v in values:
+            if v not in valid:
+                raise UserError(f"{flag}: unknown entry {v!r}; choose from {', '.join(valid)}")
     warmup = args.warmup if args.warmup is not None else (10 if gpu else 3)
     repeats = args.repeats if args.repeats else (100 if gpu else (10 if args.quick else 20))
     timer = Timer(device, warmup, repeats)

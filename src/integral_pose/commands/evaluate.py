@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from integral_pose.engine.evaluate import evaluate_checkpoint, write_json
+from integral_pose.files import UserError
 from integral_pose.metrics.coco import COCO_STAT_NAMES, coco_keypoint_ap
 from integral_pose.metrics.joint_error import align_prediction, mpjpe_breakdown
 from integral_pose.metrics.mpii import MPII_GROUPS, approx_head_boxes, load_mpii_json, mpii_pckh
@@ -67,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gt has no head boxes: approximate them from upper neck and head top (APPROXIMATE PCKh)")
     parser.add_argument("--checkpoint", help="evaluate a trained checkpoint (calls engine.evaluate.evaluate_checkpoint)")
     parser.add_argument("--config", help="config file for --checkpoint")
-    parser.add_argument("--set", nargs="*", default=None, metavar="KEY=VALUE", help="config overrides for --checkpoint")
-    parser.add_argument("--output", help="directory for outputs (metrics.json; passed to evaluate_checkpoint)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --checkpoint: override a config key, e.g. --set eval.flip_test=false "
+                             "(repeatable; see docs/configs.md)")
+    parser.add_argument("--output", "-o", metavar="DIR", help="write metrics.json into this folder")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,27 +82,27 @@ def _read_npz(path: Path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read NPZ ({exc})") from None
+        raise UserError(f"{path}: cannot read NPZ ({exc})") from None
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read JSON ({exc})") from None
+        raise UserError(f"{path}: cannot read JSON ({exc})") from None
 
 
 def load_predictions(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
     """Read a prediction file; returns ((N, K, d) float64, image names or None)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"prediction file not found: {path}")
+        raise UserError(f"prediction file not found: {path}")
     images = None
     if path.suffix == ".npz":
         z = _read_npz(path)
         key = next((k for k in _PRED_KEYS if k in z), None)
         if key is None:
-            raise ValueError(f"{path}: no prediction array; expected one of the keys {_PRED_KEYS}, found {sorted(z)}")
+            raise UserError(f"{path}: no prediction array; expected one of the keys {_PRED_KEYS}, found {sorted(z)}")
         arr = z[key]
         for k in ("images", "image"):
             if k in z:
@@ -109,28 +112,28 @@ def load_predictions(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
         if isinstance(data, dict):
             key = next((k for k in _PRED_KEYS if k in data), None)
             if key is None:
-                raise ValueError(f"{path}: JSON object without a prediction key; expected one of {_PRED_KEYS}")
+                raise UserError(f"{path}: JSON object without a prediction key; expected one of {_PRED_KEYS}")
             arr = data[key]
             images = data.get("images")
         elif isinstance(data, list) and data and isinstance(data[0], dict):
             for i, r in enumerate(data):
                 if "joints" not in r:
-                    raise ValueError(f"{path}: record {i} lacks key 'joints'")
+                    raise UserError(f"{path}: record {i} lacks key 'joints'")
             arr = [r["joints"] for r in data]
             if all("image" in r for r in data):
                 images = [str(r["image"]) for r in data]
         elif isinstance(data, list):
             arr = data
         else:
-            raise ValueError(f"{path}: expected a list or an object with 'preds'")
+            raise UserError(f"{path}: expected a list or an object with 'preds'")
         # None (JSON null) becomes NaN so that it is counted as a non-finite prediction, never dropped.
         try:
             arr = np.array(arr, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: predictions are not a rectangular numeric array ({exc})") from None
+            raise UserError(f"{path}: predictions are not a rectangular numeric array ({exc})") from None
     arr = np.asarray(arr, dtype=np.float64)
     if arr.ndim != 3:
-        raise ValueError(f"{path}: predictions must have shape (N, K, d), got {arr.shape}")
+        raise UserError(f"{path}: predictions must have shape (N, K, d), got {arr.shape}")
     return arr, images
 
 
@@ -142,14 +145,14 @@ def load_ground_truth(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"ground-truth file not found: {path}")
+        raise UserError(f"ground-truth file not found: {path}")
     if path.suffix == ".npz":
         z = _read_npz(path)
         if "joints" not in z:
-            raise ValueError(f"{path}: no 'joints' array (N, K, d); found keys {sorted(z)}")
+            raise UserError(f"{path}: no 'joints' array (N, K, d); found keys {sorted(z)}")
         j = np.asarray(z["joints"], dtype=np.float64)
         if j.ndim != 3:
-            raise ValueError(f"{path}: 'joints' must have shape (N, K, d), got {j.shape}")
+            raise UserError(f"{path}: 'joints' must have shape (N, K, d), got {j.shape}")
         out = {"joints": j, "source": "npz"}
         out["visible"] = np.asarray(z["visible"]) > 0 if "visible" in z else np.ones(j.shape[:2], dtype=bool)
         out["head_boxes"] = np.asarray(z["head_boxes"], dtype=np.float64) if "head_boxes" in z else None
@@ -221,18 +224,6 @@ def plot_curve(thresholds: np.ndarray, values: np.ndarray, path: str | Path, xla
     plt.close(fig)
 
 
-def _jsonable(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {str(k): _jsonable(v) for k, v in d.items()}
-    if isinstance(d, (np.ndarray, list, tuple)):
-        return [_jsonable(v) for v in (d.tolist() if isinstance(d, np.ndarray) else d)]
-    if isinstance(d, (np.floating, float)):
-        return None if not np.isfinite(d) else float(d)
-    if isinstance(d, np.integer):
-        return int(d)
-    return d
-
-
 # ----------------------------------------------------------------------------------------------
 # evaluation
 # ----------------------------------------------------------------------------------------------
@@ -240,17 +231,17 @@ def _check_images(pred_images, gt_images, pred_path, gt_path) -> None:
     if pred_images is None or gt_images is None:
         return
     if len(pred_images) != len(gt_images):
-        raise ValueError(f"{pred_path} lists {len(pred_images)} images, {gt_path} {len(gt_images)}")
+        raise UserError(f"{pred_path} lists {len(pred_images)} images, {gt_path} {len(gt_images)}")
     for i, (a, b) in enumerate(zip(pred_images, gt_images)):
         if a and b and a != b:
-            raise ValueError(f"record {i}: prediction is for image {a!r} but ground truth for {b!r} (order differs)")
+            raise UserError(f"record {i}: prediction is for image {a!r} but ground truth for {b!r} (order differs)")
 
 
 def evaluate_files(args: argparse.Namespace) -> tuple[dict, str]:
     """Compute the requested metric from --pred/--gt; returns (result dict, table title)."""
     if args.metric == "coco":
         if args.plot:
-            raise ValueError("--plot is not available for --metric coco (AP is not a PCK curve)")
+            raise UserError("--plot is not available for --metric coco (AP is not a PCK curve)")
         res = coco_keypoint_ap(args.pred, args.gt)
         return {k: res[k] for k in (*COCO_STAT_NAMES, "num_results", "non_finite")}, "COCO keypoint AP/AR (pycocotools, OKS)"
     pred, pred_images = load_predictions(args.pred)
@@ -259,7 +250,7 @@ def evaluate_files(args: argparse.Namespace) -> tuple[dict, str]:
     gt = load_ground_truth(args.gt)
     _check_images(pred_images, gt.get("images"), args.pred, args.gt)
     if pred.shape[:2] != gt["joints"].shape[:2] or pred.shape[2] != gt["joints"].shape[2]:
-        raise ValueError(f"{args.pred} holds predictions of shape {pred.shape}, {args.gt} ground truth of shape {gt['joints'].shape}")
+        raise UserError(f"{args.pred} holds predictions of shape {pred.shape}, {args.gt} ground truth of shape {gt['joints'].shape}")
 
     if args.metric == "mpjpe":
         res = mpjpe_breakdown(pred, gt["joints"], actions=gt.get("actions"), align=args.align, root=args.root)
@@ -279,12 +270,12 @@ def evaluate_files(args: argparse.Namespace) -> tuple[dict, str]:
     approx = False
     if head_boxes is None and (args.metric == "pckh" or args.norm == "head"):
         if not args.approx_head_boxes:
-            raise ValueError(
+            raise UserError(
                 f"{args.gt} has no head boxes ('headbox' per MPII record or 'head_boxes' in NPZ); PCKh needs them. "
                 f"Pass --approx-head-boxes to approximate them from upper neck and head top (not the official protocol)."
             )
         if gt["joints"].shape[1:] != (16, 2):
-            raise ValueError("--approx-head-boxes needs MPII 16-joint 2D ground truth")
+            raise UserError("--approx-head-boxes needs MPII 16-joint 2D ground truth")
         head_boxes, approx = approx_head_boxes(gt["joints"]), True
 
     if args.metric == "pckh":
@@ -306,7 +297,7 @@ def evaluate_files(args: argparse.Namespace) -> tuple[dict, str]:
         k = gt["joints"].shape[1]
         skel = args.skeleton or {16: "mpii", 17: "coco"}.get(k)
         if skel is None:
-            raise ValueError(f"no default skeleton for K = {k} joints; pass --skeleton NAME (or --norm bbox)")
+            raise UserError(f"no default skeleton for K = {k} joints; pass --skeleton NAME (or --norm bbox)")
         norm = torso_size(gt["joints"], gt["visible"], skeleton=skel)
     res = pck(pred, gt["joints"], gt["visible"], norm, thr=thr, on_invalid_norm="exclude")
     curve = pck_curve(pred, gt["joints"], gt["visible"], norm, DEFAULT_AUC_THRESHOLDS, on_invalid_norm="exclude")
@@ -325,33 +316,29 @@ def _validate(args: argparse.Namespace) -> None:
     if args.checkpoint:
         clash = [f"--{n}" for n in ("pred", "gt", "metric", "plot") if getattr(args, n)]
         if clash:
-            raise ValueError(f"--checkpoint evaluates a model from its config; do not combine it with {', '.join(clash)}")
+            raise UserError(f"--checkpoint evaluates a model from its config; do not combine it with {', '.join(clash)}")
         return
-    if args.config or args.set:
-        raise ValueError("--config/--set apply only with --checkpoint")
+    if args.config or args.overrides:
+        raise UserError("--config/--set apply only with --checkpoint")
     missing = [f"--{n}" for n in ("pred", "gt", "metric") if not getattr(args, n)]
     if missing:
-        raise ValueError(f"missing {', '.join(missing)}: give --pred FILE --gt FILE --metric {{{'|'.join(METRICS)}}}, or --checkpoint C")
+        raise UserError(f"missing {', '.join(missing)}: give --pred FILE --gt FILE --metric {{{'|'.join(METRICS)}}}, or --checkpoint C")
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        _validate(args)
-        if args.checkpoint:
-            from integral_pose.engine.evaluate import evaluate_checkpoint
-
-            result = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.set or (), output=args.output)
-            title = f"checkpoint {args.checkpoint}"
-        else:
+    _validate(args)
+    if args.checkpoint:
+        result = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.overrides, output=args.output)
+        title = f"checkpoint {args.checkpoint}"
+    else:
+        try:
             result, title = evaluate_files(args)
-    except ValueError as exc:
-        print(f"integral-pose evaluate: error: {exc}", file=sys.stderr)
-        return 2
+        except ValueError as exc:
+            # The metric functions check their inputs with ValueError; here those inputs are the user's files.
+            raise UserError(str(exc)) from exc
     print(format_table(result, title))
     if args.output and not args.checkpoint:
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(_jsonable(result), indent=2))
+        write_json(result, Path(args.output) / "metrics.json")
     if args.plot:
         print(f"curve written to {args.plot}")
     return 0

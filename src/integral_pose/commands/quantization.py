@@ -1,11 +1,13 @@
-"""``integral-pose quantization``."""
+"""``integral-pose quantization``: decoding error of every readout, in input pixels."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import time
+from pathlib import Path
+
 import torch
 
+from integral_pose.files import UserError
 from integral_pose.studies.quantization import DEFAULT_NOISE, format_table, plot, run_study
 
 
@@ -38,7 +40,12 @@ def main(args: argparse.Namespace) -> int:
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.floor is not None and args.floor <= 0:
-        raise SystemExit("--floor must be positive (nats below the peak)")
+        raise UserError(f"--floor {args.floor:g}: expected a positive number (nats below the peak)")
+    for name in ("input_size", "heatmap_size", "samples"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected an integer >= 1")
+    if args.sigma <= 0:
+        raise UserError(f"--sigma {args.sigma:g}: expected a positive number (heatmap cells)")
     result = run_study(args.input_size, args.heatmap_size, args.sigma, args.noise, args.samples, args.seed,
                        floor=args.floor)
     n = args.heatmap_size

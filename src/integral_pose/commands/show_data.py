@@ -2,10 +2,10 @@
 
 Examples::
 
-    integral-pose show-data --dataset synthetic --num 16 --out synthetic.png
-    integral-pose show-data --dataset coco --root ../shared/data/coco --out coco.png
-    integral-pose show-data --dataset mpii --view augment --out mpii_aug.png
-    integral-pose show-data --dataset h36m_poses --root ../shared/data/h36m_poses --out poses.png
+    integral-pose show-data --dataset synthetic --num 16 --output synthetic.png
+    integral-pose show-data --dataset coco --root ../shared/data/coco --output coco.png
+    integral-pose show-data --dataset mpii --view augment --output mpii_aug.png
+    integral-pose show-data --dataset h36m_poses --root ../shared/data/h36m_poses --output poses.png
 
 Views: "crop" (default for the readers) runs the evaluation-mode TopDownTransform and draws the
 *targets* mapped back onto the network input, i.e. exactly what training sees; "augment" does the
@@ -19,37 +19,50 @@ from pathlib import Path
 
 import numpy as np
 
+from integral_pose.data import CocoKeypoints, H36MFrames, MpiiDataset, PoseArchive, SyntheticHumans, TopDownTransform
+from integral_pose.files import UserError
 from integral_pose.geometry import heatmap_to_input
 from integral_pose.viz import draw_skeleton, make_grid, put_label, save_image
 
 __all__ = ["add_arguments", "main", "build_dataset"]
 
 DATASETS = ("synthetic", "coco", "mpii", "h36m", "h36m_poses")
+_DEFAULT_DATA = Path("../shared/data")  # the data a checkout next to ../shared finds without --root
 _DEFAULT_ROOT = {"coco": "coco", "mpii": "mpii", "h36m": "h36m_frames", "h36m_poses": "h36m_poses"}
 _DEFAULT_ANN = {"coco": "test_coco.json", "mpii": "test_mpii.json", "h36m": "h36m_coco.json"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
-    parser.add_argument("--root", type=Path, default=None, help="data folder (default ../shared/data/<dataset>)")
+    parser.add_argument("--dataset", choices=DATASETS, default="synthetic", help="which set to draw (default synthetic)")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="data folder (default ../shared/data/<dataset>, relative to the current folder)")
     parser.add_argument("--ann", type=Path, default=None, help="annotation file (default: the usual name in --root)")
     parser.add_argument("--head-boxes", type=Path, default=None, help="MPII head boxes (.mat or .json)")
     parser.add_argument("--num", type=int, default=16, help="number of samples")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample choice, rendering and augmentation (default 0)")
     parser.add_argument("--image-size", type=int, default=128, help="render size of the synthetic sets")
     parser.add_argument("--input-size", type=int, default=256, help="crop size for the crop/augment views")
-    parser.add_argument("--view", choices=("crop", "augment", "raw"), default=None)
+    parser.add_argument("--view", choices=("crop", "augment", "raw"), default=None,
+                        help="crop: the network input with its targets; augment: the same with random augmentation; "
+                             "raw: the whole image (default: raw for the synthetic sets, crop for the readers)")
     parser.add_argument("--tile", type=int, default=256, help="display size of each grid cell (px)")
-    parser.add_argument("--out", type=Path, required=True, help="output PNG")
+    parser.add_argument("--output", "-o", type=Path, required=True, metavar="PNG", help="the PNG to write")
 
 
 def build_dataset(args: argparse.Namespace):
-    """The raw dataset named by ``args`` (no transform)."""
-    from integral_pose.data import CocoKeypoints, H36MFrames, MpiiDataset, PoseArchive, SyntheticHumans
+    """The raw dataset named by ``args`` (no transform).
 
+    Raises:
+        UserError: the data folder or the annotation file does not exist (saying where the data is
+            expected and how to pass ``--root``).
+    """
     if args.dataset == "synthetic":
         return SyntheticHumans(max(args.num, 1), image_size=args.image_size, seed=args.seed)
-    root = args.root or Path("../shared/data") / _DEFAULT_ROOT[args.dataset]
+    root = args.root or _DEFAULT_DATA / _DEFAULT_ROOT[args.dataset]
+    if not root.is_dir():
+        where = "given by --root" if args.root else f"the default, relative to the current folder {Path.cwd()}"
+        raise UserError(f"{args.dataset} data folder {str(root)!r} not found ({where}); "
+                        f"pass --root DIR, the folder that holds the {args.dataset} data (docs/data.md)")
     if args.dataset == "h36m_poses":
         arc = PoseArchive(root)
         rng = np.random.default_rng(args.seed)
@@ -60,6 +73,8 @@ def build_dataset(args: argparse.Namespace):
             cameras=[groups[s] for s in arc.subject[pick]],
         )
     ann = args.ann or root / _DEFAULT_ANN[args.dataset]
+    if not ann.is_file():
+        raise UserError(f"annotation file {str(ann)!r} not found; pass --ann FILE (default: {_DEFAULT_ANN[args.dataset]} in --root)")
     if args.dataset == "coco":
         return CocoKeypoints(ann, image_root=root)
     if args.dataset == "mpii":
@@ -68,11 +83,11 @@ def build_dataset(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from integral_pose.data import TopDownTransform
-
+    if args.num < 1:
+        raise UserError(f"--num {args.num}: expected at least 1 sample")
     ds = build_dataset(args)
     if len(ds) == 0:
-        raise SystemExit(f"show-data: dataset {args.dataset} is empty")
+        raise UserError(f"dataset {args.dataset} ({args.ann or args.root or 'default'}) holds no samples")
     view = args.view or ("raw" if args.dataset in ("synthetic", "h36m_poses") else "crop")
     n = min(args.num, len(ds))
     order = np.arange(n) if args.dataset in ("synthetic", "h36m_poses") else np.random.default_rng(args.seed).permutation(len(ds))[:n]
@@ -96,8 +111,8 @@ def main(args: argparse.Namespace) -> int:
             tile = draw_skeleton(smp["image"], px, sk_name, smp["target_weight"][:, 0], scale=args.tile / args.input_size)
             tiles.append(put_label(tile, f"#{int(i)}"))
     grid = make_grid(tiles)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(str(args.out), grid)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    save_image(str(args.output), grid)
     summary = ds.summary() if hasattr(ds, "summary") else f"{type(ds).__name__}: {len(ds)} items"
-    print(f"{summary}\nwrote {args.out} ({len(tiles)} samples, view={view})")
+    print(f"{summary}\nwrote {args.output} ({len(tiles)} samples, view={view})")
     return 0

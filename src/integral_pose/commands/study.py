@@ -1,12 +1,13 @@
-"""``integral-pose study``."""
+"""``integral-pose study``: readouts x output resolution, and mixed 2D/3D training."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+
 import torch
 
-from dataclasses import replace
-
+from integral_pose.files import UserError
 from integral_pose.models.pose_net import HEAD_INITS
 from integral_pose.studies.study import SETTINGS, run_study
 from integral_pose.studies.study_report import format_tables, write_report
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a few-minute setting (same pipeline, far fewer steps)")
     size.add_argument("--smoke", action="store_true", help="the CI setting: every code path in well under a minute")
-    parser.add_argument("--out", default="runs/study", help="output folder (default runs/study)")
+    parser.add_argument("--output", "-o", default="runs/study", metavar="DIR", help="output folder (default runs/study)")
     parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
     parser.add_argument("--head-init", choices=HEAD_INITS, default="simple_baselines",
@@ -40,10 +41,9 @@ def main(args: argparse.Namespace) -> int:
         p = Path(args.poses)
         missing = [f for f in ("poses_world_mm.npz", "cameras.json") if not (p / f).is_file()]
         if missing:
-            print(f"integral-pose study: --poses {p}: missing {', '.join(missing)} (expected a pose archive like ../shared/data/h36m_poses)")
-            return 2
+            raise UserError(f"--poses {p}: missing {', '.join(missing)} (expected a pose archive like ../shared/data/h36m_poses)")
     results = run_study(setting, args.poses)
-    paths = write_report(results, args.out)
+    paths = write_report(results, args.output)
     print("\n" + format_tables(results))
     print(f"wrote {', '.join(str(p) for p in paths)}  (total {results['wall_time_s']:.0f} s)")
     return 0

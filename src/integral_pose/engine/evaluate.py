@@ -56,14 +56,14 @@ def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"checkpoint {str(path)!r} cannot be read (truncated or not a PyTorch file?): {reason}") from exc
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or not isinstance(hp.get("cfg"), dict) or "num_joints" not in hp:
+    if not isinstance(hp, dict) or not isinstance(hp.get("cfg"), dict) or not {"num_joints", "skeleton"} <= hp.keys():
         raise UserError(f"checkpoint {str(path)!r} is not an integral-pose training checkpoint (no hyper_parameters.cfg); "
                         f"pass a .ckpt written by integral-pose train")
     written_by = hp.get("integral_pose_version")
     if written_by is not None and _major(written_by) != _major(__version__):
         raise UserError(f"checkpoint {str(path)!r} was written by integral-pose {written_by}; this is {__version__} "
                         f"(another major version: its config and weights may not mean the same here)")
-    cfg, k, skeleton = hp["cfg"], int(hp["num_joints"]), hp.get("skeleton")
+    cfg, k, skeleton = hp["cfg"], int(hp["num_joints"]), hp["skeleton"]
     try:
         model = build_model_from_config({**cfg, "model": {**cfg["model"], "pretrained": None}}, k)
     except (KeyError, TypeError, ValueError) as exc:

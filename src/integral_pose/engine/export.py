@@ -1,6 +1,6 @@
 """``integral-pose export``: write a checkpoint's network to ONNX and check it against PyTorch.
 
-    integral-pose export --checkpoint C --onnx out.onnx [--batch N] [--tolerance 1e-4]
+    integral-pose export --checkpoint C --output out.onnx [--batch N] [--tolerance 1e-4]
 
 The ONNX graph takes ``images`` (N, 3, H, W) RGB in [0, 1] (normalisation is inside the model; N
 is dynamic) and returns ``logits`` (N, K, h, w) or (N, K, D, h, w) and ``coords`` (N, K, d), the

@@ -1,6 +1,6 @@
 """``integral-pose study``: integral versus heatmap readouts across output resolutions, and mixed 2D/3D training.
 
-    integral-pose study [--poses DIR] [--quick | --smoke] [--out DIR]
+    integral-pose study [--poses DIR] [--quick | --smoke] [--output DIR]
 
 A reproduction study of the claims of Sun et al. (ECCV 2018), measured on rendered people:
 
