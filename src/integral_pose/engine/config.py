@@ -45,6 +45,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("model.pretrained", None, "Local path of a torchvision ResNet state_dict for the trunk; null = from scratch."),
     # data
     ("data.dataset", "synthetic", "synthetic | coco | mpii | h36m | h36m_mpii (mixed 2D+3D, sampled 1:1)."),
+    ("data.skeleton", None, "Joint set of the data: a built-in name (coco17, mpii16, h36m17) or a path to a skeleton YAML file (joints, flip_pairs, limbs, torso, optional root, head, oks_sigmas; docs/data.md); null = the dataset's own (coco17 for coco). With data.dataset coco, any COCO-format file with that many keypoints trains."),
     ("data.input_size", [64, 64], "Network input (W, H) in pixels; multiples of 32."),
     ("data.root", None, "Dataset root for real data (coco: images + annotation json; see docs/training.md)."),
     ("data.train_ann", None, "Training annotation file (relative to data.root unless absolute)."),
