@@ -14,8 +14,9 @@ import pytest
 import torch
 from scipy.linalg import orthogonal_procrustes
 
-from integral_pose.engine.inference import DECODERS, compute_metrics, decode_with_flip
+from integral_pose.engine.inference import compute_metrics, decode_with_flip
 from integral_pose.geometry import heatmap_to_input
+from integral_pose.ops.decode import DECODE_METHODS
 from integral_pose.skeletons import H36M17, flip_permutation, get_skeleton
 
 SKELETONS = ("coco17", "mpii16", "h36m17")
@@ -95,7 +96,7 @@ _DEBIASED_BUG = pytest.mark.xfail(strict=True, reason="ops.decode integral_debia
 @pytest.mark.parametrize(
     "method, kind",
     [(m, kind) if m != "integral_debiased" or kind == "smooth" else pytest.param(m, kind, marks=_DEBIASED_BUG)
-     for m in DECODERS for kind in ("smooth", "one_cell", "noise")],
+     for m in DECODE_METHODS for kind in ("smooth", "one_cell", "noise")],
 )
 @pytest.mark.parametrize("name", SKELETONS)
 def test_mirrored_maps_give_back_the_same_coordinates(method, kind, name):
