@@ -9,7 +9,9 @@ import time
 import torch
 
 from integral_pose.engine.config import ConfigError, load_config
+from integral_pose.engine.inference import pck_key
 from integral_pose.engine.train import _mode_config, _runs_in_parallel, resolve_threads, run_parallel, run_training
+from integral_pose.ops.decode import DECODE_LABELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,13 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set train.lr=0.001 (repeatable; see docs/configs.md)")
 
 
-_LABEL = {"integral": "soft-argmax (integral)", "argmax": "argmax", "argmax_quarter": "argmax + 1/4 shift",
-          "dark": "DARK", "integral_debiased": "debiased soft-argmax"}
-
-
 def format_table(runs: dict[str, dict[str, Any]]) -> str:
     """Markdown table: one row per (training mode, readout)."""
-    cols = [("pck@0.2", "PCK@0.2", 100), ("pckh@0.5", "PCKh@0.5", 100), ("auc", "AUC", 100),
+    pck = pck_key(next(iter(runs.values())).get("pck_threshold", 0.2)) if runs else pck_key(0.2)
+    cols = [(pck, pck.upper(), 100), ("pckh@0.5", "PCKh@0.5", 100), ("auc", "AUC", 100), ("coco_ap", "COCO AP", 100),
             ("mean_error_px", "mean err (px)", 1), ("mpjpe_mm", "MPJPE (mm)", 1), ("pa_mpjpe_mm", "PA-MPJPE (mm)", 1)]
     present = [c for c in cols if any(c[0] in m for r in runs.values() for m in r["by_decoder"].values())]
     lines = ["| training | readout | " + " | ".join(c[1] for c in present) + " | epochs | train time (s) |",
@@ -39,7 +38,7 @@ def format_table(runs: dict[str, dict[str, Any]]) -> str:
                 v = m.get(key)
                 vals.append("—" if v is None else (f"{100 * v:.1f}%" if scale == 100 else f"{v:.2f}"))
             ep = f"{r['epochs']}" + (" (time cap)" if r.get("stopped_by_time_cap") else "")
-            lines.append(f"| {mode} | {_LABEL.get(dec, dec)} | " + " | ".join(vals) + f" | {ep} | {r['train_time_s']:.0f} |")
+            lines.append(f"| {mode} | {DECODE_LABELS.get(dec, dec)} | " + " | ".join(vals) + f" | {ep} | {r['train_time_s']:.0f} |")
     return "\n".join(lines)
 
 

@@ -319,6 +319,8 @@ class TopDownTransform:
                 "bbox": torch.from_numpy(np.asarray(bbox, dtype=np.float32).reshape(4)),
                 "head_size": torch.tensor(float(rec.get("head_size", 0.0) or 0.0)),
                 "index": index,
+                # COCO-format records name their image: evaluation scores COCO AP by it (-1: none)
+                "image_id": int(rec.get("image_id", -1)),
             }
         )
         return sample

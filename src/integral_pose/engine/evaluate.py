@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from integral_pose import __version__
 from integral_pose.engine.config import ConfigError, apply_overrides, flatten, load_config, validate
 from integral_pose.engine.inference import collect_predictions, compute_metrics
+from integral_pose.metrics.coco import coco_keypoint_ap, keypoint_results
+from integral_pose.ops.decode import LOGIT_METHODS
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import UserError, atomic_write_text
 
@@ -25,11 +27,61 @@ __all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders
 
 
 def decoders_for_mode(cfg: dict[str, Any]) -> list[str]:
-    """Readouts a run is evaluated with: the integral readout for integral training, else eval.decoders."""
+    """Readouts a run is evaluated with, the primary one first.
+
+    Heatmap training: ``eval.decoders``. Integral training: every logit readout
+    (``ops.decode.LOGIT_METHODS``), led by the one the loss trained through
+    (``train.integral_readout``: plain -> "integral", debiased -> "integral_debiased").
+
+    Example:
+        >>> decoders_for_mode({"train": {"mode": "integral", "integral_readout": "debiased"}, "eval": {}})
+        ['integral_debiased', 'integral']
+    """
     mode = cfg["train"]["mode"]
     if mode == "heatmap":
         return list(cfg["eval"]["decoders"] or ["argmax"])
-    return ["integral"]
+    primary = "integral_debiased" if cfg["train"].get("integral_readout") == "debiased" else "integral"
+    return [primary] + [m for m in LOGIT_METHODS if m != primary]
+
+
+def coco_annotation_file(dataset: Dataset) -> Path | None:
+    """The COCO annotation file a (possibly ``Subset``-wrapped) ``CocoKeypoints`` reads, else None."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    ann = getattr(dataset, "ann_file", None)
+    return Path(ann) if ann is not None else None
+
+
+def coco_metrics(collected: dict[str, Any], ann_file: str | Path, method: str, sigmas: Any = None) -> dict[str, float]:
+    """COCO keypoint AP / AR (pycocotools, OKS with ``sigmas``) of one readout's predictions.
+
+    The persons' results are built from the collected predictions (image px, the readout's joint
+    scores; person score = their mean) and their samples' "image_id". The ground truth is the
+    annotation file restricted to the images that were predicted, so ``data.limit_val`` scores the
+    images it keeps rather than counting every other image as missed.
+
+    Returns:
+        {"coco_ap", "coco_ap50", "coco_ap75", "coco_ar"} in [0, 1].
+    """
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    ids = np.asarray(collected["image_id"]).reshape(-1)
+    if ids.size == 0 or np.any(ids < 0):
+        raise ValueError(f"COCO AP needs every sample's image_id; {int(np.sum(ids < 0))} of {ids.size} samples have none")
+    data = json.loads(Path(ann_file).read_text())
+    keep = {int(i) for i in ids}
+    gt = COCO()
+    gt.dataset = {**data, "images": [im for im in data["images"] if im["id"] in keep],
+                  "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    results = keypoint_results(ids, collected["pred"][method], collected["scores"][method])
+    stats = coco_keypoint_ap(results, gt, sigmas=sigmas)
+    return {"coco_ap": float(stats["AP"]), "coco_ap50": float(stats["AP50"]), "coco_ap75": float(stats["AP75"]),
+            "coco_ar": float(stats["AR"])}
 
 
 def _major(version: str) -> str:
@@ -95,9 +147,11 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``dataset`` for each readout in ``methods``.
 
+    COCO-format data (``data.dataset: coco``) is also scored with COCO AP (:func:`coco_metrics`).
+
     Returns:
         {"by_decoder": {method: metrics}, "decoder": primary method, **metrics of the primary method,
-        "num_samples": N}.
+        "num_samples": N, "pck_threshold": eval.pck_threshold (its key: ``inference.pck_key``)}.
     """
     from integral_pose.skeletons import flip_permutation, get_skeleton
 
@@ -113,8 +167,13 @@ def evaluate_model(
     model.train(was_training)
     sk = get_skeleton(skeleton)
     by = {m: compute_metrics(col, sk, m, cfg["eval"]["pck_threshold"]) for m in methods}
+    ann = coco_annotation_file(dataset) if cfg["data"]["dataset"] == "coco" else None
+    if ann is not None:
+        for m in methods:
+            by[m].update(coco_metrics(col, ann, m, sk.sigmas))
     out: dict[str, Any] = {"decoder": methods[0], **by[methods[0]], "num_samples": int(len(col["gt"])), "by_decoder": by}
     out["flip_test"] = bool(cfg["eval"]["flip_test"])
+    out["pck_threshold"] = float(cfg["eval"]["pck_threshold"])
     return out
 
 

@@ -14,10 +14,20 @@ import torch
 from torch import Tensor, nn
 
 from integral_pose.ops.coordinates import depth_cells_to_mm
+from integral_pose.ops.decode import spread
 
-__all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "collect_predictions", "compute_metrics", "DECODERS"]
+__all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "collect_predictions", "compute_metrics",
+           "pck_key"]
 
-DECODERS = ("integral", "argmax", "argmax_quarter", "dark", "integral_debiased")
+
+def pck_key(threshold: float) -> str:
+    """The metrics key of PCK at ``threshold`` x torso diameter: every table and report reads it from here.
+
+    Example:
+        >>> pck_key(0.2), pck_key(0.05)
+        ('pck@0.2', 'pck@0.05')
+    """
+    return f"pck@{float(threshold):g}"
 
 
 def decode_logits(logits: Tensor, method: str = "integral", dark_sigma: float = 2.0) -> tuple[Tensor, Tensor]:
@@ -104,11 +114,15 @@ def collect_predictions(
 
     Returns:
         dict with "gt" (N, K, 2) image px, "visible" (N, K), "head_size" (N,), "joints_3d" (N, K, 3),
-        "has_3d" (N,), and per method ``pred[method]`` (N, K, 2) image px, ``scores[method]``
+        "has_3d" (N,), "image_id" (N,) (the sample's, -1 where it has none), "spread_cells" (N, K):
+        the std of each joint's softmaxed map in heatmap cells, mean over x and y (flip test: averaged
+        with the mirrored image's) -- the scale the likelihood losses train, an uncertainty for
+        integral models; and per method ``pred[method]`` (N, K, 2) image px, ``scores[method]``
         (N, K), and for 3D ``depth_mm[method]`` (N, K) root-relative depth.
     """
     model.eval()
-    out: dict[str, Any] = {"gt": [], "visible": [], "head_size": [], "joints_3d": [], "has_3d": [], "index": []}
+    out: dict[str, Any] = {"gt": [], "visible": [], "head_size": [], "joints_3d": [], "has_3d": [], "index": [],
+                           "image_id": [], "spread_cells": []}
     preds: dict[str, list] = {m: [] for m in methods}
     scores: dict[str, list] = {m: [] for m in methods}
     depth: dict[str, list] = {m: [] for m in methods}
@@ -130,6 +144,11 @@ def collect_predictions(
         out["joints_3d"].append(np.asarray(batch.get("joints_3d", torch.zeros(b, 1, 3)), dtype=np.float64))
         out["has_3d"].append(np.asarray(batch.get("has_3d", torch.zeros(b)), dtype=np.float64).reshape(b))
         out["index"].append(np.asarray(batch.get("index", torch.arange(b))).reshape(b))
+        out["image_id"].append(np.asarray(batch.get("image_id", torch.full((b,), -1)), dtype=np.int64).reshape(b))
+        sp = spread(logits.float())[..., :2].mean(-1)
+        if lf is not None:
+            sp = 0.5 * (sp + spread(lf.float())[..., :2].mean(-1)[:, torch.as_tensor(list(flip_perm), device=sp.device)])
+        out["spread_cells"].append(sp.cpu().numpy())
     res = {k: np.concatenate(v) for k, v in out.items()}
     res["pred"] = {m: np.concatenate(v) for m, v in preds.items()}
     res["scores"] = {m: np.concatenate(v) for m, v in scores.items()}
@@ -140,7 +159,7 @@ def collect_predictions(
 def compute_metrics(collected: dict[str, Any], skeleton: Any, method: str, pck_thr: float = 0.2) -> dict[str, float]:
     """The run's metrics for one decoder, in original-image pixels (and mm for 3D).
 
-    - "pck@0.2": PCK with threshold ``pck_thr`` x torso diameter (the skeleton's torso pair of the
+    - ``pck_key(pck_thr)`` ("pck@0.2"): PCK with threshold ``pck_thr`` x torso diameter (the skeleton's torso pair of the
       ground truth); samples whose torso joints are not both visible are left out (counted in
       "pck_excluded").
     - "pckh@0.5": threshold 0.5 x head size (the sample's "head_size"; samples without one are
@@ -160,7 +179,7 @@ def compute_metrics(collected: dict[str, Any], skeleton: Any, method: str, pck_t
     out: dict[str, float] = {}
     torso = M.torso_size(gt, vis, skeleton=skeleton)
     r = M.pck(pred, gt, vis, torso, thr=pck_thr, on_invalid_norm="exclude")
-    out[f"pck@{pck_thr:g}"] = float(r["mean"])
+    out[pck_key(pck_thr)] = float(r["mean"])
     out["pck_excluded"] = int(r["excluded_samples"])
     out["auc"] = float(M.auc(pred, gt, vis, torso, on_invalid_norm="exclude"))
     head = collected["head_size"]

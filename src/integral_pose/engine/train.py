@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from integral_pose.engine.config import ConfigError, dump_config
+from integral_pose.engine.inference import pck_key
 
 __all__ = ["run_training", "run_parallel"]
 
@@ -149,7 +150,7 @@ def run_training(
     write_json(metrics, out / "metrics.json")
     if verbose:
         print(f"[{cfg['name']} / {t['mode']}] " + ", ".join(
-            f"{k}={metrics[k]:.4f}" for k in ("pck@0.2", "pckh@0.5", "auc", "mean_error_px", "mpjpe_mm") if k in metrics
+            f"{k}={metrics[k]:.4f}" for k in (pck_key(cfg["eval"]["pck_threshold"]), "pckh@0.5", "auc", "mean_error_px", "mpjpe_mm") if k in metrics
         ) + f"  ({train_s:.0f} s training)", flush=True)
     return metrics
 

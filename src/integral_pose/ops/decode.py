@@ -22,11 +22,14 @@ from torch import Tensor
 
 from integral_pose.ops.soft_argmax import check_logits, soft_argmax
 
-__all__ = ["decode", "spread", "DECODE_METHODS", "SCORE_METHODS", "LOGIT_METHODS"]
+__all__ = ["decode", "spread", "DECODE_METHODS", "SCORE_METHODS", "LOGIT_METHODS", "DECODE_LABELS"]
 
 SCORE_METHODS = ("argmax", "argmax_quarter", "dark")
 LOGIT_METHODS = ("integral", "integral_debiased")
 DECODE_METHODS = SCORE_METHODS + LOGIT_METHODS
+# How tables name each readout.
+DECODE_LABELS = {"argmax": "argmax", "argmax_quarter": "argmax + 1/4 shift", "dark": "DARK",
+                 "integral": "soft-argmax (integral)", "integral_debiased": "debiased soft-argmax"}
 
 _SCORE_WINDOW = 2  # integral scores: probability mass within +-2 cells of the mode (a 5^d window)
 

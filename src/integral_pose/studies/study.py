@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from integral_pose.engine.inference import pck_key
+
 __all__ = [
     "run_study",
     "StudySetting",
@@ -258,6 +260,7 @@ PINNED: dict[str, dict[str, Any]] = {
               "channels_last": False},
     "eval": {"pck_threshold": 0.2, "batch_size": 64},
 }
+PCK = pck_key(PINNED["eval"]["pck_threshold"])  # the metrics key of the study's PCK
 
 
 def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int | None, epochs: int) -> dict[str, Any]:
@@ -375,8 +378,8 @@ def _keep(m: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
     return {k: (float(m[k]) if k in m and m[k] is not None else None) for k in keys}
 
 
-_KEYS_2D = ("pck@0.2", "pckh@0.5", "mean_error_px", "auc")
-_KEYS_3D = ("mpjpe_mm", "pa_mpjpe_mm", "pck@0.2", "mean_error_px")
+_KEYS_2D = (PCK, "pckh@0.5", "mean_error_px", "auc")
+_KEYS_3D = ("mpjpe_mm", "pa_mpjpe_mm", PCK, "mean_error_px")
 
 
 def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> list[dict[str, Any]]:
@@ -386,7 +389,7 @@ def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     for label, mode, dec in READOUTS_2D:
         modes.setdefault(mode, []).append((label, dec))
     mean = _mean_pose(_config(setting, "integral", setting.resolutions[0], None, setting.epochs_2d), train, test)
-    log(f"  2D mean training pose (no image): PCK@0.2 {100 * mean['pck@0.2']:5.1f}%  PCKh@0.5 "
+    log(f"  2D mean training pose (no image): {PCK.upper()} {100 * mean[PCK]:5.1f}%  PCKh@0.5 "
         f"{100 * mean.get('pckh@0.5', float('nan')):5.1f}%  err {mean['mean_error_px']:.2f} px")
     for res in setting.resolutions:
         rows.append({"readout": MEAN_POSE, "training": "none", "resolution": res, **_keep(mean, _KEYS_2D),
@@ -405,7 +408,7 @@ def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
                        "train_time_s": round(secs, 1), "steps": steps, "params": params,
                        "num_deconv": cfg["model"]["num_deconv"], "heatmap_sigma": cfg["data"]["heatmap_sigma"]}
                 rows.append(row)
-                log(f"  2D res {res:>2} | {label:<22} PCK@0.2 {100 * (row['pck@0.2'] or 0):5.1f}%  "
+                log(f"  2D res {res:>2} | {label:<22} {PCK.upper()} {100 * (row[PCK] or 0):5.1f}%  "
                     f"PCKh@0.5 {100 * (row['pckh@0.5'] or 0):5.1f}%  err {row['mean_error_px']:.2f} px  "
                     f"({steps} steps, {secs:.0f} s)")
     return rows

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from integral_pose.files import atomic_write_text
-from integral_pose.studies.study import GT_ARGMAX, MEAN_POSE, READOUTS_2D
+from integral_pose.studies.study import GT_ARGMAX, MEAN_POSE, PCK, READOUTS_2D
 
 __all__ = ["machine_info", "format_tables", "plot_results", "write_report"]
 
@@ -49,7 +49,7 @@ def format_tables(results: dict[str, Any]) -> str:
     if rows:
         res_list = sorted({r["resolution"] for r in rows})
         labels = [MEAN_POSE, GT_ARGMAX] + [lab for lab, _, _ in READOUTS_2D]
-        for key, title, fmt in (("pck@0.2", "PCK@0.2 (torso)", _pct), ("pckh@0.5", "PCKh@0.5 (head-normalised)", _pct),
+        for key, title, fmt in ((PCK, f"{PCK.upper()} (torso)", _pct), ("pckh@0.5", "PCKh@0.5 (head-normalised)", _pct),
                                 ("mean_error_px", "mean error (px of the rendered image)", _num)):
             out.append(f"**2D — {title}**, by output resolution (input {results['setting']['input_size']} px)\n")
             out.append("| readout | " + " | ".join(f"{r}×{r}" for r in res_list) + " |")
@@ -65,12 +65,12 @@ def format_tables(results: dict[str, Any]) -> str:
     if rows3:
         r0 = rows3[0]
         out.append(f"**3D — integral, {r0['resolution']}×{r0['resolution']}×{r0['depth_bins']} volume**, same optimiser steps in every run\n")
-        out.append("| run | training data | MPJPE (mm) | PA-MPJPE (mm) | PCK@0.2 (2D) | steps |")
+        out.append(f"| run | training data | MPJPE (mm) | PA-MPJPE (mm) | {PCK.upper()} (2D) | steps |")
         out.append("| --- | --- | ---: | ---: | ---: | ---: |")
         for r in rows3:
             data = f"{r['poses_3d']} poses with 3D" + (f" + {r['poses_2d_only']} with 2D only" if r["poses_2d_only"] else "")
             out.append(f"| ({r['run']}) {r['training']} | {data} | {_num(r['mpjpe_mm'], '{:.1f}')} | "
-                       f"{_num(r['pa_mpjpe_mm'], '{:.1f}')} | {_pct(r['pck@0.2'])} | {r['steps']} |")
+                       f"{_num(r['pa_mpjpe_mm'], '{:.1f}')} | {_pct(r[PCK])} | {r['steps']} |")
         out.append("")
     return "\n".join(out)
 
@@ -88,7 +88,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
         styles = {MEAN_POSE: ("k", (0, (1, 3)), ""), GT_ARGMAX: ("0.5", ":", "x"), "heatmap + argmax": ("C0", "-", "o"), "heatmap + DARK": ("C1", "-", "s"),
                   "integral": ("C2", "-", "^"), "heatmap then integral": ("C3", "--", "v")}
         for ax, (key, title, scale) in zip(axes, (("mean_error_px", "mean error (px, lower is better)", 1.0),
-                                                  ("pck@0.2", "PCK@0.2 torso (%)", 100.0),
+                                                  (PCK, f"{PCK.upper()} torso (%)", 100.0),
                                                   ("pckh@0.5", "PCKh@0.5 head (%)", 100.0))):
             for lab, (col, ls, mk) in styles.items():
                 ys = []
