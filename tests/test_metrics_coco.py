@@ -97,5 +97,5 @@ def test_bad_results(gt_results, tmp_path):
         coco_keypoint_ap(gt_results, tmp_path / "missing.json")
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    with pytest.raises(ValueError, match="cannot read COCO results JSON"):
+    with pytest.raises(ValueError, match="broken.json: COCO results file is not valid JSON"):
         coco_keypoint_ap(broken, GT)

@@ -3,6 +3,7 @@
 - :class:`UserError`: an expected failure caused by the user's input (a file, a config value, a box,
   data). The command line prints its message as one line on stderr and exits non-zero, without a
   traceback; every library error meant for users derives from it (``ConfigError`` does).
+- :func:`read_json`: parse a JSON file; a missing file or bad JSON is a :class:`UserError` naming it.
 - :func:`atomic_write_text` / :func:`atomic_write_bytes`: write a file so that readers see the old
   content or the new one, never half of it (a temporary file in the same folder, then an atomic
   rename); an interrupted run leaves no half-written result.
@@ -18,15 +19,52 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["UserError", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["UserError", "MissingFileError", "BadFileError", "read_json", "atomic_write_text", "atomic_write_bytes"]
 
 
 class UserError(Exception):
     """A mistake in the user's input; its message names the file, key, value or shape at fault."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file the user named (or a configuration points at) does not exist."""
+
+
+class BadFileError(UserError, ValueError):
+    """A file exists but cannot be read or parsed as what it should be."""
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse the JSON file at ``path``; ``what`` says what the file is, for the error message.
+
+    Raises:
+        MissingFileError: no such file. BadFileError: unreadable, or not valid JSON (with the line).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "ann.json"
+        >>> _ = p.write_text('{"images": [}')
+        >>> try:
+        ...     read_json(p, "COCO annotation file")
+        ... except BadFileError as e:
+        ...     print(str(e).replace(str(p.parent), "DIR"))
+        DIR/ann.json: COCO annotation file is not valid JSON (Expecting value: line 1 column 13 (char 12))
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"{what} not found: {p}")
+    try:
+        return json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadFileError(f"{p}: cannot read {what} ({e})") from None
+    except json.JSONDecodeError as e:
+        raise BadFileError(f"{p}: {what} is not valid JSON ({e})") from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

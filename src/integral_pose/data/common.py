@@ -11,7 +11,6 @@ crowd annotations) and log it; with ``skip_corrupt=True`` an unreadable image is
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -24,24 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ImageReadError", "load_image", "read_json", "PoseReader", "to_raw_item"]
+__all__ = ["ImageReadError", "load_image", "PoseReader", "to_raw_item"]
 
 log = logging.getLogger("integral_pose.data")
 
 
 class ImageReadError(OSError):
     """An image file is missing or cannot be decoded; the message names the file."""
-
-
-def read_json(path: str | os.PathLike, what: str) -> Any:
-    """Parse a JSON file; a missing file or bad JSON raises an error naming ``what`` and the path."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{what} not found: {p}")
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: {what} is not valid JSON ({e})") from e
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:

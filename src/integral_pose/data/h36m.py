@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from integral_pose.data.common import PoseReader, check_box, check_joints, read_json
+from integral_pose.data.common import PoseReader, check_box, check_joints
+from integral_pose.files import read_json
 from integral_pose.data.synthetic import SyntheticHumans
 from integral_pose.geometry import project_points
 from integral_pose.skeletons import H36M17

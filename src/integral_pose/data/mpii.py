@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from integral_pose.data.common import PoseReader, read_json
+from integral_pose.data.common import PoseReader
+from integral_pose.files import read_json
 from integral_pose.metrics.mpii import load_mpii_json
 from integral_pose.metrics.pck_auc import head_size_from_boxes
 from integral_pose.skeletons import MPII_TO_H36M, get_skeleton, remap_joints

@@ -19,7 +19,6 @@ same numbers -- what matters is that both sides use the same one.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ import numpy as np
 
 from ._checks import as_numpy, check_gt_finite, check_pair, check_visible, finite_mask
 from .pck_auc import SC_BIAS, head_size_from_boxes
+
+from integral_pose.files import read_json
 
 __all__ = ["mpii_pckh", "load_mpii_json", "MPII_JOINT_NAMES", "MPII_GROUPS", "MPII_MEAN_EXCLUDED", "approx_head_boxes"]
 
@@ -195,12 +196,7 @@ def load_mpii_json(path: str | Path, zero_based: bool = True, require: tuple[str
         ([10.0, 20.0], [50.0, 60.0], None)
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MPII annotation file not found: {path}")
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read MPII JSON ({exc})") from None
+    records = read_json(path, "MPII annotation file")
     if not isinstance(records, list) or not records:
         raise ValueError(f"{path}: expected a non-empty list of MPII records")
     off = 1.0 if zero_based else 0.0
