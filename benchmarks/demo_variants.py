@@ -127,7 +127,7 @@ def main() -> None:
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     # the engine's loading: a new permutation and new augmentation of every image each epoch
     sampler = ResumableSampler(len(train_set), shuffle=True, seed=int(cfg["seed"]), encode_epoch=True)
-    loader = torch.utils.data.DataLoader(EpochSeededDataset(train_set, int(cfg["seed"])), batch_size=a.batch_size,
+    loader = torch.utils.data.DataLoader(EpochSeededDataset(train_set), batch_size=a.batch_size,
                                          sampler=sampler, drop_last=True)
     t0, step, epoch, done = time.perf_counter(), 0, 0, False
     model.train()

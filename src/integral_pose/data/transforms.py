@@ -105,7 +105,7 @@ class TopDownTransform:
         heatmap_kind: "gaussian" or "log_gaussian".
         seed: None: augmentation draws from torch's RNG (different every epoch, reproducible under
             ``torch.manual_seed`` and DataLoader worker seeding). An int: augmentation of item i is
-            fixed by (seed, i).
+            fixed by (seed, i), and by (seed, epoch, i) once :meth:`set_epoch` has been called.
     """
 
     def __init__(
@@ -147,6 +147,7 @@ class TopDownTransform:
         self.heatmap_sigma = heatmap_sigma
         self.heatmap_kind = heatmap_kind
         self.seed = seed
+        self.epoch: int | None = None
 
     def __repr__(self) -> str:
         return (
@@ -155,10 +156,29 @@ class TopDownTransform:
         )
 
     # ------------------------------------------------------------------ parameters
+    def set_epoch(self, epoch: int) -> None:
+        """Make a seeded transform's augmentation of item i a function of (seed, epoch, i).
+
+        The training loader calls this (through ``engine.sampling.set_epoch``) in whichever process
+        loads the item, so augmentation differs between epochs yet repeats exactly on resume and
+        does not depend on the number of workers or processes. No effect when ``seed`` is None.
+
+        Example:
+            >>> tf = TopDownTransform(64, 16, seed=0)
+            >>> tf.set_epoch(1); a = tf._rng(5).random()
+            >>> tf.set_epoch(2); b = tf._rng(5).random()
+            >>> tf.set_epoch(1); a == tf._rng(5).random() != b
+            True
+        """
+        self.epoch = int(epoch)
+
     def _rng(self, index: int) -> np.random.Generator:
         if self.seed is None:
             return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        return np.random.default_rng([int(self.seed), int(index)])
+        if self.epoch is None:
+            return np.random.default_rng([int(self.seed), int(index)])
+        # (seed, epoch) folded into one int: distinct for every epoch below 1,000,003
+        return np.random.default_rng([int(self.seed) * 1_000_003 + self.epoch, int(index)])
 
     def sample_params(self, rec: dict, rng: np.random.Generator, skeleton: Skeleton | None) -> dict[str, Any]:
         """Crop centre, scale, rotation and flip for one record (augmented when ``train``)."""

@@ -138,8 +138,8 @@ def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool, skeleton: Skele
         padding=float(d["box_padding"]),
         depth_bins=cfg["model"]["depth_bins"],
         heatmap_sigma=float(d["heatmap_sigma"]) if heatmaps else None,
-        # An int seed makes item i's augmentation a function of (seed, i); EpochSeededDataset
-        # re-seeds it every epoch, so augmentation still varies by epoch.
+        # An int seed makes item i's augmentation a function of (seed, i), and of the epoch once
+        # the training loader calls set_epoch (engine.sampling.EpochSeededDataset), so it still varies by epoch.
         seed=int(cfg["seed"]),
     )
 
@@ -263,7 +263,7 @@ class PoseDataModule(L.LightningDataModule):
             return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
         return ResumableDataLoader(
-            EpochSeededDataset(self.train_set, seed),
+            EpochSeededDataset(self.train_set),
             batch_size=d["batch_size"],
             sampler=sampler,
             drop_last=True,

@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
-__all__ = ["ResumableSampler", "ResumableDataLoader", "EpochSeededDataset"]
+from integral_pose.data import MixedDataset
+
+__all__ = ["ResumableSampler", "ResumableDataLoader", "EpochSeededDataset", "set_epoch"]
 
 
 class ResumableSampler(Sampler[int]):
@@ -30,7 +32,8 @@ class ResumableSampler(Sampler[int]):
         drop_last: drop the tail so every process gets the same whole number of samples
             (otherwise the tail is padded by wrapping around, like DistributedSampler).
         encode_epoch: yield ``epoch * length + i`` instead of ``i``, for :class:`EpochSeededDataset`
-            (which decodes it), so that per-item randomness can depend on the epoch.
+            (which decodes it and calls :func:`set_epoch`), so that per-item randomness can depend on
+            the epoch in whichever process or worker loads the item.
     """
 
     def __init__(
@@ -86,19 +89,52 @@ class ResumableSampler(Sampler[int]):
         return iter(idx[skip:])
 
 
-class EpochSeededDataset(Dataset):
-    """Wraps a dataset so item i of epoch e has augmentation fixed by (seed, e, i).
+def set_epoch(dataset: Any, epoch: int) -> None:
+    """Tell a training dataset which epoch it serves: its epoch-dependent draws and augmentation follow.
 
-    Receives ``e * len + i`` from a :class:`ResumableSampler` with ``encode_epoch=True``; before
-    loading it sets the epoch's seed on every ``transform`` with a ``seed`` attribute and calls
-    ``set_epoch`` on datasets that have one (e.g. ``MixedDataset``), inside whichever process or
-    worker loads the item. Augmentation then differs between epochs yet is exactly reproducible
-    on resume and independent of the number of workers and processes.
+    The cases, each explicit:
+
+    - ``torch.utils.data.Subset``: its ``dataset``;
+    - ``ConcatDataset``: each of its ``datasets``;
+    - :class:`~integral_pose.data.MixedDataset`: its own per-epoch draw (``MixedDataset.set_epoch``),
+      then each source;
+    - a reader (``PoseReader``, ``SyntheticHumans``, ...): its ``transform``'s ``set_epoch``
+      (:meth:`~integral_pose.data.TopDownTransform.set_epoch`) when the transform has one.
+
+    Example:
+        >>> from integral_pose.data import SyntheticHumans, TopDownTransform
+        >>> tf = TopDownTransform(64, 16, seed=0)
+        >>> set_epoch(Subset(SyntheticHumans(4, 64, transform=tf), [0, 1]), 3)
+        >>> tf.epoch
+        3
+    """
+    if isinstance(dataset, Subset):
+        set_epoch(dataset.dataset, epoch)
+    elif isinstance(dataset, ConcatDataset):
+        for child in dataset.datasets:
+            set_epoch(child, epoch)
+    elif isinstance(dataset, MixedDataset):
+        dataset.set_epoch(epoch)
+        for child in dataset.datasets:
+            set_epoch(child, epoch)
+    else:
+        transform = getattr(dataset, "transform", None)
+        if transform is not None and hasattr(transform, "set_epoch"):
+            transform.set_epoch(epoch)
+
+
+class EpochSeededDataset(Dataset):
+    """Wraps a training dataset so that item i of epoch e is loaded after :func:`set_epoch` (e).
+
+    Receives ``e * len + i`` from a :class:`ResumableSampler` with ``encode_epoch=True`` and calls
+    ``set_epoch(dataset, e)`` when the epoch changes, inside whichever process or worker loads the
+    item (a worker holds its own copy of the dataset, so a call in the main process would not reach
+    it). With seeded transforms, augmentation then differs between epochs yet is exactly
+    reproducible on resume and independent of the number of workers and processes.
     """
 
-    def __init__(self, dataset: Dataset, seed: int) -> None:
+    def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
-        self.seed = int(seed)
         self._epoch: int | None = None
 
     def __len__(self) -> int:
@@ -108,23 +144,9 @@ class EpochSeededDataset(Dataset):
         n = len(self.dataset)
         epoch, i = divmod(int(k), n)
         if epoch != self._epoch:
-            _set_epoch(self.dataset, self.seed * 1_000_003 + epoch, epoch)
+            set_epoch(self.dataset, epoch)
             self._epoch = epoch
         return self.dataset[i]
-
-
-def _set_epoch(dataset: Any, seed: int, epoch: int, depth: int = 0) -> None:
-    """Seed transforms and call set_epoch through .dataset / .datasets (Subset, mixes)."""
-    if depth > 8 or dataset is None:
-        return
-    tf = getattr(dataset, "transform", None)
-    if tf is not None and hasattr(tf, "seed"):
-        tf.seed = seed
-    if hasattr(dataset, "set_epoch") and not isinstance(dataset, EpochSeededDataset):
-        dataset.set_epoch(epoch)
-    _set_epoch(getattr(dataset, "dataset", None), seed, epoch, depth + 1)
-    for child in getattr(dataset, "datasets", None) or []:
-        _set_epoch(child, seed, epoch, depth + 1)
 
 
 class ResumableDataLoader(DataLoader):

@@ -161,8 +161,8 @@ class Without3D:
     """Wrap a :class:`~integral_pose.data.TopDownTransform` so that it sees records without 3D joints.
 
     The transform then gives depth weight 0 and ``has_3d`` 0, exactly as for a 2D-only dataset
-    (MPII in the paper); x, y targets are untouched. ``seed`` is forwarded, so the engine's
-    per-epoch re-seeding of augmentation reaches the wrapped transform.
+    (MPII in the paper); x, y targets are untouched. ``seed`` and ``set_epoch`` are forwarded, so the
+    engine's per-epoch augmentation reaches the wrapped transform.
     """
 
     def __init__(self, transform: Any) -> None:
@@ -175,6 +175,10 @@ class Without3D:
     @seed.setter
     def seed(self, value: Any) -> None:
         self.transform.seed = value
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded, so the engine's per-epoch augmentation (``engine.sampling.set_epoch``) reaches the wrapped transform."""
+        self.transform.set_epoch(epoch)
 
     def __call__(self, rec: dict) -> dict:
         return self.transform({k: v for k, v in rec.items() if k != "joints_3d"})
