@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from integral_pose.cli import main as cli
 from integral_pose.engine.data import build_dataset
 from integral_pose.engine.evaluate import evaluate_checkpoint, load_checkpoint
 from integral_pose.engine.inference import collect_predictions
+from integral_pose.metrics.coco import to_coco_box
 from integral_pose.skeletons import flip_permutation
 
 TINY = [
@@ -44,11 +46,11 @@ def test_predict_matches_evaluation_path(run, tmp_path):
     raw = val.record(i)
     img_path = tmp_path / "person.png"
     cv2.imwrite(str(img_path), cv2.cvtColor(raw["image"], cv2.COLOR_RGB2BGR))  # lossless uint8
-    box = ",".join(f"{v:.6f}" for v in raw["bbox"])
-    assert cli(["predict", "--checkpoint", str(ckpt), str(img_path), "--box", box, "--out", str(tmp_path / "pred")]) == 0
-    rec = json.loads((tmp_path / "pred" / "person.json").read_text())
-    got = np.array([[j["x"], j["y"]] for j in rec["joints"]])
-    assert [j["name"] for j in rec["joints"]][0] == "pelvis" and got.shape == (17, 2)
+    box = ",".join(f"{v:.6f}" for v in to_coco_box(raw["bbox"]))  # --box takes COCO boxes
+    assert cli(["predict", "--checkpoint", str(ckpt), str(img_path), "--box", box, "--output", str(tmp_path / "pred")]) == 0
+    (rec,) = json.loads((tmp_path / "pred" / "keypoints.json").read_text())
+    got = np.array(rec["keypoints"]).reshape(-1, 3)[:, :2]
+    assert got.shape == (17, 2) and rec["box_source"] == "--box"
     png = cv2.imread(str(tmp_path / "pred" / "person.png"))
     assert png is not None and png.shape[0] >= raw["image"].shape[0]
     # the same image through the dataset pipeline and the evaluation code
@@ -58,15 +60,27 @@ def test_predict_matches_evaluation_path(run, tmp_path):
     np.testing.assert_allclose(got, col["pred"]["integral"][0], atol=2e-3)
 
 
-@pytest.mark.slow
-def test_predict_errors(run, tmp_path):
+def test_predict_errors(run, tmp_path, capsys):
     ckpt = run / "checkpoints" / "last.ckpt"
-    assert cli(["predict", "--checkpoint", str(ckpt), str(tmp_path / "missing.png"), "--out", str(tmp_path)]) == 1
-    assert cli(["predict", "--checkpoint", str(ckpt), "x.png", "--box", "1,2,3", "--out", str(tmp_path)]) == 2
-    assert cli(["predict", "--checkpoint", str(tmp_path / "none.ckpt"), "x.png", "--out", str(tmp_path)]) == 2
+    out = tmp_path / "out"
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    for argv, message in [
+        ([str(tmp_path / "missing.png")], "missing.png' not found"),
+        (["--checkpoint", str(tmp_path / "none.ckpt"), str(img)], "none.ckpt"),
+        ([str(img), "--box=-20,-20,10,10"], "--box -20,-20,10,10 on .*x.png: the box .* lies outside the 8x8 image"),
+    ]:
+        argv = argv if argv[0] == "--checkpoint" else ["--checkpoint", str(ckpt), *argv]
+        capsys.readouterr()
+        assert cli(["predict", *argv, "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("integral-pose predict: error: ") and re.search(message, err), err
+    with pytest.raises(SystemExit) as e:  # a malformed box is an argument error
+        cli(["predict", "--checkpoint", str(ckpt), str(img), "--box", "1,2,3", "--output", str(out)])
+    assert e.value.code == 2
+    assert not out.exists()
 
 
-@pytest.mark.slow
 def test_export_onnx_round_trip(run, tmp_path, capsys):
     ckpt = run / "checkpoints" / "last.ckpt"
     onnx_path = tmp_path / "m.onnx"
