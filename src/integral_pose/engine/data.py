@@ -58,11 +58,15 @@ def dataset_skeleton(cfg: dict[str, Any]) -> Skeleton:
     value = d.get("skeleton")
     if value is None:
         return own
+    is_file = str(value).endswith((".yaml", ".yml"))
     path = Path(str(value))
-    if str(value).endswith((".yaml", ".yml")) and not path.is_absolute() and not path.exists() and d.get("root"):
+    if is_file and not path.is_absolute() and not path.exists():
+        if not (d.get("root") and (Path(d["root"]) / path).is_file()):
+            where = f"the working folder {str(Path.cwd())!r}" + (f" or data.root {d['root']!r}" if d.get("root") else "")
+            raise ConfigError(f"data.skeleton: skeleton file {str(value)!r} not found in {where}")
         path = Path(d["root"]) / path
     try:
-        sk = get_skeleton(path if str(value).endswith((".yaml", ".yml")) else value)
+        sk = get_skeleton(path if is_file else value)
     except SkeletonError as e:
         raise ConfigError(f"data.skeleton: {e}") from None
     if d["dataset"] != "coco" and sk.num_joints != own.num_joints:
@@ -101,6 +105,13 @@ def depth_notice(cfg: dict[str, Any]) -> str | None:
         f"note: model.depth_bins = {cfg['model']['depth_bins']} but data.dataset = {cfg['data']['dataset']!r} has no "
         "depth labels: the depth axis is unsupervised (only x, y train); mix in a 3D set for depth (docs/data.md)"
     )
+
+
+def _is_coco_json(path: Path) -> bool:
+    """A COCO keypoint file is a JSON object ({"images": ...}); the MPII layout is a JSON list."""
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith("{")
 
 
 def _path(cfg: dict[str, Any], key: str, root_key: str = "root", required: bool = True) -> Path | None:
@@ -218,7 +229,10 @@ def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | di
         if ds_name == "h36m_mpii" and train:
             mann = _path(cfg, "mpii_ann", root_key="mpii_root")
             mimg = Path(d["mpii_root"]) if d["mpii_root"] else mann.parent
-            mpii = D.MpiiDataset(mann, mimg, transform=tf, skeleton="h36m17")
+            if _is_coco_json(mann):  # a user's 2D set in COCO format, keypoints in Human3.6M-17 order
+                mpii = D.CocoKeypoints(mann, mimg, transform=tf, skeleton="h36m17")
+            else:
+                mpii = D.MpiiDataset(mann, mimg, transform=tf, skeleton="h36m17")
             ds = D.MixedDataset([h36m, mpii], ratios=[1, 1], seed=int(cfg["seed"]))
         else:
             ds = h36m
