@@ -133,3 +133,146 @@ def test_gradcheck_heatmap_mse_and_marginals():
     target = torch.randn(1, 2, 3, 4, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda p: heatmap_mse(p, target, torch.tensor([[1.0, 0.5]], dtype=torch.float64)), (pred,))
     assert torch.autograd.gradcheck(lambda p: marginals(p), (pred,))
+
+
+# ------------------------------------------------------------------------------- recipes (issue 13)
+def test_nll_loss_hand_values_and_weights():
+    from integral_pose.losses import nll_loss
+
+    pred = torch.tensor([[[0.5, 1.0], [3.0, 0.0]]])
+    target = torch.tensor([[[0.0, 0.0], [math.nan, 0.0]]])
+    scale = torch.tensor([[[0.5, 1.0], [1.0, 2.0]]])
+    w = torch.tensor([[[1.0, 1.0], [0.0, 1.0]]])  # the NaN target has weight 0
+    laplace = [0.5 / 0.5 + math.log(1.0), 1.0 / 1.0 + math.log(2.0), 0.0 + math.log(4.0)]
+    gauss = [0.5 + math.log(0.5) + 0.5 * math.log(2 * math.pi), 0.5 + 0.5 * math.log(2 * math.pi),
+             math.log(2.0) + 0.5 * math.log(2 * math.pi)]
+    assert nll_loss(pred, target, scale, w).item() == pytest.approx(sum(laplace) / 3)
+    assert nll_loss(pred, target, scale, w, "gaussian_nll").item() == pytest.approx(sum(gauss) / 3)
+    with pytest.raises(ValueError, match="kind"):
+        nll_loss(pred, target, scale, w, "cauchy_nll")
+    with pytest.raises(ValueError, match=r"scale must have the shape of pred \(B, K, d\) = \(1, 2, 2\)"):
+        nll_loss(pred, target, scale[..., :1], w)
+
+
+@pytest.mark.parametrize("kind", ["laplace_nll", "gaussian_nll"])
+def test_nll_is_smallest_where_the_scale_matches_the_error(kind):
+    from integral_pose.losses import nll_loss
+
+    err = torch.tensor([[[0.3]]], dtype=torch.float64)
+    scales = torch.linspace(0.05, 1.0, 96, dtype=torch.float64)
+    values = torch.stack([nll_loss(err, torch.zeros_like(err), s.view(1, 1, 1), kind=kind) for s in scales])
+    assert scales[values.argmin()].item() == pytest.approx(0.3, abs=0.011)
+    b = torch.full((1, 1, 1), 0.3, dtype=torch.float64, requires_grad=True)
+    nll_loss(err, torch.zeros_like(err), b, kind=kind).backward()
+    assert abs(b.grad.item()) < 1e-9  # stationary at scale = |error|
+    p = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
+    s = (torch.rand(2, 3, 2, dtype=torch.float64) + 0.2).requires_grad_()
+    t = torch.randn(2, 3, 2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, c: nll_loss(a, t, c, kind=kind), (p, s))
+
+
+def test_combined_nll_prefers_a_map_whose_spread_matches_its_error():
+    """The likelihood loss through the map's spread: an honest (wide) map beats an overconfident
+    (sharp) one at the same wrong position, and the scale it reports is the spread."""
+    target = torch.tensor([[[8.0, 8.0]]])
+    wrong = torch.tensor([[[10.0, 10.0]]])  # 2 cells off on each axis
+    sharp, _ = render_heatmaps(wrong, (20, 20), 0.5, "log_gaussian")
+    honest, _ = render_heatmaps(wrong, (20, 20), 2.0, "log_gaussian")
+    for kind in ("laplace_nll", "gaussian_nll"):
+        fn = CombinedLoss(coord_kind=kind, normalized=False)
+        a, b = fn(sharp, target), fn(honest, target)
+        assert b["loss"] < a["loss"], kind
+        torch.testing.assert_close(b["scale"], torch.full((1, 1, 2), 2.0), atol=1e-3, rtol=0)
+    logits = honest.clone().requires_grad_()
+    learned = CombinedLoss(coord_kind="laplace_nll", nll_scale="learned", num_joints=1, ndim=2)
+    learned(logits, target)["loss"].backward()
+    assert torch.isfinite(logits.grad).all() and learned.log_scale.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="num_joints and ndim"):
+        CombinedLoss(coord_kind="laplace_nll", nll_scale="learned")
+
+
+def test_map_regularizer_kl_and_js_hand_values():
+    from integral_pose.losses import map_regularizer
+
+    logits = torch.zeros(1, 1, 3, dtype=torch.float64)  # uniform p over 3 cells
+    target = torch.tensor([[[1.0]]], dtype=torch.float64)
+    g = [math.exp(-0.5), 1.0, math.exp(-0.5)]
+    q = [v / sum(g) for v in g]
+    p = [1 / 3] * 3
+    kl = sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+    m = [(pi + qi) / 2 for pi, qi in zip(p, q)]
+    js = 0.5 * sum(pi * math.log(pi / mi) for pi, mi in zip(p, m)) + 0.5 * sum(qi * math.log(qi / mi) for qi, mi in zip(q, m))
+    assert map_regularizer(logits, target, 1.0, kind="kl").item() == pytest.approx(kl, abs=1e-12)
+    assert map_regularizer(logits, target, 1.0, kind="js").item() == pytest.approx(js, abs=1e-12)
+    x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([[[1.2, 2.5], [3.0, 0.5]]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda z: map_regularizer(z, t, 1.0, kind="kl"), (x,))
+    with pytest.raises(ValueError, match="kind"):
+        map_regularizer(x, t, 1.0, kind="wasserstein")
+
+
+def test_kl_regularizer_matches_dsntnn():
+    dsntnn = pytest.importorskip("dsntnn")
+    from integral_pose.losses import map_regularizer
+
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 7, 8, generator=g, dtype=torch.float64)
+    n = torch.tensor([8.0, 7.0], dtype=torch.float64)
+    target = torch.rand(2, 3, 2, generator=g, dtype=torch.float64) * (n - 1)
+    theirs = dsntnn.kl_reg_losses(dsntnn.flat_softmax(logits), (2 * target + 1) / n - 1, 1.5)
+    torch.testing.assert_close(map_regularizer(logits, target, 1.5, kind="kl"), theirs.mean(), atol=1e-7, rtol=0)
+
+
+def test_combined_regulariser_counts_joints_by_their_xy_weights():
+    """A 3D sample's depth weight does not decide whether its joint's map is regularised."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 2, 4, 6, 6, generator=g)
+    target = torch.rand(1, 2, 3, generator=g) * 3
+    w = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # joint 0: 2D only; joint 1: no image position
+    out = CombinedLoss(coord_weight=0.0, js_weight=1.0, regularizer="kl")(logits, target, w)
+    from integral_pose.losses import map_regularizer
+
+    torch.testing.assert_close(out["kl"], map_regularizer(logits, target, 1.0, torch.tensor([[1.0, 0.0]]), kind="kl"))
+    assert CombinedLoss(js_weight=2.0, regularizer="kl").weights == {"coord": 1.0, "heatmap": 0.0, "kl": 2.0}
+
+
+def _coordinate_error_minimiser(readout: str, truth: float, sigma: float = 1.5, size: int = 16) -> float:
+    """Where the map must sit (its log-Gaussian's centre, x) for the L1 loss against ``truth`` to be smallest."""
+    from integral_pose.losses import integral_coordinates
+
+    centres = torch.arange(-0.4, 3.0, 0.02, dtype=torch.float64)
+    mus = torch.stack([centres, torch.full_like(centres, 7.5)], -1)[:, None]  # (N, 1, 2): x near the left border
+    logits, _ = render_heatmaps(mus, (size, size), sigma, "log_gaussian")
+    target = torch.tensor([truth, 7.5], dtype=torch.float64).expand_as(mus)
+    err = (integral_coordinates(logits, readout) - target).abs().sum(-1).squeeze(1)
+    return float(centres[err.argmin()])
+
+
+def test_debiased_training_loss_is_minimised_at_the_true_position_near_the_border():
+    """Gu et al.'s point: the plain soft-argmax of a map at the truth is pulled inward near the border,
+    so the plain loss rewards maps pushed outward; the debiased readout's loss is smallest at the truth."""
+    truth = 1.0
+    assert _coordinate_error_minimiser("debiased", truth) == pytest.approx(truth, abs=0.021)
+    plain = _coordinate_error_minimiser("plain", truth)
+    assert plain < truth - 0.1  # biased: the plain loss wants the map outside the truth
+    # its gradient reaches the logits and is finite
+    t = torch.tensor([[[truth, 7.5]]])
+    logits, _ = render_heatmaps(torch.tensor([[[1.6, 7.0]]]), (16, 16), 1.5, "log_gaussian")
+    logits = (logits + 0.05 * torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    out = CombinedLoss(readout="debiased", normalized=False)(logits, t)
+    out["loss"].backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+    # hand value: the debiased readout of an exact log-Gaussian is its centre, so L1 = |1.6 - 1| + |7 - 7.5| over 2 axes
+    exact, _ = render_heatmaps(torch.tensor([[[1.6, 7.0]]]), (16, 16), 1.5, "log_gaussian")
+    assert CombinedLoss(readout="debiased", normalized=False)(exact, t)["coord"].item() == pytest.approx(0.55, abs=1e-4)
+    with pytest.raises(ValueError, match="readout"):
+        CombinedLoss(readout="biased")
+
+
+def test_map_scale_in_cells_and_normalised_units():
+    from integral_pose.losses import map_scale
+
+    logits, _ = render_heatmaps(torch.tensor([[[10.0, 8.0]]]), (16, 20), 1.5, "log_gaussian")
+    cells = map_scale(logits, normalized=False)
+    torch.testing.assert_close(cells, torch.full((1, 1, 2), 1.5), atol=1e-3, rtol=0)
+    torch.testing.assert_close(map_scale(logits), cells / torch.tensor([20.0, 16.0]))
