@@ -41,6 +41,7 @@ from integral_pose.metrics.pck_auc import (
     pck_curve,
     torso_size,
 )
+from integral_pose.skeletons import get_skeleton
 
 METRICS = ("pckh", "pck", "mpjpe", "coco")
 _DEFAULT_THR = {"pckh": 0.5, "pck": 0.2}
@@ -58,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--norm", choices=("torso", "bbox", "head"), default="torso",
                         help="PCK normaliser for --metric pck (default: torso)")
     parser.add_argument("--skeleton", default=None,
-                        help="skeleton name for the torso pair (default: mpii for 16 joints, coco for 17)")
+                        help="skeleton name or YAML file: its torso pair for PCK (default: mpii for 16 joints, coco for 17) "
+                             "and its OKS sigmas for --metric coco (default: COCO's for 17 keypoints, else the mean COCO sigma)")
     parser.add_argument("--align", choices=("none", "scale", "procrustes"), default="none",
                         help="MPJPE alignment: none, scale (N-MPJPE) or procrustes (PA-MPJPE)")
     parser.add_argument("--root", type=int, default=None, help="root joint subtracted before MPJPE (e.g. 0)")
@@ -242,8 +244,8 @@ def evaluate_files(args: argparse.Namespace) -> tuple[dict, str]:
     if args.metric == "coco":
         if args.plot:
             raise UserError("--plot is not available for --metric coco (AP is not a PCK curve)")
-        res = coco_keypoint_ap(args.pred, args.gt)
-        return {k: res[k] for k in (*COCO_STAT_NAMES, "num_results", "non_finite")}, "COCO keypoint AP/AR (pycocotools, OKS)"
+        res = coco_keypoint_ap(args.pred, args.gt, sigmas=get_skeleton(args.skeleton).sigmas if args.skeleton else None)
+        return {k: res[k] for k in (*COCO_STAT_NAMES, "num_results", "non_finite", "oks_sigmas")}, "COCO keypoint AP/AR (pycocotools, OKS)"
     pred, pred_images = load_predictions(args.pred)
     if args.pred_one_based:
         pred = pred - 1.0
