@@ -1,13 +1,16 @@
 """Configs: the schema, overrides, unknown-key errors, and every shipped config builds its model and data."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import default_collate
 
-from integral_pose.engine.config import SCHEMA, ConfigError, load_config, schema_markdown
+from integral_pose.engine.config import _NUMBERS, SCHEMA, ConfigError, load_config, schema_markdown
+from integral_pose.models import list_models
+from integral_pose.ops.decode import DECODE_METHODS
 from integral_pose.engine.data import build_dataset, dataset_skeleton
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.skeletons import get_skeleton
@@ -97,6 +100,56 @@ def test_overrides_are_typed_and_validated():
         load_config(None, ["data.input_size=[60, 64]"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.lr"])
+
+
+@pytest.mark.parametrize("key", sorted(_NUMBERS))
+def test_numeric_range_and_type_name_key_and_value(key):
+    integer, low, inclusive, nullable = _NUMBERS[key]
+    below = low - 1 if inclusive else low  # the first value outside the range
+    with pytest.raises(ConfigError, match=re.escape(f"{key} = {below!r}: expected")):
+        load_config(None, [f"{key}={below}"])
+    with pytest.raises(ConfigError, match=re.escape(f"{key} = 'abc': expected")):
+        load_config(None, [f"{key}=abc"])
+    load_config(None, [f"{key}={low if inclusive else low + 1}"])  # the bound itself (or just inside) is valid
+    if integer:
+        with pytest.raises(ConfigError, match=re.escape(f"{key} = {low + 1.5!r}: expected an integer")):
+            load_config(None, [f"{key}={low + 1.5}"])
+    if nullable:
+        assert load_config(None, [f"{key}=null"])  # null is allowed
+    else:
+        with pytest.raises(ConfigError, match=re.escape(f"{key} = None: expected")):
+            load_config(None, [f"{key}=null"])
+
+
+def test_names_come_from_their_owners():
+    for name in list_models():
+        assert load_config(None, [f"model.name={name}"])["model"]["name"] == name
+    with pytest.raises(ConfigError, match=r"model\.name = 'resnet19': unknown model; did you mean 'resnet18'\?"):
+        load_config(None, ["model.name=resnet19"])
+    assert load_config(None, [f"eval.decoders=[{', '.join(DECODE_METHODS)}]"])["eval"]["decoders"] == list(DECODE_METHODS)
+    with pytest.raises(ConfigError, match=r"eval\.decoders entry 'argmx'.*did you mean 'argmax'\?"):
+        load_config(None, ["eval.decoders=[argmx]"])
+
+
+def test_yaml_numbers_and_booleans():
+    # YAML 1.1 reads 2e4 as text: an integer key reads it as the integer it spells, a float key as a float
+    cfg = load_config(None, ["data.synthetic_train=2e4", "train.lr=1e-3"])
+    assert cfg["data"]["synthetic_train"] == 20000 and isinstance(cfg["data"]["synthetic_train"], int)
+    assert cfg["train"]["lr"] == 1e-3
+    with pytest.raises(ConfigError, match=r"data\.flip = 3: expected true or false"):
+        load_config(None, ["data.flip=3"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size = True"):  # YAML's true is an int in Python
+        load_config(None, ["data.batch_size=true"])
+    with pytest.raises(ConfigError, match=r"train\.lr_steps = \[6, 'x'\]"):
+        load_config(None, ["train.lr_steps=[6, x]"])
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train:\n  lr: [0.1\n  mode: integral\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "\n" not in str(e.value) and "bad.yaml" in str(e.value) and "line 3" in str(e.value)
 
 
 def test_every_key_is_documented():

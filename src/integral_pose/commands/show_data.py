@@ -111,8 +111,11 @@ def main(args: argparse.Namespace) -> int:
             tile = draw_skeleton(smp["image"], px, sk_name, smp["target_weight"][:, 0], scale=args.tile / args.input_size)
             tiles.append(put_label(tile, f"#{int(i)}"))
     grid = make_grid(tiles)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    save_image(str(args.output), grid)
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        save_image(str(args.output), grid)
+    except OSError as exc:
+        raise UserError(f"cannot write {str(args.output)!r}: {exc.strerror or exc}") from exc
     summary = ds.summary() if hasattr(ds, "summary") else f"{type(ds).__name__}: {len(ds)} items"
     print(f"{summary}\nwrote {args.output} ({len(tiles)} samples, view={view})")
     return 0

@@ -162,6 +162,13 @@ def _check_key(key: str, source: str) -> None:
         raise ConfigError(f"unknown config key {key!r} in {source}{hint} (valid keys: docs/configs.md)")
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """The parser's complaint and where, on one line: "expected ',' or ']', but got ':' at line 3, column 7"."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key=value`` strings (values parsed as YAML: 3, 0.5, true, null, [8, 11], text)."""
     for item in overrides:
@@ -173,7 +180,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item}: value {raw!r} is not valid YAML: {e}") from None
+            raise ConfigError(f"--set {item}: value {raw!r} is not valid YAML ({_yaml_problem(e)})") from None
         _set(cfg, key, _coerce(key, value))
     return cfg
 
@@ -192,7 +199,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
         for key, value in flatten(loaded).items():

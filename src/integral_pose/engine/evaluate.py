@@ -105,7 +105,8 @@ def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[
         # Lightning checkpoints hold plain Python objects besides tensors; only load your own files.
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch.load fails in many ways on a bad file (zip, pickle, EOF, OS errors)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # torch's own message can run to a paragraph: its first sentence says what is wrong.
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
         raise UserError(f"checkpoint {str(path)!r} cannot be read (truncated or not a PyTorch file?): {reason}") from exc
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or not isinstance(hp.get("cfg"), dict) or not {"num_joints", "skeleton"} <= hp.keys():

@@ -1,0 +1,200 @@
+"""Every row of docs/errors.md through ``cli.main``: one line on stderr naming the culprit, exit 2, no traceback.
+
+No row trains: checkpoints are small files written here (a tiny model's weights in the layout
+Lightning saves), and the config rows fail in ``load_config`` before anything is made (each train
+row also carries tiny-run overrides first, so a row that stopped failing would end quickly).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from integral_pose import cli
+from integral_pose.commands import quantization
+from integral_pose.engine.config import load_config
+from integral_pose.engine.evaluate import load_checkpoint
+from integral_pose.engine.module import build_model_from_config
+from integral_pose.files import UserError
+
+DOCS = Path(__file__).parents[1] / "docs" / "errors.md"
+TINY_MODEL = ["model.width=8", "model.head_channels=16"]
+# A train row that stopped failing would run this (seconds), not the demo.
+TINY_RUN = ["data.synthetic_train=8", "data.synthetic_val=4", "data.batch_size=4", "train.max_epochs=1",
+            "train.compare_modes=[]", "train.progress_bar=false", "train.max_time_s=20", "train.threads=1"]
+
+
+def _save(path: Path, hp: dict | None, state: dict | None) -> Path:
+    ckpt = {}
+    if hp is not None:
+        ckpt["hyper_parameters"] = hp
+    if state is not None:
+        ckpt["state_dict"] = {f"model.{k}": v for k, v in state.items()}
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The bad inputs of the table, and one good checkpoint they are made from."""
+    d = tmp_path_factory.mktemp("bad_inputs")
+    cfg = load_config(None, TINY_MODEL)
+    model = build_model_from_config(cfg, 17)
+    hp = {"cfg": cfg, "num_joints": 17, "skeleton": "h36m17"}
+    f = {"dir": d, "good": _save(d / "good.ckpt", hp, model.state_dict())}
+    load_checkpoint(f["good"])  # the good one loads: the rows below fail for their own reason only
+    f["truncated"] = d / "truncated.ckpt"
+    data = f["good"].read_bytes()
+    f["truncated"].write_bytes(data[: len(data) // 2])
+    f["text"] = d / "notes.ckpt"
+    f["text"].write_text("not a checkpoint\n")
+    f["foreign"] = d / "foreign.pt"
+    torch.save(model.state_dict(), f["foreign"])  # a plain state_dict: no hyper_parameters.cfg
+    wider = build_model_from_config(load_config(None, ["model.width=16", "model.head_channels=16"]), 17)
+    f["mismatch"] = _save(d / "mismatch.ckpt", hp, wider.state_dict())
+    f["future"] = _save(d / "future.ckpt", {**hp, "integral_pose_version": "99.0.0"}, model.state_dict())
+    f["ckpt_dir"] = d / "checkpoints"
+    f["ckpt_dir"].mkdir()
+    gt = np.random.default_rng(0).uniform(10, 50, (3, 16, 2))
+    f["gt"] = d / "gt.npz"
+    np.savez(f["gt"], joints=gt)
+    f["pred"] = d / "pred.json"
+    f["pred"].write_text(json.dumps({"preds": gt.tolist()}))
+    f["pred_short"] = d / "pred_short.json"
+    f["pred_short"].write_text(json.dumps({"preds": gt[:, :15].tolist()}))
+    f["pred_broken"] = d / "pred_broken.json"
+    f["pred_broken"].write_text('{"preds": [[1, 2]')
+    f["a_file"] = d / "a_file.txt"
+    f["a_file"].write_text("a regular file where a folder is expected\n")
+    f["bad_yaml"] = d / "bad.yaml"
+    f["bad_yaml"].write_text("train:\n  lr: [0.1\n  mode: integral\n")
+    return f
+
+
+def _train(*overrides: str) -> list[str]:
+    argv = ["train", "--output", "{dir}/train_run"]
+    for o in (*TINY_RUN, *overrides):
+        argv += ["--set", o]
+    return argv
+
+
+# (mistake as written in docs/errors.md, argv with {file} placeholders, text the message must contain)
+ROWS = [
+    # configuration (train; the same checks run for evaluate --checkpoint --set)
+    ("config file missing", ["train", "--config", "{dir}/nope.yaml"], "nope.yaml"),
+    ("config file is not valid YAML", ["train", "--config", "{bad_yaml}"], "bad.yaml: not valid YAML (expected ',' or ']', but got ':' at line 3"),
+    ("unknown config key", _train("train.lrr=0.1"), "did you mean 'train.lr'"),
+    ("`--set` without `=`", _train("train.lr"), "key=value"),
+    ("unknown model name", _train("model.name=resnet19"), "model.name = 'resnet19': unknown model; did you mean 'resnet18'"),
+    ("learning rate <= 0", _train("train.lr=-1"), "train.lr = -1: expected a number > 0"),
+    ("text where a number is expected", _train("train.lr=fast"), "train.lr = 'fast': expected a number"),
+    ("negative weight decay", _train("train.weight_decay=-0.1"), "train.weight_decay = -0.1"),
+    ("depth bins < 2", _train("model.depth_bins=0"), "model.depth_bins = 0: expected an integer >= 2"),
+    ("heatmap sigma <= 0", _train("data.heatmap_sigma=0"), "data.heatmap_sigma = 0"),
+    ("batch size < 1", _train("data.batch_size=0"), "data.batch_size = 0: expected an integer >= 1"),
+    ("no synthetic training images", _train("data.synthetic_train=0"), "data.synthetic_train = 0"),
+    ("no synthetic validation images", _train("data.synthetic_val=0"), "data.synthetic_val = 0"),
+    ("zero epochs", _train("train.max_epochs=0"), "train.max_epochs = 0"),
+    ("limit of 0 samples", _train("data.limit_train=0"), "data.limit_train = 0"),
+    ("time cap <= 0", _train("train.max_time_s=0"), "train.max_time_s = 0"),
+    ("learning-rate steps not integers", _train("train.lr_steps=[a]"), "train.lr_steps = ['a']"),
+    ("unknown training mode", _train("train.mode=integrl"), "train.mode = 'integrl'"),
+    ("unknown decoder", _train("eval.decoders=[argmx]"), "eval.decoders entry 'argmx'"),
+    ("input size not a multiple of 32", _train("data.input_size=[60, 64]"), "data.input_size = [60, 64]"),
+    ("not a boolean", _train("data.flip=3"), "data.flip = 3: expected true or false"),
+    # checkpoints (evaluate, export; predict loads them the same way)
+    ("checkpoint missing", ["evaluate", "--checkpoint", "{dir}/none.ckpt"], "none.ckpt' not found"),
+    ("checkpoint is a folder", ["evaluate", "--checkpoint", "{ckpt_dir}"], "is a folder"),
+    ("checkpoint truncated", ["evaluate", "--checkpoint", "{truncated}"], "truncated.ckpt' cannot be read"),
+    ("checkpoint not a PyTorch file", ["export", "--checkpoint", "{text}", "--output", "{dir}/m.onnx"], "notes.ckpt' cannot be read"),
+    ("checkpoint of another project", ["evaluate", "--checkpoint", "{foreign}"], "foreign.pt' is not an integral-pose training checkpoint"),
+    ("weights do not fit the config", ["evaluate", "--checkpoint", "{mismatch}"], "mismatch.ckpt': its weights do not fit"),
+    ("checkpoint of another major version", ["evaluate", "--checkpoint", "{future}"], "written by integral-pose 99.0.0"),
+    ("model key changed at evaluation", ["evaluate", "--checkpoint", "{good}", "--set", "model.width=16"], "model keys cannot change"),
+    ("export checkpoint missing", ["export", "--checkpoint", "{dir}/none.ckpt", "--output", "{dir}/m.onnx"], "none.ckpt' not found"),
+    # evaluate on prediction files
+    ("evaluate without inputs", ["evaluate", "--metric", "pck"], "missing --pred, --gt"),
+    ("`--checkpoint` with `--pred`", ["evaluate", "--checkpoint", "{good}", "--pred", "{pred}"], "do not combine it with --pred"),
+    ("`--set` without `--checkpoint`", ["evaluate", "--pred", "{pred}", "--gt", "{gt}", "--metric", "pck", "--set", "a=1"], "only with --checkpoint"),
+    ("prediction file missing", ["evaluate", "--pred", "{dir}/none.json", "--gt", "{gt}", "--metric", "pck"], "prediction file not found"),
+    ("ground-truth file missing", ["evaluate", "--pred", "{pred}", "--gt", "{dir}/none.npz", "--metric", "pck"], "ground-truth file not found"),
+    ("prediction file not valid JSON", ["evaluate", "--pred", "{pred_broken}", "--gt", "{gt}", "--metric", "pck"], "pred_broken.json"),
+    ("predictions and ground truth differ in shape", ["evaluate", "--pred", "{pred_short}", "--gt", "{gt}", "--metric", "pck", "--norm", "bbox"], "(3, 15, 2)"),
+    ("output folder cannot be written", ["evaluate", "--pred", "{pred}", "--gt", "{gt}", "--metric", "pck", "--norm", "bbox", "--output", "{a_file}/out"], "cannot write"),
+    # show-data, quantization, bench, study
+    ("show-data `--root` missing", ["show-data", "--dataset", "coco", "--root", "{dir}/nowhere", "--output", "{dir}/g.png"], "nowhere' not found (given by --root)"),
+    ("show-data annotation file missing", ["show-data", "--dataset", "mpii", "--root", "{dir}", "--ann", "{dir}/none.json", "--output", "{dir}/g.png"], "annotation file"),
+    ("show-data output under a file", ["show-data", "--num", "1", "--image-size", "32", "--tile", "32", "--output", "{a_file}/g.png"], "cannot write '{a_file}/g.png'"),
+    ("quantization floor <= 0", ["quantization", "--floor", "-1"], "--floor -1"),
+    ("quantization sigma <= 0", ["quantization", "--sigma", "0"], "--sigma 0"),
+    ("bench unknown dtype", ["bench", "--dtypes", "fp64"], "--dtypes: unknown entry 'fp64'"),
+    ("bench unknown implementation", ["bench", "--impls", "tritn"], "--impls: unknown entry 'tritn'"),
+    ("study pose archive missing", ["study", "--poses", "{dir}/nowhere", "--output", "{dir}/study"], "--poses"),
+]
+
+
+def _one_line_error(capsys, argv: list[str], culprit: str) -> str:
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    err = captured.err
+    assert code == 2, f"{argv}: exit {code}\n{err}"
+    assert "Traceback" not in err + captured.out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"{argv}: stderr is not one line:\n{err}"
+    assert lines[0].startswith(f"integral-pose {argv[0]}: "), lines[0]
+    assert culprit in lines[0], f"{culprit!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+@pytest.mark.parametrize("mistake, argv, culprit", ROWS, ids=[r[0] for r in ROWS])
+def test_row(mistake, argv, culprit, files, capsys, one_thread):
+    line = _one_line_error(capsys, [a.format(**files) for a in argv], culprit.format(**files))
+    assert line.startswith(f"integral-pose {argv[0]}: error: ")
+    assert f"| {mistake} |" in DOCS.read_text(), f"row {mistake!r} missing from docs/errors.md"
+
+
+def test_show_data_without_root_outside_the_repository(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(capsys, ["show-data", "--dataset", "coco", "--output", "g.png"], "../shared/data/coco")
+    assert "pass --root DIR" in line and str(tmp_path) in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_bench_cuda_without_a_device(capsys):
+    _one_line_error(capsys, ["bench", "--device", "cuda"], "no CUDA device")
+
+
+def test_interrupt_is_one_line_and_130(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantization, "run_study", interrupted)
+    assert cli.main(["quantization"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "integral-pose quantization: interrupted"
+
+
+def test_debug_shows_the_traceback(files, capsys):
+    missing = str(files["dir"] / "none.ckpt")
+    with pytest.raises(UserError, match="none.ckpt"):
+        cli.main(["--debug", "evaluate", "--checkpoint", missing])
+    with pytest.raises(UserError, match="none.ckpt"):  # also accepted after the command
+        cli.main(["evaluate", "--checkpoint", missing, "--debug"])
+    assert cli.main(["evaluate", "--checkpoint", missing]) == 2  # and without it, the one line
+
+
+def test_usage_errors_are_argparse_s(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["evaluate", "--bogus"])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_every_docs_row_is_tested():
+    rows = [line.split("|")[1].strip() for line in DOCS.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| mistake") and not line.startswith("| ---")]
+    tested = {r[0] for r in ROWS} | {"show-data without `--root` outside the repository", "bench `--device cuda` without a GPU",
+                                     "Ctrl-C", "unknown flag or missing argument"}
+    assert set(rows) == tested, f"docs/errors.md and the tests differ: {set(rows) ^ tested}"
