@@ -18,7 +18,7 @@ from integral_pose.commands import quantization
 from integral_pose.engine.config import load_config
 from integral_pose.engine.evaluate import load_checkpoint
 from integral_pose.engine.module import build_model_from_config
-from integral_pose.files import UserError
+from integral_pose.files import BadFileError, MissingFileError, UserError
 
 DOCS = Path(__file__).parents[1] / "docs" / "errors.md"
 TINY_MODEL = ["model.width=8", "model.head_channels=16"]
@@ -184,6 +184,15 @@ def test_debug_shows_the_traceback(files, capsys):
     with pytest.raises(UserError, match="none.ckpt"):  # also accepted after the command
         cli.main(["evaluate", "--checkpoint", missing, "--debug"])
     assert cli.main(["evaluate", "--checkpoint", missing]) == 2  # and without it, the one line
+
+
+def test_checkpoint_errors_keep_their_kinds(files):
+    """Library callers can tell a missing file (also a FileNotFoundError) from a bad one (also a ValueError)."""
+    with pytest.raises(MissingFileError):
+        load_checkpoint(files["dir"] / "none.ckpt")
+    for name in ("ckpt_dir", "truncated", "text", "foreign", "mismatch", "future"):
+        with pytest.raises(BadFileError, match=files[name].name):
+            load_checkpoint(files[name])
 
 
 def test_usage_errors_are_argparse_s(capsys):

@@ -21,7 +21,7 @@ from integral_pose.engine.inference import collect_predictions, compute_metrics
 from integral_pose.metrics.coco import coco_keypoint_ap, keypoint_results
 from integral_pose.ops.decode import LOGIT_METHODS
 from integral_pose.engine.module import build_model_from_config
-from integral_pose.files import UserError, atomic_write_text
+from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_text
 
 __all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json"]
 
@@ -91,38 +91,39 @@ def _major(version: str) -> str:
 def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], str]:
     """(model (eval mode), cfg, skeleton name) from a training checkpoint (a Lightning .ckpt).
 
-    Every way the file can be wrong is a :class:`UserError` naming it: missing, a folder, unreadable
+    Every way the file can be wrong is a :class:`UserError` naming it (:class:`MissingFileError`:
+    missing; :class:`BadFileError`: the others): a folder, unreadable
     or truncated, not a checkpoint of this project (no ``hyper_parameters.cfg``), written by another
     major version (``hyper_parameters.integral_pose_version``, when present), or weights that do not
     fit the model its config describes.
     """
     path = Path(checkpoint)
     if path.is_dir():
-        raise UserError(f"checkpoint {str(path)!r} is a folder; pass a .ckpt file (training writes OUTPUT/checkpoints/last.ckpt)")
+        raise BadFileError(f"checkpoint {str(path)!r} is a folder; pass a .ckpt file (training writes OUTPUT/checkpoints/last.ckpt)")
     if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} not found (training writes OUTPUT/checkpoints/*.ckpt)")
+        raise MissingFileError(f"checkpoint {str(path)!r} not found (training writes OUTPUT/checkpoints/*.ckpt)")
     try:
         # Lightning checkpoints hold plain Python objects besides tensors; only load your own files.
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch.load fails in many ways on a bad file (zip, pickle, EOF, OS errors)
         # torch's own message can run to a paragraph: its first sentence says what is wrong.
         reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
-        raise UserError(f"checkpoint {str(path)!r} cannot be read (truncated or not a PyTorch file?): {reason}") from exc
+        raise BadFileError(f"checkpoint {str(path)!r} cannot be read (truncated or not a PyTorch file?): {reason}") from exc
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not isinstance(hp, dict) or not isinstance(hp.get("cfg"), dict) or not {"num_joints", "skeleton"} <= hp.keys():
-        raise UserError(f"checkpoint {str(path)!r} is not an integral-pose training checkpoint (no hyper_parameters.cfg); "
+        raise BadFileError(f"checkpoint {str(path)!r} is not an integral-pose training checkpoint (no hyper_parameters.cfg); "
                         f"pass a .ckpt written by integral-pose train")
     written_by = hp.get("integral_pose_version")
     if written_by is not None and _major(written_by) != _major(__version__):
-        raise UserError(f"checkpoint {str(path)!r} was written by integral-pose {written_by}; this is {__version__} "
+        raise BadFileError(f"checkpoint {str(path)!r} was written by integral-pose {written_by}; this is {__version__} "
                         f"(another major version: its config and weights may not mean the same here)")
     cfg, k, skeleton = hp["cfg"], int(hp["num_joints"]), hp["skeleton"]
     try:
         model = build_model_from_config({**cfg, "model": {**cfg["model"], "pretrained": None}}, k)
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"checkpoint {str(path)!r}: its config does not describe a model of this version ({exc!r})") from exc
+        raise BadFileError(f"checkpoint {str(path)!r}: its config does not describe a model of this version ({exc!r})") from exc
     if not isinstance(ckpt.get("state_dict"), dict):
-        raise UserError(f"checkpoint {str(path)!r} has no state_dict (weights)")
+        raise BadFileError(f"checkpoint {str(path)!r} has no state_dict (weights)")
     state = {key[len("model."):]: v for key, v in ckpt["state_dict"].items() if key.startswith("model.")}
     own = model.state_dict()
     missing = sorted(own.keys() - state.keys())
@@ -131,7 +132,7 @@ def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[
     if missing or unexpected or wrong:
         first = (f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, the model's {tuple(own[wrong[0]].shape)}" if wrong else
                  f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
-        raise UserError(f"checkpoint {str(path)!r}: its weights do not fit the model its config describes "
+        raise BadFileError(f"checkpoint {str(path)!r}: its weights do not fit the model its config describes "
                         f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape; first: {first})")
     model.load_state_dict(state)
     model.eval()
