@@ -233,6 +233,8 @@ def evaluate_checkpoint(
         cfg = load_config(config)
         cfg["model"] = ckpt_cfg["model"]
         cfg["train"]["mode"] = ckpt_cfg["train"]["mode"]
+        # the readout the model was trained through leads its evaluation (decoders_for_mode)
+        cfg["train"]["integral_readout"] = ckpt_cfg["train"].get("integral_readout", "plain")
     else:
         cfg = json.loads(json.dumps(ckpt_cfg))
     apply_overrides(cfg, overrides)
