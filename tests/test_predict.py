@@ -276,6 +276,11 @@ def test_input_and_detection_errors_write_nothing(coco_run, tmp_path):
     (tmp_path / "dets.json").write_text(json.dumps([{"file_name": "000000000785.jpg", "bbox": [0, 0, 10], "score": 1.0}]))
     with pytest.raises(UserError, match="detection 0: bbox must be four numbers"):
         run_predict([*base, str(COCO / "000000000785.jpg"), "--detections", str(tmp_path / "dets.json")])
+    (tmp_path / "dets.json").write_text("[{")
+    with pytest.raises(UserError, match="dets.json: --detections file is not valid JSON"):
+        run_predict([*base, str(COCO / "000000000785.jpg"), "--detections", str(tmp_path / "dets.json")])
+    with pytest.raises(UserError, match="--detections file not found: .*nodets.json"):
+        run_predict([*base, str(COCO / "000000000785.jpg"), "--detections", str(tmp_path / "nodets.json")])
     with pytest.raises(UserError, match="no image named 'broken.jpg' in --gt"):
         run_predict([*base, str(bad), "--gt", str(GT)])
     with pytest.raises(UserError, match="checkpoint .*none.ckpt"):

@@ -25,7 +25,7 @@ import numpy as np
 from integral_pose.engine.data import depth_supervised
 from integral_pose.engine.evaluate import decoders_for_mode, load_checkpoint
 from integral_pose.engine.predict import check_box, predict_people, whole_image_box
-from integral_pose.files import UserError, atomic_write_bytes, atomic_write_text
+from integral_pose.files import UserError, atomic_write_bytes, atomic_write_text, read_json
 from integral_pose.metrics.coco import keypoint_results
 from integral_pose.viz import draw_skeleton, put_label
 
@@ -134,7 +134,7 @@ def output_names(paths: list[Path]) -> list[str]:
 def image_ids(paths: list[Path], gt: str | None) -> list[int]:
     """COCO image id per input: from ``gt``'s images by file name; else a numeric stem; else the position."""
     if gt is not None:
-        data = _read_json(gt, "--gt")
+        data = read_json(gt, "--gt COCO annotation file")
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise UserError(f"--gt {gt}: not a COCO annotation file (no 'images' list)")
         by_name = {}
@@ -157,18 +157,9 @@ def image_ids(paths: list[Path], gt: str | None) -> list[int]:
     return ids
 
 
-def _read_json(path: str, flag: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{flag} {path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{flag} {path}: cannot read JSON ({exc})") from None
-
-
 def read_detections(path: str, threshold: float) -> list[dict]:
     """Person boxes of a COCO results JSON, at or above ``threshold``: [{"bbox", "score", "image_id" | "file_name", "name"}]."""
-    data = _read_json(path, "--detections")
+    data = read_json(path, "--detections file")
     if not isinstance(data, list):
         raise UserError(f"--detections {path}: expected a list of detections, got {type(data).__name__}")
     out = []
