@@ -29,7 +29,7 @@ COMMANDS = [
     ("show-data", show_data, "draw a grid of dataset samples with their skeletons"),
     ("evaluate", evaluate, "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
     ("train", train, "train a model from a config (default: the synthetic CPU demo)"),
-    ("predict", predict, "run a checkpoint on images: JSON of joints + PNG with the skeleton"),
+    ("predict", predict, "run a checkpoint on images, folders or globs: a PNG per image + one COCO keypoints.json"),
     ("export", export, "export a checkpoint to ONNX and check onnxruntime against PyTorch"),
     ("study", study, "reproduction study: readouts x output resolution, mixed 2D/3D training"),
     ("make-toy-data", make_toy_data, "write a small COCO-format set with its own 5-point skeleton (README: Train on your own data)"),
