@@ -85,18 +85,9 @@ def _maps(kind: str, k: int, h: int, w: int, seed: int) -> torch.Tensor:
     return peaks + 0.5 * noise
 
 
-# integral_debiased returns cell 0 for one-cell peaks and noise maps: the truncated-Gaussian fit
-# falls back to sqrt of a negative variance (the background-subtracted marginal has negative
-# cells), the NaN makes the next window empty, and the empty window decodes to cell 0 -- so the
-# original reads x = 0 and the mirrored copy maps back to x = W - 1. Strict: fixing the decoder
-# turns these into passes that ask for the marker to go.
-_DEBIASED_BUG = pytest.mark.xfail(strict=True, reason="ops.decode integral_debiased: NaN fallback sigma -> empty window -> cell 0")
-
-
 @pytest.mark.parametrize(
     "method, kind",
-    [(m, kind) if m != "integral_debiased" or kind == "smooth" else pytest.param(m, kind, marks=_DEBIASED_BUG)
-     for m in DECODE_METHODS for kind in ("smooth", "one_cell", "noise")],
+    [(m, kind) for m in DECODE_METHODS for kind in ("smooth", "one_cell", "noise")],
 )
 @pytest.mark.parametrize("name", SKELETONS)
 def test_mirrored_maps_give_back_the_same_coordinates(method, kind, name):
@@ -105,7 +96,10 @@ def test_mirrored_maps_give_back_the_same_coordinates(method, kind, name):
     logits = _maps(kind, len(perm), 9, 13, seed=0)
     plain, plain_scores = decode_with_flip(logits, method)
     both, scores = decode_with_flip(logits, method, _mirrored(logits, perm), perm)
-    torch.testing.assert_close(both, plain, rtol=0, atol=1e-5)
+    # integral_debiased fits a Gaussian by Newton steps in float32: mirroring reverses the order of
+    # its sums, which moves the result by float32 round-off (1e-4 cells), not by a mapping error.
+    atol = 1e-3 if method == "integral_debiased" else 1e-5
+    torch.testing.assert_close(both, plain, rtol=0, atol=atol)
     torch.testing.assert_close(scores, plain_scores, rtol=0, atol=1e-5)
 
 

@@ -256,3 +256,22 @@ def test_bad_input(bad, kwargs, exc, match):
 def test_method_lists():
     assert set(SCORE_METHODS) | set(LOGIT_METHODS) == set(DECODE_METHODS)
     assert DECODE_METHODS == ("argmax", "argmax_quarter", "dark", "integral", "integral_debiased")
+
+
+def test_debiased_on_one_cell_peaks_and_noise_stays_at_the_peak():
+    """A one-cell peak on a noisy floor leaves a background-subtracted marginal with negative cells:
+    the Gaussian fit is degenerate there, and the readout must fall back to the window's plain mean,
+    not to cell 0 (the fit's NaN sigma once emptied the next window)."""
+    g = torch.Generator().manual_seed(0)
+    logits = 0.1 * torch.randn(64, 1, 16, 16, generator=g)
+    logits[..., 5, 9] += 8.0
+    coords, _ = decode(logits, "integral_debiased")
+    assert torch.isfinite(coords).all()
+    err = (coords[:, 0] - torch.tensor([9.0, 5.0])).norm(dim=-1)
+    assert err.max() < 0.5, err.max()
+    noise = 3.0 * torch.randn(64, 4, 9, 13, generator=g)
+    coords, _ = decode(noise, "integral_debiased")
+    assert torch.isfinite(coords).all()
+    assert (coords >= -0.5).all() and (coords[..., 0] <= 12.5).all() and (coords[..., 1] <= 8.5).all()
+    # pure noise has no bump to fit; the readout must not collapse onto the corner cell
+    assert (coords.norm(dim=-1) < 0.5).float().mean() < 0.05

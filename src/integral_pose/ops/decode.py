@@ -188,8 +188,8 @@ def _integral_scores(probs: Tensor) -> Tensor:
     return window.flatten(2).sum(-1)
 
 
-def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple[Tensor, Tensor]:
-    """(mu, sigma) of the Gaussian whose cell-sampled restriction to ``support`` has q's moments.
+def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+    """(mu, sigma, good) of the Gaussian whose cell-sampled restriction to ``support`` has q's moments.
 
     q: (..., n) weights of one axis (a marginal; small negative values from background
     subtraction are fine); support: (..., n) bool, a run of cells (the fitting window).
@@ -198,8 +198,9 @@ def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple
     (m, s: mean and std of q). This is an exponential family, so the moment equations are the
     gradient of the convex log-partition A(eta): Newton's Hessian is the covariance of (u, u^2),
     positive definite, and the solution is unique. The damped steps never let eta2 reach 0.
-    Falls back to (m, s) where the problem is degenerate (near-delta or flat q) or the fit lands
-    outside the window on a side where the window does not end at the map's edge.
+    ``good`` (bool) is False where the problem is degenerate (near-delta, flat or net-negative q)
+    or the fit lands outside the window on a side where the window does not end at the map's edge;
+    the caller then uses its own fallback (mu and sigma are finite there but meaningless).
     """
     dt = torch.float64
     q = torch.where(support, q.to(dt), torch.zeros((), dtype=dt, device=q.device))
@@ -237,7 +238,8 @@ def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple
     hi = torch.where(support, i, torch.full((), -math.inf, dtype=dt, device=q.device)).amax(-1, keepdim=True)
     inside = (mu >= torch.where(lo <= 0, -math.inf, lo - 0.5)) & (mu <= torch.where(hi >= n - 1, math.inf, hi + 0.5))
     good = ok & (eta2 < 0) & torch.isfinite(mu) & torch.isfinite(sigma) & inside
-    return torch.where(good, mu, m).squeeze(-1), torch.where(good, sigma, var.sqrt()).squeeze(-1)
+    return (torch.where(good, mu, m).squeeze(-1), torch.where(good, sigma, var.clamp(min=0).sqrt()).squeeze(-1),
+            good.squeeze(-1))
 
 
 _WINDOW_SIGMAS = 6.0  # fitting window: +-(6 sigma + 1) cells around the estimate
@@ -284,12 +286,19 @@ def _decode_integral_debiased(logits: Tensor, beta: float) -> tuple[Tensor, Tens
             axis = 2 + d - 1 - a
             others = [dd for dd in range(2, 2 + d) if dd != axis]
             q = wc.sum(dim=others) if others else wc
-            mu, sig = _fit_truncated_gaussian(q, support[a])
-            mus.append(mu.to(x.dtype).clamp(-0.5, size[-1 - a] - 0.5))
-            sigmas.append(sig.to(x.dtype))
+            mu, sig, good = _fit_truncated_gaussian(q, support[a])
+            # Where the fit is degenerate (a one-cell peak, or noise that leaves no net bump after
+            # the background subtraction): the plain mean of the window's weights, never a cell
+            # the window does not hold.
+            q_raw = torch.where(inside, w_map, torch.zeros((), dtype=x.dtype, device=dev))
+            q_raw = q_raw.sum(dim=others) if others else q_raw
+            plain = (q_raw * grids[a]).sum(-1) / q_raw.sum(-1).clamp(min=1e-30)
+            mus.append(torch.where(good, mu.to(x.dtype), plain).clamp(-0.5, size[-1 - a] - 0.5))
+            sigmas.append(torch.where(good, sig.to(x.dtype), torch.full_like(plain, math.nan)))
         coords = torch.stack(mus, -1)
         for a in range(d):  # next window around the estimate; at most doubling (no runaway on noise)
-            half[a] = torch.minimum((_WINDOW_SIGMAS * sigmas[a].detach()).clamp(min=2.0) + 1.0, 2.0 * half[a])
+            grown = torch.minimum((_WINDOW_SIGMAS * sigmas[a].detach()).clamp(min=2.0) + 1.0, 2.0 * half[a])
+            half[a] = torch.where(torch.isfinite(grown), grown, half[a])  # no fit: keep the window's size
             support[a] = (grids[a] - coords[..., a, None].detach()).abs() <= half[a][..., None]
     return coords, _integral_scores((w / C).view_as(x))
 
