@@ -10,7 +10,7 @@ import sys
 import torch
 
 from integral_pose.files import UserError
-from integral_pose.studies.bench import DEFAULT_SHAPES, DTYPES, IMPLS, QUICK_SHAPES, Row, Timer, _fmt, machine_line, measure, table
+from integral_pose.studies.bench import DEFAULT_SHAPES, DTYPES, IMPLS, QUICK_SHAPES, Row, Timer, format_value, machine_line, measure, table
 
 
 def _parse_shapes(text: str) -> list[tuple]:
@@ -95,8 +95,8 @@ def main(args: argparse.Namespace) -> int:
             copies[(shape, d)] = (copy_ms, 2 * nbytes / (copy_ms * 1e-3))
             rows += r
             for row in r:  # progress, so that a run cut short still shows something
-                print(f"  {row.shape} {row.dtype} {row.impl}: fwd {_fmt(row.fwd_ms)} ms, "
-                      f"fwd+bwd {_fmt(row.fwdbwd_ms)} ms {row.note}", file=sys.stderr, flush=True)
+                print(f"  {row.shape} {row.dtype} {row.impl}: fwd {format_value(row.fwd_ms)} ms, "
+                      f"fwd+bwd {format_value(row.fwdbwd_ms)} ms {row.note}", file=sys.stderr, flush=True)
             if args.sweep and "triton" in impls:
                 for block, split in _sweep_configs()[1:]:
                     rows += measure(shape, DTYPES[d], ["triton"], modes, timer, block, split)[0]

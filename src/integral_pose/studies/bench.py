@@ -152,7 +152,8 @@ class Row:
     note: str = ""
 
 
-def _fmt(v: float | None, pct: bool = False) -> str:
+def format_value(v: float | None, pct: bool = False) -> str:
+    """A table cell: milliseconds (3 decimals below 100) or, with ``pct``, a percentage; "—" for None."""
     if v is None:
         return "—"
     return f"{100 * v:.0f}%" if pct else (f"{v:.3f}" if v < 100 else f"{v:.1f}")
@@ -229,8 +230,8 @@ def table(rows: list[Row], copies: dict) -> str:
     for r in rows:
         shape = ", ".join(map(str, r.shape))
         err = "—" if r.max_err is None else f"{r.max_err:.1e}"
-        out.append(f"| {shape} | {r.dtype} | {r.impl} | {_fmt(r.fwd_ms)} | {_fmt(r.fwdbwd_ms)} | "
-                   f"{_fmt(r.fwd_bw, True)} | {_fmt(r.fwdbwd_bw, True)} | {err} | {r.note} |")
+        out.append(f"| {shape} | {r.dtype} | {r.impl} | {format_value(r.fwd_ms)} | {format_value(r.fwdbwd_ms)} | "
+                   f"{format_value(r.fwd_bw, True)} | {format_value(r.fwdbwd_bw, True)} | {err} | {r.note} |")
     out.append("")
     out.append("Device copy (x.clone(), read + write) in the same run: " + "; ".join(
         f"({', '.join(map(str, s))}) {d}: {ms:.3f} ms = {bw / 1e9:.0f} GB/s" for (s, d), (ms, bw) in copies.items()))
