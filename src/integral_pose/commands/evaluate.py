@@ -20,14 +20,12 @@ File formats (see docs/metrics.md for the full description):
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from integral_pose.engine.evaluate import evaluate_checkpoint, write_json
-from integral_pose.files import UserError
+from integral_pose.files import UserError, read_json
 from integral_pose.metrics.coco import COCO_STAT_NAMES, coco_keypoint_ap
 from integral_pose.metrics.joint_error import align_prediction, mpjpe_breakdown
 from integral_pose.metrics.mpii import MPII_GROUPS, approx_head_boxes, load_mpii_json, mpii_pckh
@@ -87,13 +85,6 @@ def _read_npz(path: Path) -> dict:
         raise UserError(f"{path}: cannot read NPZ ({exc})") from None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read JSON ({exc})") from None
-
-
 def load_predictions(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
     """Read a prediction file; returns ((N, K, d) float64, image names or None)."""
     path = Path(path)
@@ -110,7 +101,7 @@ def load_predictions(path: str | Path) -> tuple[np.ndarray, list[str] | None]:
             if k in z:
                 images = [str(s) for s in z[k].tolist()]
     else:
-        data = _read_json(path)
+        data = read_json(path, "prediction file")
         if isinstance(data, dict):
             key = next((k for k in _PRED_KEYS if k in data), None)
             if key is None:
