@@ -142,6 +142,8 @@ def test_readme_walk_through_end_to_end(tmp_path, monkeypatch, capsys):
     """make-toy-data -> train -> evaluate -> predict -> export, as in README "Train on your own data"."""
     monkeypatch.chdir(tmp_path)
     assert cli(["make-toy-data", "--output", "data/toy_star5", "--train", "32", "--val", "8", "--image-size", "64"]) == 0
+    assert cli(["make-toy-data", "--output", "data/toy_star5"]) == 2  # a user's data is never overwritten unasked
+    assert "'data/toy_star5' is not empty; choose a new folder" in capsys.readouterr().err
     # the user's skeleton file lives next to the data; after training nothing needs it any more
     sk_file = tmp_path / "my_skeleton.yaml"
     shutil.copy(REPO / "configs" / "own_skeleton" / "star5_skeleton.yaml", sk_file)
@@ -165,13 +167,14 @@ def test_readme_walk_through_end_to_end(tmp_path, monkeypatch, capsys):
 
     assert metrics["by_decoder"][metrics["decoder"]]["coco_ap"] == metrics["coco_ap"]  # OKS with the star's sigmas
 
-    # predict a folder (one person per image, the whole image as its box), then score its COCO
-    # results JSON with the skeleton's OKS sigmas
+    # predict a folder on the toy set's person boxes, then score its COCO results JSON with the
+    # skeleton's OKS sigmas
     toy = tmp_path / "data" / "toy_star5"
     assert cli(["predict", "--checkpoint", str(ckpt), str(toy / "images" / "val"), "--output", "pred",
-                "--gt", str(toy / "annotations" / "val.json")]) == 0
+                "--detections", str(toy / "annotations" / "val_boxes.json")]) == 0
     people = json.loads((tmp_path / "pred" / "keypoints.json").read_text())
     assert len(people) == 8 and all(len(p["keypoints"]) == 3 * 5 for p in people)
+    assert sorted(p["image_id"] for p in people) == list(range(100001, 100009))
     assert (tmp_path / "pred" / "100001.png").is_file()
     capsys.readouterr()
     assert cli(["evaluate", "--pred", "pred/keypoints.json", "--gt", str(toy / "annotations" / "val.json"),
@@ -184,3 +187,33 @@ def test_readme_walk_through_end_to_end(tmp_path, monkeypatch, capsys):
     sess = ort.InferenceSession(str(tmp_path / "star5.onnx"), providers=["CPUExecutionProvider"])
     logits, coords = sess.run(None, {"images": np.random.rand(2, 3, 64, 64).astype(np.float32)})
     assert logits.shape[:2] == (2, 5) and coords.shape == (2, 5, 2)
+
+
+def test_mixed_config_takes_a_coco_format_2d_half(tmp_path):
+    """h36m_mpii with a COCO-format 2D set (Human3.6M-17 order): 3D and 2D samples 1:1, the 2D ones
+    with depth weight 0 (configs/own_skeleton/h36m_plus_own_2d.yaml, docs/data.md)."""
+    frames = (REPO / ".." / "shared" / "data" / "h36m_frames").resolve()
+    if not (frames / "h36m_coco.json").is_file():
+        pytest.skip("needs ../shared/data/h36m_frames")
+    data = json.loads((frames / "h36m_coco.json").read_text())
+    for im in data["images"]:  # the user's 2D set: the same frames, 2D labels only, its own layout
+        stem = im["file_name"].rsplit("_", 1)[0]
+        im["file_name"] = f"{stem.split('_', 1)[0]}/{stem}/{im['file_name']}"
+    for a in data["annotations"]:
+        a.pop("keypoints_3d")
+    (tmp_path / "my_2d.json").write_text(json.dumps(data))
+    cfg = load_config(REPO / "configs" / "own_skeleton" / "h36m_plus_own_2d.yaml", [
+        "model.name=tiny", "model.depth_bins=8", "data.input_size=[64, 64]", f"data.root={frames}",
+        "data.train_ann=h36m_coco.json", "data.val_ann=h36m_coco.json", "data.train_images=.", "data.val_images=.",
+        f"data.mpii_root={frames}", f"data.mpii_ann={tmp_path / 'my_2d.json'}",
+    ])
+    assert depth_supervised(cfg) and depth_notice(cfg) is None
+    mixed = build_dataset(cfg, "train")
+    assert [type(d).__name__ for d in mixed.datasets] == ["H36MFrames", "CocoKeypoints"]
+    weights = {}
+    for i in range(len(mixed)):
+        s = mixed[i]
+        weights.setdefault(int(s["source"]), []).append(s["target_weight"])
+    assert set(weights) == {0, 1}
+    assert all(float(w[:, 2].max()) > 0 for w in weights[0])  # Human3.6M: depth trains
+    assert all(float(w[:, 2].max()) == 0 and float(w[:, :2].max()) > 0 for w in weights[1])  # 2D: x, y only

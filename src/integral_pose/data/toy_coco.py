@@ -5,13 +5,16 @@ Rendered synthetic people (:class:`integral_pose.data.SyntheticHumans`) re-label
 
     DIR/images/train/000001.png ...       DIR/annotations/train.json   (COCO keypoints format)
     DIR/images/val/100001.png ...         DIR/annotations/val.json
+                                          DIR/annotations/val_boxes.json (person boxes, COCO results)
     DIR/skeleton.yaml                     (the skeleton file ``data.skeleton`` points at)
 
 It is what ``integral-pose make-toy-data --output DIR`` writes and what the README's "Train on your
 own data" walks through (configs/own_skeleton/). Labels: keypoints are the projections of the 3D
 joints (pixel indices, COCO's convention and the project's); v = 2 when the joint is seen, 1 when
 it is inside the image but hidden behind the body, 0 (with x = y = 0) when outside the image; the
-box is the rendered silhouette's, in COCO's corner convention.
+box is the rendered silhouette's, in COCO's corner convention. ``val_boxes.json`` holds the same
+boxes as a person detector's output (COCO results: image_id, bbox, score), the input of
+``integral-pose predict --detections``.
 
 Example:
     >>> import json, tempfile
@@ -111,17 +114,20 @@ def _split(
         "categories": [category],
     }
     atomic_write_text(out / "annotations" / f"{split}.json", json.dumps(data) + "\n")
+    if split == "val":
+        boxes = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0} for a in annotations]
+        atomic_write_text(out / "annotations" / "val_boxes.json", json.dumps(boxes) + "\n")
 
 
 def make_toy_coco(
     output: str | os.PathLike,
-    num_train: int = 256,
-    num_val: int = 64,
+    num_train: int = 1024,
+    num_val: int = 128,
     image_size: int = 96,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write the toy set (images, ``annotations/{train,val}.json``, ``skeleton.yaml``) into ``output``.
+    """Write the toy set (images, ``annotations/{train,val,val_boxes}.json``, ``skeleton.yaml``) into ``output``.
 
     Args:
         output: folder to create (existing files of the same names are replaced).
