@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from integral_pose.data.common import PoseReader, check_box, check_joints, read_json
-from integral_pose.files import UserError
+from integral_pose.data.common import PoseReader, check_box, check_joints
+from integral_pose.files import UserError, read_json
 from integral_pose.skeletons import Skeleton, get_skeleton
 
 __all__ = ["CocoKeypoints", "KeypointCountError"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import math
 from pathlib import Path
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from integral_pose.files import read_json
 from integral_pose.skeletons import COCO_OKS_SIGMAS, DEFAULT_OKS_SIGMA
 
 __all__ = ["coco_keypoint_ap", "COCO_STAT_NAMES", "from_coco_box", "to_coco_box", "keypoint_results"]
@@ -101,10 +101,7 @@ def keypoint_results(
 def _load_results(results: Any) -> list[dict]:
     if isinstance(results, (str, Path)):
         path = Path(results)
-        try:
-            results = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read COCO results JSON ({exc})") from None
+        results = read_json(path, "COCO results file")
         where = str(path)
     else:
         where = "results"
