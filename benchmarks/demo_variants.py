@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from integral_pose.engine.config import load_config
-from integral_pose.engine.data import adopt_synthetic_cache, build_dataset, render_synthetic
+from integral_pose.engine.data import build_dataset, render_synthetic
 from integral_pose.engine.evaluate import evaluate_model
 from integral_pose.engine.module import PoseLightningModule, build_model_from_config
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableSampler
@@ -113,11 +113,12 @@ def main() -> None:
                       d["synthetic_pose_amplitude"], d["synthetic_clutter"]])
     cache = Path(a.cache_dir) / f"{hashlib.sha1(tag.encode()).hexdigest()[:16]}.pkl"
     if cache.is_file():
-        adopt_synthetic_cache(pickle.loads(cache.read_bytes()))
+        renders = pickle.loads(cache.read_bytes())
     else:
+        renders = render_synthetic(cfg)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_bytes(pickle.dumps(render_synthetic(cfg)))
-    train_set, val_set = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+        cache.write_bytes(pickle.dumps(renders))
+    train_set, val_set = build_dataset(cfg, "train", renders=renders), build_dataset(cfg, "val", renders=renders)
 
     k = 17
     model = SkipHeadNet(k, a.width or 16, a.head_channels or 64) if a.skip_head else build_model_from_config(cfg, k)

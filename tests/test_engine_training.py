@@ -2,6 +2,7 @@
 (gloo, CPU) equals one process on the same global batch, metrics.json and config.yaml are written."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -94,7 +95,17 @@ def test_kill_mid_epoch_and_resume_gives_identical_weights(tmp_path):
         run_training(cfg, tmp_path / "cut", verbose=False, callbacks=[_Kill(at_step=11)])
     # last.ckpt is from step 9: one batch into epoch 2 (8 batches per epoch)
     assert torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=False)["global_step"] == 9
-    run_training(cfg, tmp_path / "cut", resume=True, verbose=False)
+    config_before = (tmp_path / "cut/config.yaml").read_bytes()
+    rows_before = (tmp_path / "cut/csv/metrics.csv").read_text().splitlines()
+    assert len(rows_before) > 1
+    # the progress bar is a runtime setting: the run resumes and config.yaml stays as it was
+    run_training({**cfg, "train": {**cfg["train"], "progress_bar": True}}, tmp_path / "cut", resume=True, verbose=False)
+    assert (tmp_path / "cut/config.yaml").read_bytes() == config_before
+    rows_after = (tmp_path / "cut/csv/metrics.csv").read_text().splitlines()
+    assert rows_after[:len(rows_before)] == rows_before and len(rows_after) > len(rows_before)  # appended
+    header = rows_after[0].split(",")
+    steps = {int(r.split(",")[header.index("step")]) for r in rows_after[1:]}
+    assert min(steps) < 9 < max(steps)  # the rows before the kill and those after the resume
     a = _weights(tmp_path / "full/checkpoints/last.ckpt")
     b = _weights(tmp_path / "cut/checkpoints/last.ckpt")
     assert a.keys() == b.keys()
@@ -191,7 +202,7 @@ def test_parallel_comparison_equals_sequential(tmp_path):
 
 @pytest.mark.slow
 def test_parallel_run_failure_is_reported(tmp_path):
-    from integral_pose.engine.train import run_parallel
+    from integral_pose.engine.cpu_runs import run_parallel
 
     good = load_config(None, TINY + ["train.max_epochs=1", "data.synthetic_train=16"])
     bad = load_config(None, TINY + ["train.max_epochs=1", "data.synthetic_train=16", "train.mode=heatmap",
@@ -227,7 +238,7 @@ def test_batch_rendered_heatmap_targets_equal_the_per_sample_ones():
 
 def test_parallel_runs_report_a_missing_dataset_as_a_config_error(tmp_path):
     from integral_pose.engine.config import ConfigError
-    from integral_pose.engine.train import run_parallel
+    from integral_pose.engine.cpu_runs import run_parallel
 
     cfg = load_config(REPO / "configs" / "coco_res50_256x192.yaml", [f"data.root={tmp_path / 'nowhere'}", "train.threads=1"])
     hm = load_config(REPO / "configs" / "coco_res50_256x192.yaml",
@@ -235,3 +246,158 @@ def test_parallel_runs_report_a_missing_dataset_as_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"\[integral\].*nowhere.*does not exist") as e:
         run_parallel([(cfg, tmp_path / "a", False), (hm, tmp_path / "b", False)])
     assert "[heatmap]" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------- run folders
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    from integral_pose import cli
+
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _fake_run(folder: Path, cfg: dict, checkpoint: bool = True) -> None:
+    """A run folder as training leaves it, without training: config.yaml and (optionally) last.ckpt."""
+    from integral_pose.engine.config import dump_config
+
+    (folder / "checkpoints").mkdir(parents=True)
+    dump_config(cfg, folder / "config.yaml")
+    if checkpoint:
+        (folder / "checkpoints" / "last.ckpt").write_bytes(b"not read before the checks pass")
+
+
+def test_a_new_run_refuses_a_non_empty_output_and_overwrite_clears_only_runs(tmp_path, capsys):
+    from integral_pose.engine.train import prepare_run_folder
+    from integral_pose.files import UserError
+
+    run = tmp_path / "run"
+    _fake_run(run, load_config(None, TINY))
+    code, out, err = _cli(["train", "--output", str(run)] + [f"--set={o}" for o in TINY], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert str(run) in err and "--resume" in err and "--overwrite" in err
+    assert "Rendering" not in out + err and (run / "checkpoints" / "last.ckpt").is_file()  # nothing done, nothing lost
+    prepare_run_folder(tmp_path / "missing")  # a missing or empty folder is fine
+    (tmp_path / "empty").mkdir()
+    prepare_run_folder(tmp_path / "empty")
+    prepare_run_folder(run, overwrite=True)
+    assert not run.exists()
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "me.jpg").write_bytes(b"x")
+    with pytest.raises(UserError, match="holds no run"):
+        prepare_run_folder(other, overwrite=True)  # never deletes a folder that is not a run
+    assert (other / "me.jpg").is_file()
+    code, _, err = _cli(["train", "--output", str(run), "--resume", "--overwrite"], capsys)
+    assert code == 2 and "contradict" in err
+
+
+def test_resume_is_checked_before_any_work(tmp_path, capsys):
+    cfg = load_config(None, TINY + ["train.compare_modes=[heatmap]"])
+    sets = [f"--set={o}" for o in TINY] + ["--set=train.compare_modes=[heatmap]"]
+    # no checkpoint: refused, and nothing was rendered or trained (not even the comparison run)
+    _fake_run(tmp_path / "a", cfg, checkpoint=False)
+    code, out, err = _cli(["train", "--output", str(tmp_path / "a"), "--resume"] + sets, capsys)
+    assert code == 2 and "last.ckpt" in err and "nothing to resume" in err
+    assert "Rendering" not in out + err and not (tmp_path / "a" / "heatmap").exists()
+    # a comparison run that started without a checkpoint is refused as well, by its own folder
+    _fake_run(tmp_path / "b", cfg)
+    heatmap_cfg = {**cfg, "train": {**cfg["train"], "mode": "heatmap", "compare_modes": []}}
+    _fake_run(tmp_path / "b" / "heatmap", heatmap_cfg, checkpoint=False)
+    code, out, err = _cli(["train", "--output", str(tmp_path / "b"), "--resume"] + sets, capsys)
+    assert code == 2 and str(tmp_path / "b" / "heatmap" / "checkpoints" / "last.ckpt") in err
+    # another config: the differing keys are named, config.yaml is left alone
+    stored = (tmp_path / "b" / "config.yaml").read_text()
+    code, out, err = _cli(["train", "--output", str(tmp_path / "b"), "--resume"] + sets
+                          + ["--set=train.lr=0.5", "--set=model.width=4"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "train.lr (stored 0.004, now 0.5)" in err and "model.width (stored 8, now 4)" in err
+    assert (tmp_path / "b" / "config.yaml").read_text() == stored and "Rendering" not in out + err
+
+
+def test_resume_check_ignores_runtime_keys_only(tmp_path):
+    from integral_pose.engine.train import RUNTIME_KEYS, check_resume
+    from integral_pose.files import UserError
+
+    cfg = load_config(None, TINY)
+    _fake_run(tmp_path, cfg)
+    same = copy.deepcopy(cfg)
+    same["train"].update(threads=2, progress_bar=True, parallel_compare=False)
+    same["data"]["num_workers"] = 2
+    assert {"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers"} == RUNTIME_KEYS
+    assert check_resume(same, tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    other = copy.deepcopy(cfg)
+    other["train"]["max_epochs"] = 5
+    with pytest.raises(UserError, match=r"train\.max_epochs \(stored 2, now 5\)"):
+        check_resume(other, tmp_path)
+
+
+def test_zero_synthetic_images_is_a_config_error(tmp_path, capsys):
+    code, out, err = _cli(["train", "--output", str(tmp_path / "run"), "--set=data.synthetic_train=0"], capsys)
+    assert code == 2 and "data.synthetic_train" in err and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------- CPU demo machinery
+def test_wall_clock_schedule_moves_the_step_decay_earlier():
+    from integral_pose.engine.cpu_runs import WallClockSchedule
+    from integral_pose.engine.module import PoseLightningModule
+
+    clock = WallClockSchedule(max_time_s=10.0, max_epochs=4)
+    assert clock() == 0.0  # before training starts
+    clock.on_fit_start(None, None)
+    clock._t0 -= 5.0  # half the time budget has passed: progress is half of 4 epochs
+    assert 2.0 <= clock() < 2.5
+    cfg = load_config(None, TINY + ["train.lr=0.01", "train.lr_steps=[2]", "train.lr_factor=0.1"])
+    for progress, lr in ((None, 0.01), (clock, 0.001)):
+        module = PoseLightningModule(cfg, 17, "h36m17", progress=progress)
+        opt = module.configure_optimizers()["optimizer"]
+        assert opt.param_groups[0]["lr"] == pytest.approx(lr)  # epoch 0 by the trainer, 2+ by the clock
+
+
+def test_shared_renders_are_used_and_match_a_fresh_render():
+    from integral_pose.engine.data import render_synthetic
+
+    cfg = load_config(None, TINY)
+    renders = render_synthetic(cfg)
+    assert len(renders) == 2  # training and held-out set
+    again = render_synthetic(cfg, renders)
+    assert all(again[k] is renders[k] for k in renders)  # taken, not rendered again
+    shared, fresh = build_dataset(cfg, "val", renders=renders), build_dataset(cfg, "val")
+    assert shared._cache is next(r for k, r in renders.items() if r.num_samples == 32)._cache
+    assert torch.equal(shared[3]["image"], fresh[3]["image"])
+    assert render_synthetic(load_config(REPO / "configs" / "coco_res50_256x192.yaml")) == {}
+
+
+# ---------------------------------------------------------------------------------- console
+_OWN_LINES = [
+    r"Rendering \d+ synthetic (training|held-out) images \.\.\.",
+    r"Rendered \d+ synthetic (training|held-out) images in \d+ s",
+    r"\[integral\] epoch \d+/\d+  loss \d",
+    r"\[synthetic_2d / integral\] pck@0\.2=",
+    r"Held-out evaluation \(synthetic_2d: ",
+    r"\| ",
+    r"",
+]
+
+
+@pytest.mark.slow
+def test_a_short_train_prints_only_the_projects_own_lines(tmp_path):
+    import re
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("PYTHONWARNINGS", None)
+    cmd = [sys.executable, "-m", "integral_pose.cli", "train", "--output", str(tmp_path / "run")]
+    for o in ("data.synthetic_train=64", "data.synthetic_val=16", "train.max_epochs=1", "train.compare_modes=[]",
+              "model.width=8", "model.head_channels=16", "data.synthetic_image_size=64", "data.batch_size=8",
+              "train.threads=1"):
+        cmd += ["--set", o]
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = (r.stdout + r.stderr).splitlines()
+    strangers = [line for line in lines if not any(re.fullmatch(p + ".*", line) for p in _OWN_LINES)]
+    assert not strangers, strangers
+    text = r.stdout + r.stderr
+    for noise in ("GPU available", "TPU available", "litlogger", "Warning", "💡", "it/s]"):
+        assert noise not in text
+    assert "[integral] epoch 1/1" in r.stdout  # stdout is no terminal: one line per epoch, no bar
+    assert "Rendering 64 synthetic training images" in r.stderr

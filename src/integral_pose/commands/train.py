@@ -1,16 +1,27 @@
-"""``integral-pose train``."""
+"""``integral-pose train``: train a config (default: the CPU demo), evaluate it, print a comparison table.
+
+    integral-pose train [--config FILE] [--output DIR] [--max-epochs N] [--resume | --overwrite] [--set key=value ...]
+
+The run folder (``engine.train``) is DIR; with ``train.compare_modes`` (the default: ``[heatmap]``)
+the same setting also trains in each listed mode in ``DIR/<mode>/``, and the table goes to
+``DIR/summary.md``. A new run needs an empty (or missing) DIR; ``--resume`` continues every run in
+it, ``--overwrite`` deletes it first. All of that is checked before any work starts.
+"""
 from __future__ import annotations
 
 import argparse
-import sys
+import copy
+import time
 from pathlib import Path
 from typing import Any
-import time
-import torch
 
-from integral_pose.engine.config import ConfigError, load_config
+from integral_pose.engine.config import load_config
+from integral_pose.engine.console import quiet_console
+from integral_pose.engine.cpu_runs import Job, single_cpu_process, train_on_cpu
+from integral_pose.engine.data import render_synthetic
 from integral_pose.engine.inference import pck_key
-from integral_pose.engine.train import _mode_config, _runs_in_parallel, resolve_threads, run_parallel, run_training
+from integral_pose.engine.train import check_resume, launched_rank_zero, prepare_run_folder, run_training
+from integral_pose.files import UserError, atomic_write_text
 from integral_pose.ops.decode import DECODE_LABELS
 
 
@@ -18,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML config (default: the built-in synthetic 2D demo)")
     parser.add_argument("--output", default="runs/train", help="run directory (default: runs/train)")
     parser.add_argument("--max-epochs", type=int, default=None, help="shortcut for --set train.max_epochs=N")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.ckpt (exact, also mid-epoch)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in OUTPUT from its checkpoints/last.ckpt (exact, also mid-epoch); "
+                             "the config must equal OUTPUT/config.yaml")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the earlier run in OUTPUT first (a new run never writes into a non-empty folder)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.lr=0.001 (repeatable; see docs/configs.md)")
 
@@ -42,41 +57,49 @@ def format_table(runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparison_jobs(cfg: dict[str, Any], output: Path, resume: bool) -> list[Job]:
+    """The run of ``cfg`` in ``output`` and one run per ``train.compare_modes`` entry in ``output/<mode>``.
+
+    With ``resume``, a comparison run that never started (no folder) starts now; one that did must
+    be resumable like the main run.
+    """
+    jobs: list[Job] = [(cfg, output, resume)]
+    for mode in cfg["train"]["compare_modes"] or []:
+        if mode not in {job_cfg["train"]["mode"] for job_cfg, _, _ in jobs}:
+            sub = copy.deepcopy(cfg)
+            sub["train"]["mode"] = mode
+            sub["train"]["compare_modes"] = []
+            jobs.append((sub, output / mode, resume and (output / mode).is_dir()))
+    return jobs
+
+
 def main(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.max_epochs is not None:
         overrides.append(f"train.max_epochs={args.max_epochs}")
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as e:
-        print(f"integral-pose train: {e}", file=sys.stderr)
-        return 2
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite contradict each other: --resume continues the run in --output, "
+                        "--overwrite deletes it")
+    quiet_console()
+    cfg = load_config(args.config, overrides)
     out = Path(args.output)
     t0 = time.perf_counter()
-    # Resolve "auto" once, before this process adds to the load average, for every run below.
-    cfg["train"]["threads"] = resolve_threads(cfg["train"]["threads"])
-    jobs = [(cfg, out, args.resume)]
-    for mode in cfg["train"]["compare_modes"] or []:
-        if mode not in {job_cfg["train"]["mode"] for job_cfg, _, _ in jobs}:
-            sub_out = out / mode
-            jobs.append((_mode_config(cfg, mode), sub_out, args.resume and (sub_out / "checkpoints" / "last.ckpt").is_file()))
-    try:
-        if _runs_in_parallel(cfg, len(jobs)):
-            cores = cfg["train"]["threads"] or torch.get_num_threads()
-            share = max(1, cores // len(jobs))
-            for job_cfg, _, _ in jobs:
-                job_cfg["train"]["threads"] = share
-                job_cfg["train"]["progress_bar"] = False  # one line per epoch instead of interleaved bars
-            out.mkdir(parents=True, exist_ok=True)
-            print(f"Training {len(jobs)} runs in parallel ({', '.join(j[0]['train']['mode'] for j in jobs)}), "
-                  f"{share} thread(s) each; one line per epoch and run.", flush=True)
-            runs = run_parallel(jobs)
-        else:
-            runs = {job_cfg["train"]["mode"]: run_training(job_cfg, job_out, resume=job_resume)
-                    for job_cfg, job_out, job_resume in jobs}
-    except ConfigError as e:
-        print(f"integral-pose train: {e}", file=sys.stderr)
-        return 2
+    jobs = comparison_jobs(cfg, out, args.resume)
+    # Every check before any work: a refused run has rendered, trained and written nothing.
+    if args.resume:
+        for job_cfg, job_out, job_resume in jobs:
+            if job_resume:
+                check_resume(job_cfg, job_out)
+    elif launched_rank_zero():  # the other processes of a multi-process run start once the first one has
+        prepare_run_folder(out, overwrite=args.overwrite)
+    if single_cpu_process(cfg):
+        runs = train_on_cpu(jobs)  # the CPU demo: threads from the load, runs side by side, a clock schedule
+    else:
+        renders: dict = {}
+        for job_cfg, _, _ in jobs:
+            renders.update(render_synthetic(job_cfg, renders))
+        runs = {job_cfg["train"]["mode"]: run_training(job_cfg, job_out, resume=job_resume, renders=renders)
+                for job_cfg, job_out, job_resume in jobs}
     if not all(runs.values()):  # non-zero DDP ranks
         return 0
     wall = time.perf_counter() - t0
@@ -84,8 +107,6 @@ def main(args: argparse.Namespace) -> int:
     n_val = next(iter(runs.values()))["num_samples"]
     head = (f"Held-out evaluation ({cfg['name']}: {n_val} images, seed {cfg['seed']} + held-out offset, "
             f"flip test {'on' if cfg['eval']['flip_test'] else 'off'}); total wall time {wall:.0f} s")
-    (out / "summary.md").write_text(head + "\n\n" + table + "\n")
+    atomic_write_text(out / "summary.md", head + "\n\n" + table + "\n")
     print("\n" + head + "\n\n" + table + "\n", flush=True)
     return 0
-
-

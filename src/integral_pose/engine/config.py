@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from integral_pose.files import UserError
+from integral_pose.files import UserError, atomic_write_text
 from integral_pose.models import list_models
 from integral_pose.ops.decode import DECODE_METHODS
 
@@ -355,4 +355,5 @@ def schema_markdown() -> str:
 
 
 def dump_config(cfg: Mapping[str, Any], path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+    """Write ``cfg`` as YAML, atomically (an interrupted write leaves the old file or none)."""
+    atomic_write_text(path, yaml.safe_dump(dict(cfg), sort_keys=False))

@@ -2,12 +2,14 @@
 
 Data order is a pure function of (seed, epoch, rank) (:mod:`integral_pose.engine.sampling`), so a
 resumed run and a multi-process run see exactly the samples an uninterrupted single-process run
-would. The synthetic set is rendered once and cached in memory (as uint8) and reused by every
-run of the same process (the demo trains several modes on it).
+would. The synthetic set is rendered into memory (as uint8); :func:`render_synthetic` renders it
+once so that several runs (the demo trains several modes on it) can share it: pass its result as
+``renders`` to :func:`build_dataset` / :class:`PoseDataModule`.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,13 @@ import lightning as L
 from torch.utils.data import Dataset, Subset
 
 from integral_pose.engine.config import ConfigError
+from integral_pose.engine.console import RenderProgress
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableDataLoader, ResumableSampler
 from integral_pose.skeletons import Skeleton, SkeletonError, get_skeleton
 
-__all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "depth_supervised", "depth_notice", "render_synthetic", "adopt_synthetic_cache", "VAL_SEED_OFFSET"]
+__all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "depth_supervised", "depth_notice", "render_synthetic", "VAL_SEED_OFFSET"]
 
 VAL_SEED_OFFSET = 1000003  # held-out synthetic images come from a different seed stream
-
-_SYNTHETIC_CACHE: dict[tuple, Any] = {}
 
 _HOW_TO_GET = {
     "coco": "download COCO 2017 (images/train2017, images/val2017, annotations/person_keypoints_*.json) from https://cocodataset.org and set data.root",
@@ -175,26 +176,36 @@ def _synthetic_key(cfg: dict[str, Any], split: str) -> tuple:
     return (n, int(d["synthetic_image_size"]), seed, amplitude, int(d["synthetic_clutter"]))
 
 
-def render_synthetic(cfg: dict[str, Any]) -> dict[tuple, Any]:
-    """Render (or reuse) the configured synthetic training and held-out sets; return them as cache
-    entries that :func:`adopt_synthetic_cache` installs in another process (empty for real data)."""
+def _render(cfg: dict[str, Any], split: str):
+    """The configured synthetic set for ``split``, rendered into memory (a progress bar on stderr)."""
+    from integral_pose.data import SyntheticHumans
+
+    n, image_size, seed, amplitude, clutter = _synthetic_key(cfg, split)
+    raw = SyntheticHumans(n, image_size=image_size, seed=seed, pose_amplitude=amplitude, clutter=clutter)
+    workers = min(4, os.cpu_count() or 1) if n >= 256 else 0
+    with RenderProgress(n, "training" if split == "train" else "held-out") as progress:
+        raw.cache(num_workers=workers, progress=progress)
+    return raw
+
+
+def render_synthetic(cfg: dict[str, Any], have: Mapping[tuple, Any] | None = None) -> dict[tuple, Any]:
+    """The configured synthetic training and held-out sets, rendered (or taken from ``have``), as
+    ``renders`` for :func:`build_dataset` (empty for real data). Picklable: a spawned process can
+    take them instead of rendering again."""
     if cfg["data"]["dataset"] != "synthetic":
         return {}
-    for split in ("train", "val"):
-        build_dataset(cfg, split)
-    return {k: _SYNTHETIC_CACHE[k] for k in (_synthetic_key(cfg, "train"), _synthetic_key(cfg, "val"))}
+    have = have or {}
+    keys = {split: _synthetic_key(cfg, split) for split in ("train", "val")}
+    return {key: have[key] if key in have else _render(cfg, split) for split, key in keys.items()}
 
 
-def adopt_synthetic_cache(entries: dict[tuple, Any]) -> None:
-    """Use renders made elsewhere (:func:`render_synthetic` in a parent process) in this process."""
-    _SYNTHETIC_CACHE.update(entries)
-
-
-def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | dict | None = None) -> Dataset:
+def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | dict | None = None,
+                  renders: Mapping[tuple, Any] | None = None) -> Dataset:
     """The configured dataset for ``split`` ("train" or "val") yielding TRAINING SAMPLES.
 
     ``skeleton`` (a checkpoint's, at evaluation) replaces :func:`dataset_skeleton` (``data.skeleton``),
-    so a checkpoint needs no skeleton file next to it.
+    so a checkpoint needs no skeleton file next to it. ``renders`` (:func:`render_synthetic`) are
+    synthetic sets rendered before; without the one this config needs, it is rendered here.
     """
     import integral_pose.data as D
 
@@ -207,13 +218,8 @@ def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | di
     limit = d["limit_train"] if train else d["limit_val"]
     if ds_name == "synthetic":
         key = _synthetic_key(cfg, split)
-        n, image_size, seed, amplitude, clutter = key
-        if key not in _SYNTHETIC_CACHE:
-            raw = D.SyntheticHumans(n, image_size=image_size, seed=seed, pose_amplitude=amplitude, clutter=clutter)
-            workers = min(4, os.cpu_count() or 1) if n >= 256 else 0
-            raw.cache(num_workers=workers)
-            _SYNTHETIC_CACHE[key] = raw
-        return _SYNTHETIC_CACHE[key].with_transform(tf)  # shares the cached renders
+        raw = renders[key] if renders and key in renders else _render(cfg, split)
+        return raw.with_transform(tf)  # shares the renders
     if ds_name == "coco":
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")
@@ -246,17 +252,18 @@ def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | di
 class PoseDataModule(L.LightningDataModule):
     """Training and validation loaders for a resolved config (see :mod:`integral_pose.engine.config`)."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], renders: Mapping[tuple, Any] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
+        self.renders = renders  # synthetic sets rendered before (render_synthetic), shared with other runs
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = build_dataset(self.cfg, "train")
+            self.train_set = build_dataset(self.cfg, "train", renders=self.renders)
         if self.val_set is None:
-            self.val_set = build_dataset(self.cfg, "val")
+            self.val_set = build_dataset(self.cfg, "val", renders=self.renders)
 
     def _world(self) -> tuple[int, int]:
         t = self.trainer

@@ -16,6 +16,7 @@ Training modes (``train.mode``):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -123,19 +124,20 @@ class PoseLightningModule(L.LightningModule):
         skeleton: the skeleton (a name, YAML path, dict or Skeleton: ``get_skeleton``), for the flip
             test and the torso of PCK; stored in full as ``Skeleton.to_dict()``, so a checkpoint
             carries it (``get_skeleton`` restores it; older checkpoints store a name).
+        progress: optional training progress in epochs from another source than the trainer's
+            epoch count (the CPU demo's wall clock: ``engine.cpu_runs.WallClockSchedule``); the
+            step decay of the learning rate follows whichever is further.
     """
 
-    def __init__(self, cfg: dict[str, Any], num_joints: int, skeleton: Any) -> None:
+    def __init__(self, cfg: dict[str, Any], num_joints: int, skeleton: Any,
+                 progress: Callable[[], float] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": cfg, "num_joints": num_joints, "skeleton": get_skeleton(skeleton).to_dict()})
         self.cfg = cfg
         self.model = build_model_from_config(cfg, num_joints)
         self.integral_loss = build_integral_loss(cfg, num_joints)
         self._t_last: float | None = None
-        self._fit_start: float | None = None
-
-    def on_fit_start(self) -> None:
-        self._fit_start = time.perf_counter()
+        self.progress = progress
 
     def setup(self, stage: str) -> None:
         if self.cfg["train"]["channels_last"]:
@@ -233,17 +235,13 @@ class PoseLightningModule(L.LightningModule):
         factor = float(t["lr_factor"])
         warm = int(t["warmup_steps"] or 0)
 
-        max_epochs = max(1, int(t["max_epochs"]))
-        cap = float(t["max_time_s"] or 0)
-
         # One step-wise schedule: linear warm-up by optimizer step, step decay by epoch. It reads the
         # trainer's epoch, which a resumed run restores, so a resumed run follows the same curve.
-        # Under a wall-clock cap (train.max_time_s) the decay also happens at the same fraction of
-        # the time budget, so a run cut short by a slow machine still anneals.
+        # A ``progress`` source (the demo's wall clock) can move the decay earlier, never later.
         def lr_lambda(step: int) -> float:
             epoch = float(self.trainer.current_epoch) if self._trainer is not None else 0.0
-            if cap > 0 and self._fit_start is not None:
-                epoch = max(epoch, (time.perf_counter() - self._fit_start) / cap * max_epochs)
+            if self.progress is not None:
+                epoch = max(epoch, float(self.progress()))
             return lr_factor(step, epoch, warm, steps, factor)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)

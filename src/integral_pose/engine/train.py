@@ -1,102 +1,217 @@
-"""``integral-pose train``: train a model from a config, evaluate it, and write the run directory.
+"""One training run: config -> data -> model -> Lightning -> evaluate, into a run folder.
 
-    integral-pose train [--config FILE] [--output DIR] [--max-epochs N] [--resume] [--set key=value ...]
-
-Without ``--config`` the built-in default runs: the CPU demo on synthetic humans. The run directory
-holds ``config.yaml`` (as resolved), ``checkpoints/`` (one per epoch + ``last.ckpt``), ``tb/``
-(TensorBoard), ``csv/metrics.csv`` and ``metrics.json`` (the final evaluation on held-out data).
-With ``train.compare_modes`` (the default: ``[heatmap]``) the same setting is also trained in each
-listed mode under ``DIR/<mode>/`` and a comparison table is printed and written to
-``DIR/summary.md``.
+A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/`` (one per epoch +
+``last.ckpt``), ``tb/`` (TensorBoard), ``csv/metrics.csv`` and ``metrics.json`` (the final
+evaluation on held-out data). Folders are never overwritten by accident
+(:func:`prepare_run_folder`), and ``resume`` continues one only when its checkpoint exists and its
+config is the same (:func:`check_resume`); a resumed run appends to its logs and leaves
+``config.yaml`` as it was. Result files are written atomically (``integral_pose.files``).
 
 Multi-GPU / multi-node: set ``train.devices`` / ``train.num_nodes`` and launch the way Lightning
 expects (plain ``python -m integral_pose.cli train ...`` spawns one process per device on a node;
-under ``torchrun`` or ``srun`` Lightning reads the launcher's environment).
+under ``torchrun`` or ``srun`` Lightning reads the launcher's environment). The CPU demo's extras
+(threads from the load average, runs side by side, a clock-driven schedule) are in
+:mod:`integral_pose.engine.cpu_runs`.
 """
 from __future__ import annotations
 
-import copy
+import csv
 import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+import yaml
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from integral_pose.engine.config import ConfigError, dump_config
+from integral_pose.engine.callbacks import EpochSummary
+from integral_pose.engine.config import dump_config, flatten
+from integral_pose.engine.console import use_progress_bar
+from integral_pose.engine.data import PoseDataModule, dataset_skeleton, depth_notice
+from integral_pose.engine.evaluate import evaluate_model, write_json
 from integral_pose.engine.inference import pck_key
+from integral_pose.engine.module import PoseLightningModule
+from integral_pose.files import UserError
+from integral_pose.skeletons import get_skeleton
 
-__all__ = ["run_training", "run_parallel"]
+__all__ = ["run_training", "prepare_run_folder", "check_resume", "config_differences", "on_gpu", "launched_rank_zero",
+           "RUNTIME_KEYS"]
 
-
-def resolve_threads(value: Any) -> int | None:
-    """train.threads -> a thread count (None = leave torch's default)."""
-    if value in (None, "", 0):
-        return None
-    if value == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:
-            busy = 0.0
-        return max(1, min(cores, int(round(cores - busy))))
-    return int(value)
+# Keys that say how a run uses this machine, not what it trains: a resumed run may change them
+# (another thread count, no progress bar in a log file, side by side or not). Everything else must
+# equal the run's stored config.yaml, or the checkpoints would continue a different experiment.
+RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers"})
 
 
 def _precision(cfg: dict[str, Any]) -> str:
     p = cfg["train"]["precision"]
     if p != "auto":
         return str(p)
-    if torch.cuda.is_available() and cfg["train"]["accelerator"] in ("auto", "gpu", "cuda"):
+    if on_gpu(cfg):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
 
 
-def _on_gpu(cfg: dict[str, Any]) -> bool:
+def on_gpu(cfg: dict[str, Any]) -> bool:
+    """Whether ``cfg`` trains on a GPU here (``train.accelerator`` auto/gpu/cuda and one is present)."""
     return torch.cuda.is_available() and cfg["train"]["accelerator"] in ("auto", "gpu", "cuda")
 
 
-def run_training(
-    cfg: dict[str, Any], output: str | Path, resume: bool = False, verbose: bool = True, callbacks: Sequence[Any] = ()
-) -> dict[str, Any]:
-    """Train, evaluate on the held-out set, write the run directory; return the metrics (rank 0).
+def launched_rank_zero() -> bool:
+    """Whether this process is the first of its run, by the launcher's environment (Lightning's
+    DDP launcher re-runs the command once per device with LOCAL_RANK; torchrun/srun set RANK)."""
+    return all(int(os.environ.get(k) or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
-    ``callbacks`` are extra Lightning callbacks. Other ranks of a DDP run return an empty dict.
+
+def _is_run_folder(path: Path) -> bool:
+    return (path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
+
+
+def prepare_run_folder(output: str | Path, overwrite: bool = False) -> None:
+    """Make sure a NEW run may write to ``output``: it must be missing or empty.
+
+    ``overwrite`` first clears an earlier run folder (one with a ``config.yaml`` or ``checkpoints/``);
+    a non-empty folder that is not a run folder is never cleared.
+
+    Raises:
+        UserError: ``output`` holds files (naming the folder and how to continue).
     """
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {str(out)!r} is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"--output {str(out)!r} already holds a run; continue it with --resume, choose another "
+                        f"--output, or pass --overwrite to delete it first")
+    if not _is_run_folder(out):
+        raise UserError(f"--overwrite: {str(out)!r} is not empty and holds no run (no config.yaml or checkpoints/); "
+                        f"it is not deleted, choose another --output")
+    shutil.rmtree(out)
 
-    from integral_pose.engine.data import PoseDataModule, dataset_skeleton
-    from integral_pose.engine.evaluate import evaluate_model, write_json
-    from integral_pose.engine.module import PoseLightningModule
-    from integral_pose.skeletons import get_skeleton
 
+def config_differences(stored: Mapping[str, Any], cfg: Mapping[str, Any], ignore: frozenset[str] = RUNTIME_KEYS) -> list[str]:
+    """Dotted keys whose values differ between two configs, as ``key (stored A, now B)``.
+
+    Example:
+        >>> config_differences({"train": {"lr": 0.001, "threads": 2}}, {"train": {"lr": 0.002, "threads": 1}})
+        ['train.lr (stored 0.001, now 0.002)']
+    """
+    # through YAML, as config.yaml stores it, so that e.g. a tuple and a list compare equal
+    a = flatten(yaml.safe_load(yaml.safe_dump(dict(stored))))
+    b = flatten(yaml.safe_load(yaml.safe_dump(dict(cfg))))
+    keys = sorted(k for k in a.keys() | b.keys() if k not in ignore and (k not in a or k not in b or a[k] != b[k]))
+    return [f"{k} (stored {a[k] if k in a else 'nothing'}, now {b[k] if k in b else 'nothing'})" for k in keys]
+
+
+def check_resume(cfg: dict[str, Any], output: str | Path) -> Path:
+    """Check that the run in ``output`` can be resumed with ``cfg``; return its ``last.ckpt``.
+
+    Raises:
+        UserError: no ``checkpoints/last.ckpt``, no ``config.yaml``, or a config that differs from
+            the stored one in a key outside :data:`RUNTIME_KEYS` (naming the keys).
+    """
+    out = Path(output)
+    last = out / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise UserError(f"--resume: {str(last)!r} not found, so there is nothing to resume in {str(out)!r}; "
+                        f"start a new run without --resume (another --output, or --overwrite)")
+    stored_path = out / "config.yaml"
+    if not stored_path.is_file():
+        raise UserError(f"--resume: {str(stored_path)!r} not found; the checkpoint's config cannot be checked")
+    try:
+        stored = yaml.safe_load(stored_path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"--resume: {str(stored_path)!r} cannot be read: {str(e).splitlines()[0]}") from None
+    if not isinstance(stored, Mapping):
+        raise UserError(f"--resume: {str(stored_path)!r} is not a config (expected a mapping of keys)")
+    diff = config_differences(stored, cfg)
+    if diff:
+        raise UserError(f"--resume: the config differs from {str(stored_path)!r} in {'; '.join(diff)}; resume with "
+                        f"--config {stored_path} and no --set, or start a new run (another --output)")
+    return last
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it keeps the rows already in ``metrics.csv``.
+
+    Lightning's deletes the file when its folder exists, which loses a resumed run's earlier rows.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as f:
+                # the header Lightning wrote (sorted keys); appended rows use the same columns
+                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+
+
+class _CSVLogger(CSVLogger):
+    """CSVLogger that appends to an existing ``metrics.csv`` (see :class:`_AppendingWriter`)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def run_training(
+    cfg: dict[str, Any],
+    output: str | Path,
+    resume: bool = False,
+    verbose: bool = True,
+    callbacks: Sequence[Any] = (),
+    renders: Mapping[tuple, Any] | None = None,
+    progress: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate on the held-out set, write the run folder; return the metrics (rank 0).
+
+    Args:
+        cfg: the resolved config (``engine.config.load_config``).
+        output: the run folder. A new run writes into it as it is (``prepare_run_folder`` is the
+            command's check that it is empty); ``resume`` continues it (:func:`check_resume`).
+        callbacks: extra Lightning callbacks.
+        renders: synthetic sets rendered before (``engine.data.render_synthetic``), shared by runs.
+        progress: the module's extra schedule progress (``PoseLightningModule(progress=...)``).
+
+    Returns:
+        The metrics written to ``metrics.json``; an empty dict on the other ranks of a DDP run.
+    """
     out = Path(output)
     t = cfg["train"]
-    threads = resolve_threads(t["threads"])
-    if threads:
-        torch.set_num_threads(threads)
+    last = check_resume(cfg, out) if resume else None
+    if isinstance(t["threads"], int) and t["threads"] > 0:  # "auto" is the CPU demo's (engine.cpu_runs)
+        torch.set_num_threads(t["threads"])
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     skeleton = dataset_skeleton(cfg)
-    module = PoseLightningModule(cfg, get_skeleton(skeleton).num_joints, skeleton)
-    dm = PoseDataModule(cfg)
+    notice = depth_notice(cfg)
+    if verbose and notice and launched_rank_zero():
+        print(notice, flush=True)
+    module = PoseLightningModule(cfg, get_skeleton(skeleton).num_joints, skeleton, progress=progress)
+    dm = PoseDataModule(cfg, renders=renders)
 
     ckpt_dir = out / "checkpoints"
-    extra_callbacks = list(callbacks)
-    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                                 save_top_k=-1, every_n_epochs=1, save_last=True, enable_version_counter=False)]
+    all_callbacks: list[Any] = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                                                save_top_k=-1, every_n_epochs=1, save_last=True, enable_version_counter=False)]
     if t["checkpoint_every_n_steps"]:
         # Both callbacks write last.ckpt (no last-v1.ckpt): it is always the newest state.
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False,
-                                         every_n_train_steps=int(t["checkpoint_every_n_steps"])))
-    if not t["progress_bar"]:
-        from integral_pose.engine.callbacks import EpochSummary
-
-        callbacks.append(EpochSummary(t["mode"]))
-    callbacks.extend(extra_callbacks)
-    gpu = _on_gpu(cfg)
+        all_callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False,
+                                             every_n_train_steps=int(t["checkpoint_every_n_steps"])))
+    bar = use_progress_bar(cfg)
+    if not bar:
+        all_callbacks.append(EpochSummary(t["mode"]))
+    all_callbacks.extend(callbacks)
+    gpu = on_gpu(cfg)
     trainer = L.Trainer(
         default_root_dir=str(out),
         accelerator=t["accelerator"],
@@ -107,38 +222,33 @@ def run_training(
         max_epochs=t["max_epochs"],
         max_steps=t["max_steps"],
         max_time={"seconds": float(t["max_time_s"])} if t["max_time_s"] else None,
-        callbacks=callbacks,
-        logger=[TensorBoardLogger(str(out), name="tb", version=""), CSVLogger(str(out), name="csv", version="")],
+        callbacks=all_callbacks,
+        logger=[TensorBoardLogger(str(out), name="tb", version=""), _CSVLogger(str(out), name="csv", version="")],
         log_every_n_steps=t["log_every_n_steps"],
-        enable_progress_bar=bool(t["progress_bar"]),
+        enable_progress_bar=bar,
         enable_model_summary=False,
         deterministic=(True if not gpu else "warn") if t["deterministic"] else False,
         sync_batchnorm=bool(t["sync_batchnorm"]) and gpu,  # CPU: PoseLightningModule.setup converts BN
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         num_sanity_val_steps=0,
     )
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and last is None:
+        # a resumed run keeps its config.yaml: it describes the checkpoints
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / "config.yaml")
-    ckpt_path = None
-    if resume:
-        last = ckpt_dir / "last.ckpt"
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume: {last} not found (nothing to resume in {out})")
-        ckpt_path = str(last)
+    if last is not None and verbose and trainer.is_global_zero:
+        print(f"[{t['mode']}] resuming from {last}", flush=True)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last is not None else None)
     train_s = time.perf_counter() - t0
     if not trainer.is_global_zero:
         return {}
-    device = "cuda" if gpu else "cpu"
-    metrics = evaluate_model(module.model, dm.val_set, cfg, skeleton, device=device)
-    n_train = len(dm.train_set)
+    metrics = evaluate_model(module.model, dm.val_set, cfg, skeleton, device="cuda" if gpu else "cpu")
     metrics.update(
         {
             "mode": t["mode"],
             "train_time_s": round(train_s, 2),
-            "train_images": int(n_train),
+            "train_images": int(len(dm.train_set)),
             "epochs": int(trainer.current_epoch),
             "stopped_by_time_cap": bool(t["max_time_s"]) and trainer.current_epoch < t["max_epochs"]
             and (t["max_steps"] < 0 or trainer.global_step < t["max_steps"]),
@@ -149,91 +259,7 @@ def run_training(
     )
     write_json(metrics, out / "metrics.json")
     if verbose:
-        print(f"[{cfg['name']} / {t['mode']}] " + ", ".join(
-            f"{k}={metrics[k]:.4f}" for k in (pck_key(cfg["eval"]["pck_threshold"]), "pckh@0.5", "auc", "mean_error_px", "mpjpe_mm") if k in metrics
-        ) + f"  ({train_s:.0f} s training)", flush=True)
+        keys = (pck_key(cfg["eval"]["pck_threshold"]), "pckh@0.5", "auc", "mean_error_px", "mpjpe_mm")
+        print(f"[{cfg['name']} / {t['mode']}] " + ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
+              + f"  ({train_s:.0f} s training)", flush=True)
     return metrics
-
-
-def _mode_config(cfg: dict[str, Any], mode: str) -> dict[str, Any]:
-    sub = copy.deepcopy(cfg)
-    sub["train"]["mode"] = mode
-    sub["train"]["compare_modes"] = []
-    return sub
-
-
-def _runs_in_parallel(cfg: dict[str, Any], n_runs: int) -> bool:
-    t = cfg["train"]
-    one_process = str(t["devices"]) in ("auto", "1") and int(t["num_nodes"]) == 1
-    return bool(t["parallel_compare"]) and n_runs > 1 and one_process and not _on_gpu(cfg)
-
-
-def _parallel_worker(cfg: dict[str, Any], output: str, resume: bool, synthetic: dict, results: Any) -> None:
-    """One run of a parallel comparison, in its own (spawned) process."""
-    try:
-        from integral_pose.engine.data import adopt_synthetic_cache
-
-        adopt_synthetic_cache(synthetic)  # the parent's renders: not rendered again
-        results.put((cfg["train"]["mode"], run_training(cfg, output, resume=resume), None, False))
-    except ConfigError as e:  # a user error (e.g. a missing dataset path): the message is enough
-        results.put((cfg["train"]["mode"], None, str(e), True))
-    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
-        import traceback
-
-        results.put((cfg["train"]["mode"], None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}", False))
-
-
-def run_parallel(jobs: Sequence[tuple[dict[str, Any], Path, bool]]) -> dict[str, dict[str, Any]]:
-    """Train several single-process CPU runs at the same time, one spawned process each.
-
-    ``jobs``: (resolved config, run directory, resume) per run, one training mode each; each
-    config's ``train.threads`` is what its process uses. Synthetic renders are made once, here, and
-    handed to every process. Returns {mode: metrics} in the order of ``jobs``. Raises
-    :class:`ConfigError` if every failed run failed on its configuration, else RuntimeError with each
-    failed run's traceback; the other runs finish first. Interrupting the parent stops them all.
-    """
-    import multiprocessing as mp
-    import queue
-
-    from integral_pose.engine.data import render_synthetic
-
-    synthetic: dict = {}
-    for cfg, _, _ in jobs:
-        synthetic.update(render_synthetic(cfg))
-    ctx = mp.get_context("spawn")  # fork after torch has started its thread pools can deadlock
-    results = ctx.Queue()
-    procs = {cfg["train"]["mode"]: ctx.Process(target=_parallel_worker, args=(cfg, str(out), resume, synthetic, results))
-             for cfg, out, resume in jobs}
-    got: dict[str, dict[str, Any]] = {}
-    errors: list[tuple[str, bool]] = []  # (message, is a configuration error)
-    try:
-        for p in procs.values():
-            p.start()
-        pending = set(procs)
-        while pending:
-            try:
-                mode, metrics, error, config_error = results.get(timeout=2.0)
-            except queue.Empty:
-                # a process killed from outside (out of memory, a signal) never reports: notice it
-                for mode in [m for m in pending if not procs[m].is_alive() and procs[m].exitcode not in (None, 0)]:
-                    errors.append((f"[{mode}] process exited with code {procs[mode].exitcode} without a result", False))
-                    pending.discard(mode)
-                continue
-            pending.discard(mode)
-            if error:
-                errors.append((f"[{mode}] {error}", config_error))
-            else:
-                got[mode] = metrics
-        for p in procs.values():
-            p.join()
-    finally:
-        for p in procs.values():
-            if p.is_alive():  # only when the parent is interrupted or fails
-                p.terminate()
-    if errors:
-        if all(config_error for _, config_error in errors):
-            raise ConfigError("; ".join(message for message, _ in errors))
-        raise RuntimeError("parallel training failed:\n" + "\n".join(message for message, _ in errors))
-    return {cfg["train"]["mode"]: got[cfg["train"]["mode"]] for cfg, _, _ in jobs}
-
-

@@ -240,11 +240,12 @@ class SyntheticHumans(Dataset):
         }
 
     # ------------------------------------------------------------------ caching
-    def cache(self, num_workers: int = 0) -> "SyntheticHumans":
+    def cache(self, num_workers: int = 0, progress: Callable[[int], None] | None = None) -> "SyntheticHumans":
         """Render every item once and keep it in memory (images as uint8, 3 bytes per pixel).
 
         Later accesses return the cached render (quantised to 1/255) and still run ``transform``,
         so augmentation differs between epochs. ``num_workers`` > 0 renders in a DataLoader pool.
+        ``progress(done)`` is called after each item (a progress bar: rendering takes a while).
         """
         n, h, w = self.num_samples, self.height, self.width
         store: dict[str, np.ndarray] = {"image": np.empty((n, h, w, 3), dtype=np.uint8)}
@@ -260,6 +261,8 @@ class SyntheticHumans(Dataset):
                 if key not in store:
                     store[key] = np.empty((n,) + np.shape(val), dtype=np.asarray(val).dtype)
                 store[key][i] = val
+            if progress is not None:
+                progress(i + 1)
         self._cache = store
         return self
 
