@@ -73,6 +73,15 @@ def _cfg(toy, **data):
     return cfg
 
 
+def test_show_data_draws_the_own_skeleton(toy, tmp_path, capsys):
+    args = ["show-data", "--dataset", "coco", "--root", str(toy / "images" / "val"), "--num", "4",
+            "--ann", str(toy / "annotations" / "val.json")]
+    assert cli(args + ["--skeleton", str(toy / "skeleton.yaml"), "--output", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").is_file()
+    assert cli(args + ["--output", str(tmp_path / "coco17.png")]) == 2  # the COCO-17 default does not fit
+    assert "expected 17 keypoints" in capsys.readouterr().err and not (tmp_path / "coco17.png").exists()
+
+
 def test_data_skeleton_config(toy, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the shipped config's skeleton path is relative to the repository
     assert dataset_skeleton(_cfg(toy, skeleton="skeleton.yaml")) == STAR5  # relative to data.root

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data folder (default ../shared/data/<dataset>, relative to the current folder)")
     parser.add_argument("--ann", type=Path, default=None, help="annotation file (default: the usual name in --root)")
     parser.add_argument("--head-boxes", type=Path, default=None, help="MPII head boxes (.mat or .json)")
+    parser.add_argument("--skeleton", default="coco17",
+                        help="coco: the file's skeleton, a built-in name or a skeleton YAML file (default coco17; docs/data.md)")
     parser.add_argument("--num", type=int, default=16, help="number of samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample choice, rendering and augmentation (default 0)")
     parser.add_argument("--image-size", type=int, default=128, help="render size of the synthetic sets")
@@ -76,7 +78,7 @@ def build_dataset(args: argparse.Namespace):
     if not ann.is_file():
         raise UserError(f"annotation file {str(ann)!r} not found; pass --ann FILE (default: {_DEFAULT_ANN[args.dataset]} in --root)")
     if args.dataset == "coco":
-        return CocoKeypoints(ann, image_root=root)
+        return CocoKeypoints(ann, image_root=root, skeleton=args.skeleton)
     if args.dataset == "mpii":
         return MpiiDataset(ann, image_root=root, head_boxes=args.head_boxes)
     return H36MFrames(ann, image_root=root)

@@ -90,7 +90,7 @@ class CocoKeypoints(PoseReader):
                 got = f"{kp.size // 3} keypoints" if kp.size % 3 == 0 else "not a multiple of 3"
                 raise KeypointCountError(
                     f"{name}: expected {k} keypoints ({3 * k} numbers) of skeleton {self.skeleton.name}, got "
-                    f"{kp.size} numbers ({got}); set data.skeleton to the file's skeleton (docs/data.md)"
+                    f"{kp.size} numbers ({got}); declare the file's skeleton (data.skeleton, show-data --skeleton; docs/data.md)"
                 )
             kp = kp.reshape(k, 3)
             v = kp[:, 2]
