@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from integral_pose.engine.config import load_config
 from integral_pose.engine.data import build_dataset, render_synthetic
 from integral_pose.engine.evaluate import evaluate_model
+from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import PoseLightningModule, build_model_from_config
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableSampler
 from integral_pose.models.pose_net import IMAGENET_MEAN, IMAGENET_STD
@@ -150,7 +151,8 @@ def main() -> None:
         print(f"{a.name}: epoch {epoch}, step {step}, {time.perf_counter() - t0:.0f} s, loss {loss.item():.4f}", flush=True)
     model.eval()
     m = evaluate_model(model, val_set, cfg, "h36m17", methods=["integral"])
-    row = {"name": a.name, "pck@0.2": round(100 * m["pck@0.2"], 1), "mean_error_px": round(m["mean_error_px"], 2),
+    pck = pck_key(cfg["eval"]["pck_threshold"])
+    row = {"name": a.name, pck: round(100 * m[pck], 1), "mean_error_px": round(m["mean_error_px"], 2),
            "steps": step, "epochs": epoch, "time_s": a.time, "threads": a.threads,
            "params": sum(q.numel() for q in model.parameters()), "args": vars(a)}
     print(json.dumps(row), flush=True)

@@ -56,7 +56,7 @@ def main() -> None:
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                       num_sanity_val_steps=0, use_distributed_sampler=False).fit(module, datamodule=dm)
             m = evaluate_model(module.model, fit_view, cfg, S.SKELETON, methods=["argmax" if mode == "heatmap" else "integral"])
-            print(f"| {mode} | {init} | {a.steps} | {100 * m['pck@0.2']:.1f}% | {m['mean_error_px']:.2f} | "
+            print(f"| {mode} | {init} | {a.steps} | {100 * m[S.PCK]:.1f}% | {m['mean_error_px']:.2f} | "
                   f"{time.perf_counter() - t0:.0f} |", flush=True)
 
 
