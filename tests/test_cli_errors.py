@@ -69,6 +69,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["pred_broken"].write_text('{"preds": [[1, 2]')
     f["a_file"] = d / "a_file.txt"
     f["a_file"].write_text("a regular file where a folder is expected\n")
+    star = {"joints": ["head", "l_hand", "r_hand", "l_foot", "r_foot"], "torso": ["head", "l_foot"]}
+    f["skeleton_joint"] = d / "star_joint.yaml"
+    f["skeleton_joint"].write_text(json.dumps({**star, "flip_pairs": [["l_hand", "r_hnd"]]}))  # JSON is YAML
+    f["skeleton_sigmas"] = d / "star_sigmas.yaml"
+    f["skeleton_sigmas"].write_text(json.dumps({**star, "oks_sigmas": [0.05, 0.05]}))
+    f["coco5"] = d / "star5.json"
+    f["coco5"].write_text(json.dumps({"images": [{"id": 1, "file_name": "1.png", "width": 64, "height": 64}],
+                                      "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 30, 50],
+                                                       "keypoints": [10, 10, 2] * 5, "num_keypoints": 5}]}))
     f["bad_yaml"] = d / "bad.yaml"
     f["bad_yaml"].write_text("train:\n  lr: [0.1\n  mode: integral\n")
     return f
@@ -105,6 +114,9 @@ ROWS = [
     ("unknown decoder", _train("eval.decoders=[argmx]"), "eval.decoders entry 'argmx'"),
     ("input size not a multiple of 32", _train("data.input_size=[60, 64]"), "data.input_size = [60, 64]"),
     ("not a boolean", _train("data.flip=3"), "data.flip = 3: expected true or false"),
+    ("skeleton file missing", _train("data.skeleton={dir}/nope.yaml"), "data.skeleton: skeleton file '{dir}/nope.yaml' not found"),
+    ("unknown joint in a skeleton file", _train("data.skeleton={skeleton_joint}"), "star_joint.yaml: flip_pairs[0]: unknown joint 'r_hnd'; did you mean 'r_hand'"),
+    ("wrong number of OKS sigmas in a skeleton file", _train("data.skeleton={skeleton_sigmas}"), "oks_sigmas: expected 5 numbers (one per joint), got 2"),
     # checkpoints (evaluate, export; predict loads them the same way)
     ("checkpoint missing", ["evaluate", "--checkpoint", "{dir}/none.ckpt"], "none.ckpt' not found"),
     ("checkpoint is a folder", ["evaluate", "--checkpoint", "{ckpt_dir}"], "is a folder"),
@@ -127,6 +139,7 @@ ROWS = [
     # show-data, quantization, bench, study
     ("show-data `--root` missing", ["show-data", "--dataset", "coco", "--root", "{dir}/nowhere", "--output", "{dir}/g.png"], "nowhere' not found (given by --root)"),
     ("show-data annotation file missing", ["show-data", "--dataset", "mpii", "--root", "{dir}", "--ann", "{dir}/none.json", "--output", "{dir}/g.png"], "annotation file"),
+    ("COCO person with another keypoint count than the skeleton", ["show-data", "--dataset", "coco", "--root", "{dir}", "--ann", "{coco5}", "--output", "{dir}/g.png"], "star5.json annotation id=1 image_id=1: expected 17 keypoints"),
     ("show-data output under a file", ["show-data", "--num", "1", "--image-size", "32", "--tile", "32", "--output", "{a_file}/g.png"], "cannot write '{a_file}/g.png'"),
     ("quantization floor <= 0", ["quantization", "--floor", "-1"], "--floor -1"),
     ("quantization sigma <= 0", ["quantization", "--sigma", "0"], "--sigma 0"),
