@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
         for job_cfg, job_out, job_resume in jobs:
             if job_resume:
                 check_resume(job_cfg, job_out)
-    elif launched_rank_zero():  # the other processes of a multi-process run start once the first one has
+    elif launched_rank_zero():  # DDP's other processes re-run this command after the first has filled the folder
         prepare_run_folder(out, overwrite=args.overwrite)
     if single_cpu_process(cfg):
         runs = train_on_cpu(jobs)  # the CPU demo: threads from the load, runs side by side, a clock schedule
