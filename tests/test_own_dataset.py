@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -22,7 +23,7 @@ from integral_pose.files import UserError
 from integral_pose.metrics.coco import coco_keypoint_ap
 from integral_pose.skeletons import DEFAULT_OKS_SIGMA, H36M17, get_skeleton
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
