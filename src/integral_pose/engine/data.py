@@ -16,12 +16,14 @@ from typing import Any
 import lightning as L
 from torch.utils.data import Dataset, Subset
 
+from integral_pose.data import TopDownTransform
 from integral_pose.engine.config import ConfigError
 from integral_pose.engine.console import RenderProgress
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableDataLoader, ResumableSampler
+from integral_pose.models import output_stride
 from integral_pose.skeletons import Skeleton, SkeletonError, get_skeleton
 
-__all__ = ["PoseDataModule", "build_dataset", "dataset_skeleton", "depth_supervised", "depth_notice", "render_synthetic", "VAL_SEED_OFFSET"]
+__all__ = ["PoseDataModule", "build_dataset", "build_transform", "heatmap_size", "dataset_skeleton", "depth_supervised", "depth_notice", "render_synthetic", "VAL_SEED_OFFSET"]
 
 VAL_SEED_OFFSET = 1000003  # held-out synthetic images come from a different seed stream
 
@@ -132,16 +134,13 @@ def _path(cfg: dict[str, Any], key: str, root_key: str = "root", required: bool 
     return p
 
 
-def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool, skeleton: Skeleton):
-    try:
-        from integral_pose.data import TopDownTransform
-    except ImportError:  # older layout: the class lives in data.transforms
-        from integral_pose.data.transforms import TopDownTransform
-
+def build_transform(cfg: dict[str, Any], train: bool, heatmaps: bool, skeleton: Skeleton) -> TopDownTransform:
+    """The configured top-down crop: training augmentation when ``train``, else the evaluation crop
+    (what evaluation, the study and ``predict`` all use); Gaussian targets per sample when ``heatmaps``."""
     d = cfg["data"]
     return TopDownTransform(
         input_size=tuple(d["input_size"]),
-        heatmap_size=_heatmap_size(cfg),
+        heatmap_size=heatmap_size(cfg),
         train=train,
         skeleton=skeleton,
         scale_factor=float(d["scale"]),
@@ -156,9 +155,8 @@ def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool, skeleton: Skele
     )
 
 
-def _heatmap_size(cfg: dict[str, Any]) -> tuple[int, int]:
-    from integral_pose.models import output_stride
-
+def heatmap_size(cfg: dict[str, Any]) -> tuple[int, int]:
+    """(W, H) of the configured model's output maps for the configured input size."""
     w, h = cfg["data"]["input_size"]
     stride = output_stride(cfg["model"]["name"], cfg["model"]["num_deconv"])
     return (w // stride, h // stride)
@@ -214,7 +212,7 @@ def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | di
     train = split == "train"
     skeleton = get_skeleton(skeleton) if skeleton is not None else dataset_skeleton(cfg)
     # Heatmap targets are rendered per batch by the LightningModule (PoseLightningModule.heatmap_targets).
-    tf = _transform(cfg, train, False, skeleton)
+    tf = build_transform(cfg, train, False, skeleton)
     limit = d["limit_train"] if train else d["limit_val"]
     if ds_name == "synthetic":
         key = _synthetic_key(cfg, split)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from integral_pose.engine.data import _transform, depth_supervised
+from integral_pose.engine.data import build_transform, depth_supervised
 from integral_pose.engine.evaluate import decoders_for_mode
 from integral_pose.engine.inference import cells_to_image, predict_cells
 from integral_pose.files import UserError
@@ -102,7 +102,7 @@ def predict_people(
     sk = get_skeleton(skeleton)
     k = sk.num_joints
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    transform = _transform(cfg, False, False, skeleton)  # the evaluation crop
+    transform = build_transform(cfg, False, False, skeleton)  # the evaluation crop
     method = decoders_for_mode(cfg)[0]
     perm = flip_permutation(skeleton).tolist() if flip_test else None
     sigma = float(cfg["data"]["heatmap_sigma"])

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from integral_pose.engine.data import build_transform, heatmap_size
 from integral_pose.engine.inference import pck_key
 
 __all__ = [
@@ -293,11 +294,9 @@ def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int |
 
 def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool | None = None):
     """The engine's TopDownTransform for ``cfg`` (heatmap targets only where the mode trains on them)."""
-    from integral_pose.engine.data import _transform as engine_transform
-
     if heatmaps is None:
         heatmaps = train and cfg["train"]["mode"] in ("heatmap", "heatmap_then_integral")
-    return engine_transform(cfg, train, heatmaps, SKELETON)
+    return build_transform(cfg, train, heatmaps, SKELETON)
 
 
 def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset) -> tuple[Any, float, int]:
@@ -338,11 +337,9 @@ def _fixed_readout(cfg: dict[str, Any], test: Any, predict: Any) -> dict[str, fl
     from integral_pose.engine.inference import cells_to_image, compute_metrics
     from integral_pose.skeletons import get_skeleton
 
-    from integral_pose.engine.data import _heatmap_size
-
     view = test.with_transform(_transform(cfg, train=False, heatmaps=True))
     loader = torch.utils.data.DataLoader(view, batch_size=128, shuffle=False)
-    hm = _heatmap_size(cfg)
+    hm = heatmap_size(cfg)
     pred, gt, vis, head = [], [], [], []
     for b in loader:
         pred.append(cells_to_image(predict(b), hm, tuple(cfg["data"]["input_size"]), b["crop_to_image"]).numpy())
