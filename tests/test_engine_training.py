@@ -217,13 +217,13 @@ def test_batch_rendered_heatmap_targets_equal_the_per_sample_ones():
     # maps TopDownTransform(heatmap_sigma=...) renders per sample (weights included).
     from torch.utils.data import default_collate
 
-    from integral_pose.engine.data import _transform
+    from integral_pose.engine.data import build_transform
     from integral_pose.engine.module import PoseLightningModule
 
     cfg = load_config(None, TINY + ["train.mode=heatmap", "data.scale=0.4", "data.heatmap_sigma=1.5"])
     plain = build_dataset(cfg, "train")
     with_maps = build_dataset(cfg, "train")
-    with_maps.transform = _transform(cfg, True, True, "h36m17")
+    with_maps.transform = build_transform(cfg, True, True, "h36m17")
     samples = [plain[i] for i in range(16)]
     assert "heatmap" not in samples[0]
     ref = default_collate([with_maps[i] for i in range(16)])
@@ -372,7 +372,8 @@ def test_shared_renders_are_used_and_match_a_fresh_render():
 _OWN_LINES = [
     r"Rendering \d+ synthetic (training|held-out) images \.\.\.",
     r"Rendered \d+ synthetic (training|held-out) images in \d+ s",
-    r"\[integral\] epoch \d+/\d+  loss \d",
+    r"  \d+/\d+ rendered \(\d+ s\)",
+    r"\[integral\] epoch \d+/\d+  ",
     r"\[synthetic_2d / integral\] pck@0\.2=",
     r"Held-out evaluation \(synthetic_2d: ",
     r"\| ",
