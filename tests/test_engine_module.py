@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from integral_pose import losses
-from integral_pose.engine.config import load_config
+from integral_pose.engine.config import ConfigError, load_config
 from integral_pose.engine.module import PoseLightningModule, build_integral_loss, current_mode, lr_factor
 from integral_pose.ops.coordinates import cells_to_normalized
 from integral_pose.ops.soft_argmax import soft_argmax
@@ -133,3 +133,19 @@ def test_heatmap_then_integral_switches_loss_at_switch_epoch():
         seen[epoch] = (mode, sorted(parts))
     assert seen == {0: ("heatmap", ["heatmap"]), 1: ("heatmap", ["heatmap"]),
                     2: ("integral", ["coord"]), 3: ("integral", ["coord"])}
+
+
+def test_axis_weights_reach_the_loss_and_wrong_lengths_are_config_errors():
+    m = _module("model.depth_bins=8", "train.axis_weights=[1, 1, 4]", "train.js_weight=0")
+    assert m.integral_loss.axis_weights == (1.0, 1.0, 4.0)
+    logits, batch = _batch(depth=True)
+    total, parts = m.compute_loss(logits, batch, "integral")
+    size = tuple(logits.shape[2:])
+    p = cells_to_normalized(soft_argmax(logits), size)
+    t = cells_to_normalized(batch["target"], size)
+    w = batch["target_weight"] * torch.tensor([1.0, 1.0, 4.0])
+    torch.testing.assert_close(total, ((p - t).abs() * w).sum() / w.sum())
+    with pytest.raises(ConfigError, match=r"train.axis_weights = \[1, 1\]: expected null or 3 numbers"):
+        load_config(None, ["model.depth_bins=8", "train.axis_weights=[1, 1]"])
+    with pytest.raises(ConfigError, match="train.axis_weights"):
+        load_config(None, ["train.axis_weights=[0, 0]"])

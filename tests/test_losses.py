@@ -276,3 +276,30 @@ def test_map_scale_in_cells_and_normalised_units():
     cells = map_scale(logits, normalized=False)
     torch.testing.assert_close(cells, torch.full((1, 1, 2), 1.5), atol=1e-3, rtol=0)
     torch.testing.assert_close(map_scale(logits), cells / torch.tensor([20.0, 16.0]))
+
+
+def test_axis_weights_scale_each_axis_of_the_coordinate_term():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 4, 6, 8, generator=g, requires_grad=True)
+    target = torch.rand(2, 3, 3, generator=g) * 3
+    weight = torch.ones(2, 3, 3)
+    weight[1, :, 2] = 0.0  # a 2D-only sample keeps depth weight 0 whatever the axis weight
+    size = (4, 6, 8)
+    p, t = cells_to_normalized(soft_argmax(logits), size), cells_to_normalized(target, size)
+    err = (p - t).abs()
+    out = CombinedLoss(axis_weights=(1.0, 1.0, 3.0))(logits, target, weight)
+    w = weight * torch.tensor([1.0, 1.0, 3.0])
+    torch.testing.assert_close(out["coord"], (err * w).sum() / w.sum())
+    # depth weight 0: the depth readout gets no gradient from the coordinate term
+    only_xy = CombinedLoss(axis_weights=(1.0, 1.0, 0.0))(logits, target, weight)
+    torch.testing.assert_close(only_xy["coord"], err[..., :2].mean())
+    # None and all ones are the same loss
+    torch.testing.assert_close(CombinedLoss(axis_weights=(1, 1, 1))(logits, target, weight)["coord"],
+                               CombinedLoss()(logits, target, weight)["coord"])
+    assert "axis_weights=[1.0, 1.0, 3.0]" in repr(CombinedLoss(axis_weights=(1, 1, 3)))
+    with pytest.raises(ValueError, match="one entry per axis"):
+        CombinedLoss(axis_weights=(1, 1), ndim=3)
+    with pytest.raises(ValueError, match="axis_weights has 2 entries"):
+        CombinedLoss(axis_weights=(1, 1))(logits, target, weight)
+    with pytest.raises(ValueError, match=">= 0"):
+        CombinedLoss(axis_weights=(1, -1, 1))

@@ -319,6 +319,9 @@ class CombinedLoss(nn.Module):
         regularizer: "js" or "kl".
         nll_scale: "spread" or "learned" (likelihood kinds only).
         num_joints, ndim: K and d, for the learned scale's parameter.
+        axis_weights: optional (d,) factors of the coordinate term per axis (x, y[, z]), multiplying
+            ``target_weight``: e.g. ``(1, 1, 2)`` counts a depth error twice as much as an image
+            error of the same size in normalised units. None: all ones.
 
     Forward:
         ``logits`` (B, K, *S); ``target`` (B, K, d) in cells; ``target_weight`` (B, K, d) or (B, K);
@@ -348,6 +351,7 @@ class CombinedLoss(nn.Module):
         nll_scale: str = "spread",
         num_joints: int | None = None,
         ndim: int | None = None,
+        axis_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if coord_kind not in COORD_LOSS_KINDS + NLL_KINDS:
@@ -369,6 +373,14 @@ class CombinedLoss(nn.Module):
         self.regularizer = regularizer
         self.nll_scale = nll_scale
         self.log_scale: nn.Parameter | None = None
+        self.axis_weights: tuple[float, ...] | None = None
+        if axis_weights is not None:
+            aw = tuple(float(a) for a in axis_weights)
+            if not aw or any(not math.isfinite(a) or a < 0 for a in aw) or not any(aw):
+                raise ValueError(f"axis_weights must be finite numbers >= 0, not all 0, got {list(axis_weights)!r}")
+            if ndim is not None and len(aw) != int(ndim):
+                raise ValueError(f"axis_weights must have one entry per axis ({ndim}), got {list(axis_weights)!r}")
+            self.axis_weights = aw
         if coord_kind in NLL_KINDS and nll_scale == "learned":
             if not num_joints or not ndim:
                 raise ValueError("nll_scale='learned' needs num_joints and ndim (the shape of its per-joint factor)")
@@ -384,6 +396,7 @@ class CombinedLoss(nn.Module):
             f"coord_weight={self.coord_weight}, heatmap_weight={self.heatmap_weight}, js_weight={self.js_weight}, "
             f"coord_kind={self.coord_kind!r}, sigma={self.sigma}, normalized={self.normalized}, beta={self.beta}, "
             f"readout={self.readout!r}, regularizer={self.regularizer!r}, nll_scale={self.nll_scale!r}"
+            + (f", axis_weights={list(self.axis_weights)}" if self.axis_weights is not None else "")
         )
 
     def forward(
@@ -403,14 +416,20 @@ class CombinedLoss(nn.Module):
             p, t = pred, target.to(pred.dtype)
             if self.normalized:
                 p, t = cells_to_normalized(p, size), cells_to_normalized(t, size)
+            coord_w = target_weight
+            if self.axis_weights is not None:
+                if len(self.axis_weights) != p.shape[-1]:
+                    raise ValueError(f"axis_weights has {len(self.axis_weights)} entries, the coordinates have "
+                                     f"{p.shape[-1]} axes (logits {tuple(logits.shape)})")
+                coord_w = _axis_weight(p, t, target_weight) * p.new_tensor(self.axis_weights)
             if self.coord_kind in NLL_KINDS:
                 scale = map_scale(logits, self.normalized, self.beta).to(p.dtype)
                 if self.log_scale is not None:
                     scale = scale * self.log_scale.to(p.dtype).exp()
                 out["scale"] = scale
-                out["coord"] = nll_loss(p, t, scale, target_weight, self.coord_kind)
+                out["coord"] = nll_loss(p, t, scale, coord_w, self.coord_kind)
             else:
-                out["coord"] = coordinate_loss(p, t, target_weight, self.coord_kind)
+                out["coord"] = coordinate_loss(p, t, coord_w, self.coord_kind)
             total = total + self.coord_weight * out["coord"]
         if self.heatmap_weight:
             if heatmap is None:

@@ -73,6 +73,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.mode", "integral", "integral (L1 on normalised coords) | heatmap (MSE on Gaussians) | heatmap_then_integral."),
     ("train.coord_loss", "l1", "Coordinate loss for integral training: l1 (the paper) | l2 | smooth_l1 | laplace_nll | gaussian_nll (likelihood with a per-joint scale from the map's spread, RLE's simplest form: Li et al., ICCV 2021; docs/training.md)."),
     ("train.coord_weight", 1.0, "Weight of the coordinate loss (integral modes)."),
+    ("train.axis_weights", None, "Per-axis factors of the coordinate loss, [x, y] (2D) or [x, y, z] (3D), in normalised units; e.g. [1, 1, 2] weighs depth errors twice. null = all ones."),
     ("train.integral_readout", "plain", "Readout the integral loss trains through: plain (soft-argmax, the paper) | debiased (background- and border-corrected expectation, Gu, Yang, Yao, ICCV 2021: the integral_debiased decoder)."),
     ("train.nll_scale", "spread", "Scale of the likelihood coord_loss kinds: spread (the map's std per axis) | learned (spread times a learned per-joint factor)."),
     ("train.heatmap_weight", 1.0, "Weight of the heatmap MSE on Gaussian targets (heatmap modes; also added to integral when > 0 and combine = true)."),
@@ -328,6 +329,13 @@ def validate(cfg: Mapping[str, Any]) -> None:
     amp = flat["data.synthetic_pose_amplitude"]
     if not (isinstance(amp, (list, tuple)) and len(amp) == 2 and all(_is_number(a, False) for a in amp) and 0 <= amp[0] <= amp[1]):
         raise ConfigError(f"data.synthetic_pose_amplitude = {amp!r}: expected [lo, hi] with 0 <= lo <= hi")
+    axis = flat["train.axis_weights"]
+    if axis is not None:
+        ndim = 2 if flat["model.depth_bins"] is None else 3
+        if not (isinstance(axis, (list, tuple)) and len(axis) == ndim and all(_is_number(a, False) and a >= 0 for a in axis)
+                and any(axis)):
+            raise ConfigError(f"train.axis_weights = {axis!r}: expected null or {ndim} numbers >= 0 (x, y{', z' if ndim == 3 else ''}), "
+                              f"not all 0, for model.depth_bins = {flat['model.depth_bins']!r}")
     steps = flat["train.lr_steps"]
     if not (isinstance(steps, (list, tuple)) and all(_is_number(s, True) and s >= 0 for s in steps)):
         raise ConfigError(f"train.lr_steps = {steps!r}: expected a list of epochs (integers >= 0), e.g. [6, 7]")

@@ -75,6 +75,7 @@ def build_integral_loss(cfg: dict[str, Any], num_joints: int) -> losses.Combined
         nll_scale=t["nll_scale"],
         num_joints=num_joints,
         ndim=2 if two_d else 3,
+        axis_weights=t["axis_weights"],
     )
 
 
