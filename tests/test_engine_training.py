@@ -337,6 +337,15 @@ def test_zero_synthetic_images_is_a_config_error(tmp_path, capsys):
     assert code == 2 and "data.synthetic_train" in err and not (tmp_path / "run").exists()
 
 
+def test_a_training_set_smaller_than_one_batch_is_a_config_error(tmp_path):
+    from integral_pose.engine.config import ConfigError
+
+    cfg = load_config(None, TINY + ["data.synthetic_train=4", "data.batch_size=8"])
+    with pytest.raises(ConfigError, match=r"data\.batch_size = 8 .* 4 images"):
+        run_training(cfg, tmp_path / "run", verbose=False)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is written
+
+
 # ---------------------------------------------------------------------------------- CPU demo machinery
 def test_wall_clock_schedule_moves_the_step_decay_earlier():
     from integral_pose.engine.cpu_runs import WallClockSchedule

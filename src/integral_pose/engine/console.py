@@ -20,7 +20,7 @@ import time
 import warnings
 from typing import Any
 
-import lightning  # noqa: F401  - imported first: its own warning filters must not override ours
+# Importing it also installs Lightning's own warning filters, before ours: ours come first in the list.
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from tqdm import tqdm
 

@@ -32,7 +32,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from integral_pose.engine.callbacks import EpochSummary
-from integral_pose.engine.config import dump_config, flatten
+from integral_pose.engine.config import ConfigError, dump_config, flatten
 from integral_pose.engine.console import use_progress_bar
 from integral_pose.engine.data import PoseDataModule, dataset_skeleton, depth_notice
 from integral_pose.engine.evaluate import evaluate_model, write_json
@@ -232,6 +232,11 @@ def run_training(
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         num_sanity_val_steps=0,
     )
+    dm.setup("fit")  # the datasets now: a missing or too small one fails before the run folder is written
+    if len(dm.train_set) < cfg["data"]["batch_size"] * trainer.world_size:
+        raise ConfigError(f"data.batch_size = {cfg['data']['batch_size']} x {trainer.world_size} process(es), but the "
+                          f"training set has {len(dm.train_set)} images: not one full batch to train on; lower "
+                          f"data.batch_size or use more data (data.synthetic_train, data.limit_train)")
     if trainer.is_global_zero and last is None:
         # a resumed run keeps its config.yaml: it describes the checkpoints
         out.mkdir(parents=True, exist_ok=True)
