@@ -106,6 +106,7 @@ def test_kill_mid_epoch_and_resume_gives_identical_weights(tmp_path):
     header = rows_after[0].split(",")
     steps = {int(r.split(",")[header.index("step")]) for r in rows_after[1:]}
     assert min(steps) < 9 < max(steps)  # the rows before the kill and those after the resume
+    assert len(list((tmp_path / "cut/tb").glob("events.out.tfevents*"))) == 2  # TensorBoard: one file per attempt
     a = _weights(tmp_path / "full/checkpoints/last.ckpt")
     b = _weights(tmp_path / "cut/checkpoints/last.ckpt")
     assert a.keys() == b.keys()
@@ -378,6 +379,37 @@ def test_shared_renders_are_used_and_match_a_fresh_render():
 
 
 # ---------------------------------------------------------------------------------- console
+def test_quiet_console_silences_library_chatter_but_not_the_users_warnings():
+    import logging
+    import warnings
+
+    from integral_pose.engine.console import quiet_console
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_console()
+        deprecated = "`isinstance(treespec, LeafSpec)` is deprecated"
+        warnings.warn_explicit(deprecated, FutureWarning, "_pytree.py", 21, module="lightning.pytorch.utilities._pytree")
+        warnings.warn_explicit(deprecated, FutureWarning, "mine.py", 3, module="my_project.model")  # the user's code
+        warnings.warn_explicit("a real problem", UserWarning, "fit_loop.py", 1, module="lightning.pytorch.loops.fit_loop")
+    assert [(w.category, w.filename) for w in caught] == [(FutureWarning, "mine.py"), (UserWarning, "fit_loop.py")]
+    assert logging.getLogger("lightning.pytorch").getEffectiveLevel() == logging.WARNING  # no GPU/TPU banner, no tips
+
+
+def test_render_progress_is_a_bar_on_a_terminal():
+    import io
+
+    from integral_pose.engine.console import RenderProgress
+
+    stream = io.StringIO()
+    with RenderProgress(3, "training", stream=stream, tty=True) as progress:
+        for done in (1, 2, 3):
+            progress(done)
+    text = stream.getvalue()
+    assert "\rRendering synthetic training images:" in text and "/3 [" in text  # tqdm's bar, redrawn in place
+    assert text.rstrip().endswith("Rendered 3 synthetic training images in 0 s")
+
+
 _OWN_LINES = [
     r"Rendering \d+ synthetic (training|held-out) images \.\.\.",
     r"Rendered \d+ synthetic (training|held-out) images in \d+ s",
