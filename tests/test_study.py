@@ -132,3 +132,20 @@ def test_head_init_reaches_every_run():
             torch.manual_seed(0)
             net = build_model_from_config(cfg, 17)
             assert lo < float(net.head.final.weight.detach().std()) < hi
+
+def test_a_new_study_never_writes_into_an_earlier_one(tmp_path, capsys):
+    from integral_pose.cli import main
+
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    assert main(["study", "--smoke", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--overwrite" in err and "--resume" not in err
+    assert (out / "results.json").read_text() == "{}"  # untouched
+    (out / "notes.txt").unlink(missing_ok=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["study", "--smoke", "--overwrite", "--output", str(other)]) == 2
+    assert "is not deleted" in capsys.readouterr().err and (other / "notes.txt").read_text() == "mine"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from integral_pose.engine.train import prepare_run_folder
 from integral_pose.files import UserError
 from integral_pose.models.pose_net import HEAD_INITS
 from integral_pose.studies.study import SETTINGS, run_study
@@ -21,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="a few-minute setting (same pipeline, far fewer steps)")
     size.add_argument("--smoke", action="store_true", help="the CI setting: every code path in well under a minute")
-    parser.add_argument("--output", "-o", default="runs/study", metavar="DIR", help="output folder (default runs/study)")
+    parser.add_argument("--output", "-o", default="runs/study", metavar="DIR",
+                        help="output folder (default runs/study): results, plots and one run folder per training in runs/")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier study in --output first (a new study never writes into a non-empty folder)")
     parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
     parser.add_argument("--head-init", choices=HEAD_INITS, default="simple_baselines",
@@ -42,7 +46,8 @@ def main(args: argparse.Namespace) -> int:
         missing = [f for f in ("poses_world_mm.npz", "cameras.json") if not (p / f).is_file()]
         if missing:
             raise UserError(f"--poses {p}: missing {', '.join(missing)} (expected a pose archive like ../shared/data/h36m_poses)")
-    results = run_study(setting, args.poses)
+    prepare_run_folder(args.output, overwrite=args.overwrite, markers=("results.json", "runs"), resumable=False)
+    results = run_study(setting, Path(args.output) / "runs", args.poses)
     paths = write_report(results, args.output)
     print("\n" + format_tables(results))
     print(f"wrote {', '.join(str(p) for p in paths)}  (total {results['wall_time_s']:.0f} s)")

@@ -101,6 +101,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.threads", "auto", "torch CPU threads per process: an int, null (torch's default) or auto = the cores not already busy (cores minus the 1-minute load average, at least 1). More threads than free cores make every op wait for descheduled threads."),
     ("train.checkpoint_every_n_steps", 0, "Also write last.ckpt every N steps (for mid-epoch resume); 0 = only each epoch."),
     ("train.log_every_n_steps", 20, "Logging interval in steps."),
+    ("train.val_every_n_epochs", 1, "Validate (the progress signal val/error_cells) every N epochs; 0 = never during training. The held-out evaluation at the end always runs."),
     ("train.progress_bar", True, "Show the progress bar (loss, images/s)."),
     ("train.deterministic", False, "torch.use_deterministic_algorithms (slow on CPU: 3-4x; CPU kernels are already run-to-run deterministic at a fixed thread count, which the resume test checks)."),
     ("train.compare_modes", ["heatmap"], "Also train these modes with the same setting and print a comparison table (the demo)."),
@@ -255,6 +256,7 @@ _NUMBERS: dict[str, tuple[bool, float, bool, bool]] = {
     "train.num_nodes": (True, 1, True, False),
     "train.checkpoint_every_n_steps": (True, 0, True, False),
     "train.log_every_n_steps": (True, 1, True, False),
+    "train.val_every_n_epochs": (True, 0, True, False),
     "eval.pck_threshold": (False, 0, False, False),
     "eval.batch_size": (True, 1, True, False),
 }

@@ -25,6 +25,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch.utils.data import Dataset
 import yaml
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -70,15 +71,16 @@ def launched_rank_zero() -> bool:
     return all(int(os.environ.get(k) or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-def _is_run_folder(path: Path) -> bool:
-    return (path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
+RUN_MARKERS = ("config.yaml", "checkpoints")  # what a training run folder holds
 
 
-def prepare_run_folder(output: str | Path, overwrite: bool = False) -> None:
+def prepare_run_folder(output: str | Path, overwrite: bool = False, markers: Sequence[str] = RUN_MARKERS,
+                       resumable: bool = True) -> None:
     """Make sure a NEW run may write to ``output``: it must be missing or empty.
 
-    ``overwrite`` first clears an earlier run folder (one with a ``config.yaml`` or ``checkpoints/``);
-    a non-empty folder that is not a run folder is never cleared.
+    ``overwrite`` first clears an earlier run folder (one holding any of ``markers``, e.g. a
+    ``config.yaml`` or ``checkpoints/``); a non-empty folder that is not a run folder is never
+    cleared. ``resumable``: the message offers ``--resume`` (the study's folders are not resumable).
 
     Raises:
         UserError: ``output`` holds files (naming the folder and how to continue).
@@ -89,10 +91,11 @@ def prepare_run_folder(output: str | Path, overwrite: bool = False) -> None:
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
-        raise UserError(f"--output {str(out)!r} already holds a run; continue it with --resume, choose another "
+        resume = "continue it with --resume, " if resumable else ""
+        raise UserError(f"--output {str(out)!r} already holds a run; {resume}choose another "
                         f"--output, or pass --overwrite to delete it first")
-    if not _is_run_folder(out):
-        raise UserError(f"--overwrite: {str(out)!r} is not empty and holds no run (no config.yaml or checkpoints/); "
+    if not any((out / m).exists() for m in markers):
+        raise UserError(f"--overwrite: {str(out)!r} is not empty and holds no run (none of {', '.join(markers)}); "
                         f"it is not deleted, choose another --output")
     shutil.rmtree(out)
 
@@ -173,6 +176,7 @@ def run_training(
     callbacks: Sequence[Any] = (),
     renders: Mapping[tuple, Any] | None = None,
     progress: Callable[[], float] | None = None,
+    datasets: tuple[Dataset, Dataset] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the held-out set, write the run folder; return the metrics (rank 0).
 
@@ -183,6 +187,8 @@ def run_training(
         callbacks: extra Lightning callbacks.
         renders: synthetic sets rendered before (``engine.data.render_synthetic``), shared by runs.
         progress: the module's extra schedule progress (``PoseLightningModule(progress=...)``).
+        datasets: (training set, held-out set) yielding training samples, instead of the configured
+            data (the study trains on its own renders this way); the config still sets everything else.
 
     Returns:
         The metrics written to ``metrics.json``; an empty dict on the other ranks of a DDP run.
@@ -199,6 +205,8 @@ def run_training(
         print(notice, flush=True)
     module = PoseLightningModule(cfg, get_skeleton(skeleton).num_joints, skeleton, progress=progress)
     dm = PoseDataModule(cfg, renders=renders)
+    if datasets is not None:
+        dm.train_set, dm.val_set = datasets  # set before setup(), which then builds nothing
 
     ckpt_dir = out / "checkpoints"
     all_callbacks: list[Any] = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
@@ -231,6 +239,8 @@ def run_training(
         sync_batchnorm=bool(t["sync_batchnorm"]) and gpu,  # CPU: PoseLightningModule.setup converts BN
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         num_sanity_val_steps=0,
+        check_val_every_n_epoch=max(1, int(t["val_every_n_epochs"])),
+        limit_val_batches=None if t["val_every_n_epochs"] else 0,
     )
     dm.setup("fit")  # the datasets now: a missing or too small one fails before the run folder is written
     if len(dm.train_set) < cfg["data"]["batch_size"] * trainer.world_size:
@@ -258,6 +268,7 @@ def run_training(
             "stopped_by_time_cap": bool(t["max_time_s"]) and trainer.current_epoch < t["max_epochs"]
             and (t["max_steps"] < 0 or trainer.global_step < t["max_steps"]),
             "global_step": int(trainer.global_step),
+            "parameters": int(sum(p.numel() for p in module.model.parameters())),
             "threads": torch.get_num_threads(),
             "images_per_s": round(trainer.global_step * cfg["data"]["batch_size"] * trainer.world_size / max(train_s, 1e-9), 1),
         }

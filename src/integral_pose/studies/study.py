@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 
 from integral_pose.engine.data import build_transform, heatmap_size
 from integral_pose.engine.inference import pck_key
+from integral_pose.engine.train import run_training
 
 __all__ = [
     "run_study",
@@ -261,6 +262,7 @@ PINNED: dict[str, dict[str, Any]] = {
     "train": {"optimizer": "adam", "weight_decay": 0.0, "lr_factor": 0.1, "coord_loss": "l1", "coord_weight": 1.0,
               "heatmap_weight": 1.0, "js_weight": 0.0, "combine": False, "switch_epoch": None, "max_steps": -1,
               "max_time_s": None, "compare_modes": [], "progress_bar": False, "precision": "32-true",
+              "val_every_n_epochs": 0, "checkpoint_every_n_steps": 0,
               # NCHW: channels-last rounds differently, and the study's numbers must repeat exactly
               "channels_last": False},
     "eval": {"pck_threshold": 0.2, "batch_size": 64},
@@ -299,36 +301,9 @@ def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool | None = None):
     return build_transform(cfg, train, heatmaps, SKELETON)
 
 
-def _fit(cfg: dict[str, Any], train_set: Dataset, val_set: Dataset) -> tuple[Any, float, int]:
-    """Train with the engine's LightningModule and data module on in-memory datasets."""
-    import lightning as L
-
-    from integral_pose.engine.data import PoseDataModule
-    from integral_pose.engine.module import PoseLightningModule
-    from integral_pose.skeletons import get_skeleton
-
-    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
-    module = PoseLightningModule(cfg, get_skeleton(SKELETON).num_joints, SKELETON)
-    dm = PoseDataModule(cfg)
-    dm.train_set, dm.val_set = train_set, val_set  # pre-set: setup() then builds nothing
-    gpu = torch.cuda.is_available()
-    trainer = L.Trainer(
-        accelerator="gpu" if gpu else "cpu", devices=1, precision="32-true",
-        max_epochs=cfg["train"]["max_epochs"], max_steps=-1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False,
-    )
-    t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
-    return module.model, time.perf_counter() - t0, int(trainer.global_step)
-
-
-def _evaluate(model: Any, cfg: dict[str, Any], test_set: Dataset, methods: list[str]) -> dict[str, dict[str, float]]:
-    from integral_pose.engine.evaluate import evaluate_model
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    res = evaluate_model(model, test_set, cfg, SKELETON, methods=methods, device=device)
-    return res["by_decoder"]
+def _train(cfg: dict[str, Any], train_set: Dataset, test_set: Dataset, folder: Path) -> dict[str, Any]:
+    """One run of the study: the engine's ``run_training`` on the study's renders; its metrics."""
+    return run_training(cfg, folder, verbose=False, datasets=(train_set, test_set))
 
 
 @torch.no_grad()
@@ -383,7 +358,7 @@ _KEYS_2D = (PCK, "pckh@0.5", "mean_error_px", "auc")
 _KEYS_3D = ("mpjpe_mm", "pa_mpjpe_mm", PCK, "mean_error_px")
 
 
-def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> list[dict[str, Any]]:
+def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: Any = print) -> list[dict[str, Any]]:
     """Every (resolution, training mode) once; heatmap models are read out by argmax and DARK."""
     rows: list[dict[str, Any]] = []
     modes: dict[str, list[tuple[str, str]]] = {}
@@ -401,9 +376,9 @@ def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
                      "train_time_s": 0.0, "steps": 0})
         for mode, readouts in modes.items():
             cfg = _config(setting, mode, res, None, setting.epochs_2d)
-            model, secs, steps = _fit(cfg, train.with_transform(_transform(cfg, True)), test.with_transform(_transform(cfg, False)))
-            by = _evaluate(model, cfg, test.with_transform(_transform(cfg, False)), [d for _, d in readouts])
-            params = int(sum(p.numel() for p in model.parameters()))
+            m = _train(cfg, train.with_transform(_transform(cfg, True)), test.with_transform(_transform(cfg, False)),
+                       runs_dir / f"2d_{mode}_{res}")
+            by, secs, steps, params = m["by_decoder"], m["train_time_s"], m["global_step"], m["parameters"]
             for label, dec in readouts:
                 row = {"readout": label, "training": mode, "resolution": res, **_keep(by[dec], _KEYS_2D),
                        "train_time_s": round(secs, 1), "steps": steps, "params": params,
@@ -415,7 +390,7 @@ def run_2d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     return rows
 
 
-def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> list[dict[str, Any]]:
+def run_3d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: Any = print) -> list[dict[str, Any]]:
     """(a) 3D labels on half the poses, (b) + the other half with 2D labels only (1:1), (c) 3D on all."""
     from torch.utils.data import Subset
 
@@ -438,8 +413,8 @@ def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     ]
     rows = []
     for label, key, ds in runs:
-        model, secs, steps = _fit(cfg, ds, test.with_transform(_transform(cfg, False)))
-        by = _evaluate(model, cfg, test.with_transform(_transform(cfg, False)), ["integral"])
+        m = _train(cfg, ds, test.with_transform(_transform(cfg, False)), runs_dir / f"3d_{key}")
+        by, secs, steps = m["by_decoder"], m["train_time_s"], m["global_step"]
         row = {"run": key, "training": label, **_keep(by["integral"], _KEYS_3D), "train_time_s": round(secs, 1),
                "steps": steps, "poses_3d": half if key != "c" else 2 * half, "poses_2d_only": half if key == "b" else 0,
                "resolution": res, "depth_bins": d}
@@ -448,17 +423,20 @@ def run_3d(setting: StudySetting, train: Any, test: Any, log: Any = print) -> li
     return rows
 
 
-def run_study(setting: StudySetting, poses_dir: str | Path | None = None, verbose: bool = True) -> dict[str, Any]:
-    """Render, train and evaluate every run; return the results (``study_report.write_report`` writes them)."""
+def run_study(setting: StudySetting, runs_dir: str | Path, poses_dir: str | Path | None = None,
+              verbose: bool = True) -> dict[str, Any]:
+    """Render, train and evaluate every run (each a run folder in ``runs_dir``: checkpoints, logs,
+    metrics.json); return the results (``study_report.write_report`` writes them)."""
+    runs_dir = Path(runs_dir)
     log = (lambda s: print(s, flush=True)) if verbose else (lambda s: None)
     t0 = time.perf_counter()
     train, test, info = build_renders(setting, poses_dir, verbose)
     results: dict[str, Any] = {"setting": {**asdict(setting), "steps_2d": setting.steps_2d, "steps_3d": setting.steps_3d},
                                "data": info}
     log(f"2D: {len(setting.resolutions)} resolutions x 3 trainings, {setting.steps_2d} steps each")
-    results["2d"] = run_2d(setting, train, test, log)
+    results["2d"] = run_2d(setting, train, test, runs_dir, log)
     if setting.with_3d:
         log(f"3D: 3 runs, {setting.steps_3d} steps each")
-        results["3d"] = run_3d(setting, train, test, log)
+        results["3d"] = run_3d(setting, train, test, runs_dir, log)
     results["wall_time_s"] = round(time.perf_counter() - t0, 1)
     return results
