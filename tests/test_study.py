@@ -42,7 +42,7 @@ def test_heatmap_sigma_rule():
 
 
 def test_without3d_withholds_depth_only():
-    """2D-only samples: same image and x, y targets; depth weight 0 and has_3d 0; seed forwarded."""
+    """2D-only samples: same image and x, y targets; depth weight 0 and has_3d 0; set_epoch forwarded."""
     from integral_pose.data import SyntheticHumans, TopDownTransform
 
     raw = SyntheticHumans(2, image_size=64, seed=3)
@@ -55,8 +55,8 @@ def test_without3d_withholds_depth_only():
     assert torch.equal(a["target_weight"][:, :2], b["target_weight"][:, :2])
     assert a["target_weight"][:, 2].sum() > 0 and a["has_3d"] == 1
     assert b["target_weight"][:, 2].sum() == 0 and b["has_3d"] == 0
-    wrapped.seed = 11  # the engine re-seeds augmentation every epoch through .seed
-    assert wrapped.transform.seed == 11
+    wrapped.set_epoch(11)  # the engine varies augmentation by epoch through set_epoch
+    assert wrapped.transform.epoch == 11
 
 
 @pytest.mark.skipif(not POSES.is_dir(), reason=f"pose archive not found at {POSES} (../shared/data/h36m_poses)")

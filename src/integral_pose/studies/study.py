@@ -163,20 +163,11 @@ class Without3D:
     """Wrap a :class:`~integral_pose.data.TopDownTransform` so that it sees records without 3D joints.
 
     The transform then gives depth weight 0 and ``has_3d`` 0, exactly as for a 2D-only dataset
-    (MPII in the paper); x, y targets are untouched. ``seed`` and ``set_epoch`` are forwarded, so the
-    engine's per-epoch augmentation reaches the wrapped transform.
+    (MPII in the paper); x, y targets are untouched.
     """
 
     def __init__(self, transform: Any) -> None:
         self.transform = transform
-
-    @property
-    def seed(self) -> Any:
-        return self.transform.seed
-
-    @seed.setter
-    def seed(self, value: Any) -> None:
-        self.transform.seed = value
 
     def set_epoch(self, epoch: int) -> None:
         """Forwarded, so the engine's per-epoch augmentation (``engine.sampling.set_epoch``) reaches the wrapped transform."""
