@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from integral_pose.engine.console import quiet_console
 from integral_pose.engine.train import prepare_run_folder
 from integral_pose.files import UserError
 from integral_pose.models.pose_net import HEAD_INITS
@@ -46,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
         missing = [f for f in ("poses_world_mm.npz", "cameras.json") if not (p / f).is_file()]
         if missing:
             raise UserError(f"--poses {p}: missing {', '.join(missing)} (expected a pose archive like ../shared/data/h36m_poses)")
+    quiet_console()
     prepare_run_folder(args.output, overwrite=args.overwrite, markers=("results.json", "runs"), resumable=False)
     results = run_study(setting, Path(args.output) / "runs", args.poses)
     paths = write_report(results, args.output)

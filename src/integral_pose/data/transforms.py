@@ -38,11 +38,13 @@ from integral_pose.geometry import (
     apply_affine,
     as_wh,
     box_to_center_scale,
+    center_scale_to_box,
     crop_transform,
     input_to_heatmap,
     invert_affine,
 )
 from integral_pose.ops.coordinates import DEFAULT_DEPTH_RANGE_MM, depth_mm_to_cells
+from integral_pose.ops.targets import render_heatmaps
 from integral_pose.skeletons import Skeleton, flip_permutation, get_skeleton
 
 __all__ = ["TopDownTransform", "check_record"]
@@ -316,8 +318,6 @@ class TopDownTransform:
             "target_weight": torch.from_numpy(weight.astype(np.float32)),
         }
         if self.heatmap_sigma is not None:
-            from integral_pose.ops.targets import render_heatmaps
-
             hm, hw_ = render_heatmaps(
                 torch.from_numpy(cells.astype(np.float32)), (hh, hw), float(self.heatmap_sigma),
                 kind=self.heatmap_kind, visible=torch.from_numpy(wxy.astype(np.float32)),
@@ -326,8 +326,6 @@ class TopDownTransform:
             sample["heatmap_weight"] = hw_
         bbox = rec.get("bbox")
         if bbox is None:
-            from integral_pose.geometry import center_scale_to_box
-
             bbox = center_scale_to_box(params["center"], params["scale_px"] / self.padding, w / h)
         sample.update(
             {

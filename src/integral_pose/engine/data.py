@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import Dataset, Subset
 
-from integral_pose.data import TopDownTransform
+from integral_pose.data import CocoKeypoints, H36MFrames, MixedDataset, MpiiDataset, SyntheticHumans, TopDownTransform
 from integral_pose.engine.config import ConfigError
 from integral_pose.engine.console import RenderProgress
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableDataLoader, ResumableSampler
@@ -176,8 +176,6 @@ def _synthetic_key(cfg: dict[str, Any], split: str) -> tuple:
 
 def _render(cfg: dict[str, Any], split: str):
     """The configured synthetic set for ``split``, rendered into memory (a progress bar on stderr)."""
-    from integral_pose.data import SyntheticHumans
-
     n, image_size, seed, amplitude, clutter = _synthetic_key(cfg, split)
     raw = SyntheticHumans(n, image_size=image_size, seed=seed, pose_amplitude=amplitude, clutter=clutter)
     workers = min(4, os.cpu_count() or 1) if n >= 256 else 0
@@ -205,8 +203,6 @@ def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | di
     so a checkpoint needs no skeleton file next to it. ``renders`` (:func:`render_synthetic`) are
     synthetic sets rendered before; without the one this config needs, it is rendered here.
     """
-    import integral_pose.data as D
-
     d = cfg["data"]
     ds_name = d["dataset"]
     train = split == "train"
@@ -221,23 +217,23 @@ def build_dataset(cfg: dict[str, Any], split: str, skeleton: Skeleton | str | di
     if ds_name == "coco":
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")
-        ds = D.CocoKeypoints(ann, images, transform=tf, skeleton=skeleton)
+        ds = CocoKeypoints(ann, images, transform=tf, skeleton=skeleton)
     elif ds_name == "mpii":
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")
-        ds = D.MpiiDataset(ann, images, head_boxes=_path(cfg, "head_boxes", required=False), transform=tf)
+        ds = MpiiDataset(ann, images, head_boxes=_path(cfg, "head_boxes", required=False), transform=tf)
     elif ds_name in ("h36m", "h36m_mpii"):
         ann = _path(cfg, "train_ann" if train else "val_ann")
         images = _path(cfg, "train_images" if train else "val_images")
-        h36m = D.H36MFrames(ann, images, transform=tf)
+        h36m = H36MFrames(ann, images, transform=tf)
         if ds_name == "h36m_mpii" and train:
             mann = _path(cfg, "mpii_ann", root_key="mpii_root")
             mimg = Path(d["mpii_root"]) if d["mpii_root"] else mann.parent
             if _is_coco_json(mann):  # a user's 2D set in COCO format, keypoints in Human3.6M-17 order
-                mpii = D.CocoKeypoints(mann, mimg, transform=tf, skeleton="h36m17")
+                mpii = CocoKeypoints(mann, mimg, transform=tf, skeleton="h36m17")
             else:
-                mpii = D.MpiiDataset(mann, mimg, transform=tf, skeleton="h36m17")
-            ds = D.MixedDataset([h36m, mpii], ratios=[1, 1], seed=int(cfg["seed"]))
+                mpii = MpiiDataset(mann, mimg, transform=tf, skeleton="h36m17")
+            ds = MixedDataset([h36m, mpii], ratios=[1, 1], seed=int(cfg["seed"]))
         else:
             ds = h36m
     else:  # validated earlier; kept for a clear message if the schema grows

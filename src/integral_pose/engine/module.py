@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from integral_pose import losses
+from integral_pose.engine.distributed import convert_batchnorm
 from integral_pose.engine.inference import decode_logits
 from integral_pose.models import create_model
 from integral_pose.ops.targets import render_heatmaps
@@ -148,8 +149,6 @@ class PoseLightningModule(L.LightningModule):
         # processes (gloo) get the CPU-capable equivalent here, before DDP wraps the model.
         t = self.trainer
         if self.cfg["train"]["sync_batchnorm"] and t is not None and t.world_size > 1 and self.device.type == "cpu":
-            from integral_pose.engine.distributed import convert_batchnorm
-
             convert_batchnorm(self.model)
 
     # ----------------------------------------------------------------------------- losses

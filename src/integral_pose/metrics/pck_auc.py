@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from integral_pose.skeletons import get_skeleton
+
 from ._checks import as_numpy, check_gt_finite, check_pair, check_visible, finite_mask
 
 __all__ = [
@@ -101,8 +103,6 @@ def torso_size(joints: Any, visible: Any = None, pair: tuple[int, int] | None = 
     if (pair is None) == (skeleton is None):
         raise ValueError("torso_size needs exactly one of pair=(i, j) or skeleton=<name or Skeleton>")
     if pair is None:
-        from integral_pose.skeletons import get_skeleton  # lazy: keeps the metrics importable on their own
-
         pair = tuple(get_skeleton(skeleton).torso)
     j = as_numpy(joints, "joints")
     if j.ndim != 3:

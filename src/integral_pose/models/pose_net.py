@@ -9,6 +9,7 @@ data pipeline, ``predict`` and the ONNX export all feed the same thing.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,8 +203,6 @@ def create_model(
         torch.Size([1, 16, 8, 16, 16])
     """
     if name not in MODEL_SPECS:
-        import difflib
-
         close = difflib.get_close_matches(name, list(MODEL_SPECS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} Valid: {list_models()}")
