@@ -21,7 +21,7 @@ def test_items_deterministic_by_seed_and_index():
 
 
 def test_joints_2d_are_projections_of_joints_3d():
-    ds = SyntheticHumans(8, image_size=(64, 80), seed=1)
+    ds = SyntheticHumans(8, image_size=(80, 64), seed=1)  # (W, H)
     for i in range(8):
         it = ds[i]
         X = it["joints_3d"].double().numpy()

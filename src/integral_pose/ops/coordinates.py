@@ -30,40 +30,40 @@ DEFAULT_DEPTH_RANGE_MM = 1000.0
 ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
 
 
-def _sizes_xyz(size: Sequence[int], coords: Tensor) -> Tensor:
-    """Map a tensor-ordered size (D, H, W) to a tensor of per-coordinate sizes ordered (x, y, z)."""
-    if len(size) != coords.shape[-1]:
+def _sizes_xyz(shape: Sequence[int], coords: Tensor) -> Tensor:
+    """Map a tensor-ordered shape (D, H, W) to a tensor of per-coordinate sizes ordered (x, y, z)."""
+    if len(shape) != coords.shape[-1]:
         raise ValueError(
-            f"size {tuple(size)} has {len(size)} dims but coords have {coords.shape[-1]} components "
-            f"(coords shape {tuple(coords.shape)}, expected (..., {len(size)}))"
+            f"map shape {tuple(shape)} has {len(shape)} dims but coords have {coords.shape[-1]} components "
+            f"(coords shape {tuple(coords.shape)}, expected (..., {len(shape)}))"
         )
-    return torch.tensor(list(reversed(size)), dtype=coords.dtype, device=coords.device)
+    return torch.tensor(list(reversed(shape)), dtype=coords.dtype, device=coords.device)
 
 
-def cells_to_normalized(coords: Tensor, size: Sequence[int]) -> Tensor:
+def cells_to_normalized(coords: Tensor, shape: Sequence[int]) -> Tensor:
     """Cells -> normalised coordinates in [-1/2, 1/2] over the map's extent.
 
     Args:
         coords: (..., d) coordinates ordered (x, y[, z]) in cells.
-        size: the map's spatial size in **tensor order**, (W,), (H, W) or (D, H, W) -- the
-            reverse of the coordinates' (x, y[, z]) order.
+        shape: the map's spatial shape in **tensor order** (``heatmap.shape[2:]``), (W,), (H, W) or
+            (D, H, W) -- the reverse of the coordinates' (x, y[, z]) order.
 
     Example:
         >>> cells_to_normalized(torch.tensor([[-0.5, 63.5]]), (64, 64))
         tensor([[-0.5000,  0.5000]])
     """
-    n = _sizes_xyz(size, coords)
+    n = _sizes_xyz(shape, coords)
     return (coords + 0.5) / n - 0.5
 
 
-def normalized_to_cells(coords: Tensor, size: Sequence[int]) -> Tensor:
-    """Inverse of :func:`cells_to_normalized`; ``size`` is in **tensor order** (W,), (H, W) or (D, H, W).
+def normalized_to_cells(coords: Tensor, shape: Sequence[int]) -> Tensor:
+    """Inverse of :func:`cells_to_normalized`; ``shape`` is in **tensor order** (W,), (H, W) or (D, H, W).
 
     Example:
         >>> normalized_to_cells(torch.tensor([[-0.5, 0.5]]), (48, 64))  # x over W = 64, y over H = 48
         tensor([[-0.5000, 47.5000]])
     """
-    n = _sizes_xyz(size, coords)
+    n = _sizes_xyz(shape, coords)
     return (coords + 0.5) * n - 0.5
 
 

@@ -20,22 +20,22 @@ def _check_size(size: Sequence[int]) -> tuple[int, ...]:
     try:
         size = tuple(int(s) for s in size)
     except TypeError:
-        raise TypeError(f"size must be a sequence of ints in tensor order, (W,), (H, W) or (D, H, W); got {size!r}")
+        raise TypeError(f"shape must be a sequence of ints in tensor order, (W,), (H, W) or (D, H, W); got {size!r}")
     if not 1 <= len(size) <= 3 or any(s <= 0 for s in size):
-        raise ValueError(f"size must be (W,), (H, W) or (D, H, W) with positive entries, got {size}")
+        raise ValueError(f"shape must be (W,), (H, W) or (D, H, W) with positive entries, got {size}")
     return size
 
 
 def render_heatmaps(
     coords: Tensor,
-    size: Sequence[int],
+    shape: Sequence[int],
     sigma: float | Tensor,
     kind: str = "gaussian",
     visible: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Render one Gaussian target per joint, centred at sub-pixel ``coords``.
 
-    With ``d = len(size)`` and cell centres ``p`` at integer coordinates,
+    With ``d = len(shape)`` and cell centres ``p`` at integer coordinates,
 
     - ``"gaussian"``: ``exp(-|p - c|^2 / (2 sigma^2))`` -- a score map, 1 at the centre (for
       heatmap regression and the "argmax"/"argmax_quarter"/"dark" decoders);
@@ -48,13 +48,14 @@ def render_heatmaps(
 
     Args:
         coords: (..., K, d) centres in heatmap cells ordered (x, y[, z]).
-        size: spatial size in tensor order, (W,), (H, W) or (D, H, W); ``len(size) == d``.
+        shape: the maps' spatial shape in tensor order (``heatmap.shape[2:]``), (W,), (H, W) or (D, H, W);
+            ``len(shape) == d``.
         sigma: standard deviation in cells, a float or a tensor broadcastable to (..., K).
         kind: "gaussian" or "log_gaussian".
         visible: optional (..., K) visibility; entries <= 0 (or False) give weight 0.
 
     Returns:
-        ``(heatmaps, weights)``: heatmaps (..., K, *size) float32 (float64 for float64 coords),
+        ``(heatmaps, weights)``: heatmaps (..., K, *shape) float32 (float64 for float64 coords),
         weights (..., K) of the same dtype, 1 or 0.
 
     Example:
@@ -62,11 +63,11 @@ def render_heatmaps(
         >>> hm.shape, w
         (torch.Size([1, 1, 4, 6]), tensor([[1.]]))
     """
-    size = _check_size(size)
+    size = _check_size(shape)
     d = len(size)
     if not isinstance(coords, Tensor) or coords.dim() < 2 or coords.shape[-1] != d:
-        shape = tuple(coords.shape) if isinstance(coords, Tensor) else type(coords).__name__
-        raise ValueError(f"coords must have shape (..., K, {d}) for size {size}, got {shape}")
+        got = tuple(coords.shape) if isinstance(coords, Tensor) else type(coords).__name__
+        raise ValueError(f"coords must have shape (..., K, {d}) for maps of shape {size}, got {got}")
     if kind not in HEATMAP_KINDS:
         raise ValueError(f"kind must be one of {HEATMAP_KINDS}, got {kind!r}")
     dtype = torch.float64 if coords.dtype == torch.float64 else torch.float32

@@ -32,8 +32,7 @@ class SyntheticHumans(Dataset):
 
     Args:
         num_samples: dataset length.
-        image_size: rendered image size, an int or **(H, W)** (tensor order, like the image tensor it
-            sizes; the geometry and :class:`TopDownTransform` take (W, H)).
+        image_size: rendered image size in pixels, an int or **(W, H)** (the project's one size order).
         seed: base seed; item i uses ``np.random.default_rng([seed, i])``.
         poses: optional (N, 17, 3) poses in mm to render instead of random ones. With ``cameras``
             they are world coordinates (as in Human3.6M, z up) seen through those cameras; without,
@@ -45,7 +44,7 @@ class SyntheticHumans(Dataset):
         crop_to_person: with real cameras, render the region around the person (the camera's
             intrinsics are changed accordingly, so the projection stays exact) rather than the whole
             camera frame of ``camera_image_size``.
-        camera_image_size: **(H, W)** of the real cameras' images (only with ``crop_to_person=False``).
+        camera_image_size: **(W, H)** of the real cameras' images (only with ``crop_to_person=False``).
         fill: fraction of the shorter image side covered by the person's longer extent, (lo, hi).
         pose_amplitude: (lo, hi) range of the per-person factor that scales every joint angle's
             deviation from rest (random poses only; 1 = the full joint-angle limits). The default
@@ -89,9 +88,9 @@ class SyntheticHumans(Dataset):
         if isinstance(image_size, (int, np.integer)):
             self.height = self.width = int(image_size)
         else:
-            self.height, self.width = (int(s) for s in image_size)
+            self.width, self.height = (int(s) for s in image_size)
         if self.height < 8 or self.width < 8:
-            raise ValueError(f"image_size must be at least 8 x 8, got (H, W) = ({self.height}, {self.width})")
+            raise ValueError(f"image_size must be at least 8 x 8, got (W, H) = ({self.width}, {self.height})")
         self.seed = int(seed)
         self.poses = None
         if poses is not None:
@@ -169,7 +168,7 @@ class SyntheticHumans(Dataset):
                 f = f * k
                 c = np.array([k * (c[0] - x0) - 0.5, k * (c[1] - y0) - 0.5])
             else:
-                ch, cw = self.camera_image_size
+                cw, ch = self.camera_image_size
                 k = np.array([w / cw, h / ch])
                 f = f * k
                 c = (c + 0.5) * k - 0.5
