@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from integral_pose import cli
 from integral_pose.commands import quantization
-from integral_pose.engine.config import load_config
+from integral_pose.engine.config import dump_config, load_config
 from integral_pose.engine.evaluate import load_checkpoint
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import BadFileError, MissingFileError, UserError
@@ -78,13 +79,24 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["coco5"].write_text(json.dumps({"images": [{"id": 1, "file_name": "1.png", "width": 64, "height": 64}],
                                       "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 30, 50],
                                                        "keypoints": [10, 10, 2] * 5, "num_keypoints": 5}]}))
+    for name in ("full_run", "photos", "nockpt", "changed"):
+        f[name] = d / name
+        f[name].mkdir()
+    (f["full_run"] / "config.yaml").write_text("name: earlier\n")
+    (f["photos"] / "a.jpg").write_bytes(b"not a run")
+    (f["nockpt"] / "config.yaml").write_text("name: earlier\n")
+    dump_config(load_config(None, TINY_RUN), f["changed"] / "config.yaml")
+    (f["changed"] / "checkpoints").mkdir()
+    (f["changed"] / "checkpoints" / "last.ckpt").write_bytes(b"a checkpoint")
+    f["image"] = d / "img.png"
+    cv2.imwrite(str(f["image"]), np.zeros((425, 640, 3), np.uint8))
     f["bad_yaml"] = d / "bad.yaml"
     f["bad_yaml"].write_text("train:\n  lr: [0.1\n  mode: integral\n")
     return f
 
 
-def _train(*overrides: str) -> list[str]:
-    argv = ["train", "--output", "{dir}/train_run"]
+def _train(*overrides: str, output: str = "{dir}/train_run", flags: tuple[str, ...] = ()) -> list[str]:
+    argv = ["train", "--output", output, *flags]
     for o in (*TINY_RUN, *overrides):
         argv += ["--set", o]
     return argv
@@ -117,6 +129,19 @@ ROWS = [
     ("skeleton file missing", _train("data.skeleton={dir}/nope.yaml"), "data.skeleton: skeleton file '{dir}/nope.yaml' not found"),
     ("unknown joint in a skeleton file", _train("data.skeleton={skeleton_joint}"), "star_joint.yaml: flip_pairs[0]: unknown joint 'r_hnd'; did you mean 'r_hand'"),
     ("wrong number of OKS sigmas in a skeleton file", _train("data.skeleton={skeleton_sigmas}"), "oks_sigmas: expected 5 numbers (one per joint), got 2"),
+    # run folders and predict
+    ("output folder already holds a run", _train(output="{full_run}"), "'{full_run}' already holds a run; continue it with --resume"),
+    ("`--overwrite` on a folder that holds no run", _train(output="{photos}", flags=("--overwrite",)), "holds no run"),
+    ("`--resume` without a checkpoint", _train(output="{nockpt}", flags=("--resume",)), "checkpoints/last.ckpt' not found"),
+    ("`--resume` with a changed config", _train("train.lr=0.1", output="{changed}", flags=("--resume",)),
+     "in train.lr (stored 0.004, now 0.1)"),
+    ("`--resume` with `--overwrite`", _train(flags=("--resume", "--overwrite")), "contradict each other"),
+    ("training set smaller than one batch", _train("data.synthetic_train=4", "data.batch_size=8"), "not one full batch"),
+    ("predict box not finite", ["predict", "--checkpoint", "{good}", "{image}", "--box", "281,45,nan,347", "--output", "{dir}/p"],
+     "(281, 45, nan, 347) is not finite"),
+    ("predict box outside the image", ["predict", "--checkpoint", "{good}", "{image}", "--box", "2000,2000,100,100", "--output",
+                                       "{dir}/p"], "lies outside the 640x425 image"),
+    ("predict input missing", ["predict", "--checkpoint", "{good}", "{dir}/none.jpg", "--output", "{dir}/p"], "none.jpg' not found"),
     # checkpoints (evaluate, export; predict loads them the same way)
     ("checkpoint missing", ["evaluate", "--checkpoint", "{dir}/none.ckpt"], "none.ckpt' not found"),
     ("checkpoint is a folder", ["evaluate", "--checkpoint", "{ckpt_dir}"], "is a folder"),

@@ -20,7 +20,7 @@ from integral_pose.engine.console import quiet_console
 from integral_pose.engine.cpu_runs import Job, single_cpu_process, train_on_cpu
 from integral_pose.engine.data import dataset_skeleton, render_synthetic
 from integral_pose.engine.inference import pck_key
-from integral_pose.engine.train import check_resume, launched_rank_zero, prepare_run_folder, run_training
+from integral_pose.engine.train import check_one_batch, check_resume, launched_rank_zero, prepare_run_folder, run_training
 from integral_pose.files import UserError, atomic_write_text
 from integral_pose.ops.decode import DECODE_LABELS
 
@@ -82,6 +82,7 @@ def main(args: argparse.Namespace) -> int:
                         "--overwrite deletes it")
     quiet_console()
     cfg = load_config(args.config, overrides)
+    check_one_batch(cfg)  # a synthetic set smaller than one batch: refused before it is rendered
     dataset_skeleton(cfg)  # a bad data.skeleton (a missing or invalid file) is a config error, before any work
     out = Path(args.output)
     t0 = time.perf_counter()

@@ -92,7 +92,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.lr_factor", 0.1, "Step-decay factor."),
     ("train.warmup_steps", 100, "Linear learning-rate warm-up over this many steps; 0 = off."),
     ("train.channels_last", True, "Keep the network's weights (and so its activations) in channels-last memory format (NHWC): the layout oneDNN's CPU convolutions and GPU tensor cores run fastest on (benchmarks/bench_train.py --layouts measures it)."),
-    ("train.precision", "auto", "auto (bf16-mixed on CUDA with bf16 support, else 16-mixed on CUDA, 32 on CPU) or any Lightning precision string."),
+    ("train.precision", "auto", "auto (bf16-mixed on CUDA with bf16 support, else 16-mixed on CUDA; on CPU bf16-mixed autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo), else 32-true) or any Lightning precision string (32-true keeps fp32 everywhere)."),
     ("train.accelerator", "auto", "Lightning accelerator: auto | cpu | gpu."),
     ("train.devices", "auto", "Processes/GPUs per node (Lightning `devices`); >1 on CPU uses DDP with gloo."),
     ("train.num_nodes", 1, "Nodes (set by your launcher: torchrun or SLURM, read by Lightning)."),

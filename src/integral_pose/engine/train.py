@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import csv
 import os
+import functools
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from integral_pose.engine.module import PoseLightningModule
 from integral_pose.files import UserError
 from integral_pose.skeletons import get_skeleton
 
-__all__ = ["run_training", "prepare_run_folder", "check_resume", "config_differences", "on_gpu", "launched_rank_zero",
+__all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resume", "config_differences", "on_gpu", "launched_rank_zero",
            "RUNTIME_KEYS"]
 
 # Keys that say how a run uses this machine, not what it trains: a resumed run may change them
@@ -52,12 +53,44 @@ RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "train.parallel
 
 
 def _precision(cfg: dict[str, Any]) -> str:
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of CPUs with native bf16 math
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU feature flags the kernel reports (the first ``flags`` line of ``path``); empty where
+    there is no such file (macOS, Windows). Read once per process."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_bf16_native(flags: Iterable[str]) -> bool:
+    """Whether a CPU with these feature flags computes in bf16 natively (AVX512-BF16 or AMX-BF16).
+
+    Only then does CPU bf16 autocast make convolutions faster; elsewhere bf16 is emulated and
+    slower than fp32, so ``train.precision: auto`` keeps fp32 there.
+
+    Example:
+        >>> cpu_bf16_native({"avx2", "avx512f", "avx512_bf16"}), cpu_bf16_native({"avx2", "fma"})
+        (True, False)
+    """
+    return not CPU_BF16_FLAGS.isdisjoint(flags)
+
+
     p = cfg["train"]["precision"]
+    """``train.precision`` -> a Lightning precision string. "auto": bf16-mixed on GPUs that support it
+    (else 16-mixed), bf16-mixed (autocast) on CPUs with native bf16 math, else 32-true."""
     if p != "auto":
         return str(p)
     if on_gpu(cfg):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    return "bf16-mixed" if cpu_bf16_native(cpu_flags()) else "32-true"
 
 
 def on_gpu(cfg: dict[str, Any]) -> bool:
@@ -202,6 +235,26 @@ def run_training(
     skeleton = dataset_skeleton(cfg)
     notice = depth_notice(cfg)
     if verbose and notice and launched_rank_zero():
+def check_one_batch(cfg: dict[str, Any], train_images: int | None = None, world_size: int = 1) -> None:
+    """A run must have one full batch per process to train on (drop_last), or it trains zero steps.
+
+    ``train_images`` None: the synthetic set's size from the config (known before it is rendered);
+    other datasets are counted when read (``run_training`` calls this again with the real count).
+
+    Raises:
+        ConfigError: naming the batch size, the process count and the training set's size.
+    """
+    d = cfg["data"]
+    if train_images is None:
+        if d["dataset"] != "synthetic":
+            return
+        train_images = min(int(d["synthetic_train"]), int(d["limit_train"] or d["synthetic_train"]))
+    if train_images < d["batch_size"] * world_size:
+        raise ConfigError(f"data.batch_size = {d['batch_size']} x {world_size} process(es), but the "
+                          f"training set has {train_images} images: not one full batch to train on; lower "
+                          f"data.batch_size or use more data (data.synthetic_train, data.limit_train)")
+
+
         print(notice, flush=True)
     module = PoseLightningModule(cfg, get_skeleton(skeleton).num_joints, skeleton, progress=progress)
     dm = PoseDataModule(cfg, renders=renders)
@@ -243,10 +296,7 @@ def run_training(
         limit_val_batches=None if t["val_every_n_epochs"] else 0,
     )
     dm.setup("fit")  # the datasets now: a missing or too small one fails before the run folder is written
-    if len(dm.train_set) < cfg["data"]["batch_size"] * trainer.world_size:
-        raise ConfigError(f"data.batch_size = {cfg['data']['batch_size']} x {trainer.world_size} process(es), but the "
-                          f"training set has {len(dm.train_set)} images: not one full batch to train on; lower "
-                          f"data.batch_size or use more data (data.synthetic_train, data.limit_train)")
+    check_one_batch(cfg, len(dm.train_set), trainer.world_size)
     if trainer.is_global_zero and last is None:
         # a resumed run keeps its config.yaml: it describes the checkpoints
         out.mkdir(parents=True, exist_ok=True)
