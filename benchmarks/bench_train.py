@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py [--threads 2] [--quick] [--out benchmarks/bench_train.json]
     python benchmarks/bench_train.py --layouts [--quick]
+    python benchmarks/bench_train.py --precision [--quick]
 
 Measures, for the default demo model ("tiny", 64x64 input) and the paper-sized ResNet-50 at
 256x192 (H x W):
@@ -17,11 +18,18 @@ Prints a markdown table (for benchmarks/RESULTS.md) and writes the raw numbers a
 thread, one process with two threads, and two processes with one thread each training at the
 same time (what ``train.parallel_compare`` does), with the weights in the default (NCHW) or
 channels-last (NHWC) memory format. Each measurement runs in fresh spawned processes.
+
+``--precision`` measures the demo model's training (one thread, channels-last, batch 32) in fp32
+and under CPU bf16 autocast (what ``train.precision: bf16-mixed`` runs), side by side in one
+process: the two alternate in rounds, so a change in the machine's load hits both alike. It
+prints each one's images/s (median over the rounds), their ratio, the CPU's bf16 flags and the
+load average before and after (``os.getloadavg``, what ``uptime`` shows).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -57,7 +65,8 @@ def _timeit(fn, warmup: int, reps: int) -> list[float]:
     return times
 
 
-def bench_train(model: torch.nn.Module, batch: int, hw: tuple[int, int], steps: int) -> float:
+def bench_train(model: torch.nn.Module, batch: int, hw: tuple[int, int], steps: int, bf16: bool = False) -> float:
+    """Training images/s (median step); ``bf16``: the forward pass under CPU bf16 autocast."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     x = torch.rand(batch, 3, *hw)
@@ -65,8 +74,9 @@ def bench_train(model: torch.nn.Module, batch: int, hw: tuple[int, int], steps: 
     target = torch.rand(batch, k, 2) - 0.5
 
     def step():
-        logits = model(x)
-        coords = soft_argmax(logits)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        coords = soft_argmax(logits)  # float32 for bf16 logits
         size = logits.shape[-2:]
         norm = (coords + 0.5) / torch.tensor([size[1], size[0]]) - 0.5
         loss = (norm - target).abs().mean()
@@ -135,13 +145,47 @@ def bench_layouts(steps: int) -> list[dict]:
     return rows
 
 
+def bench_precision(rounds: int, steps: int) -> dict:
+    """Demo-model training images/s in fp32 and bf16 autocast, alternating ``rounds`` times."""
+    from integral_pose.engine.train import cpu_bf16_native, cpu_flags
+
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()
+    models = {}
+    for name in ("fp32", "bf16-mixed"):
+        torch.manual_seed(0)
+        models[name] = create_model("tiny", 17, head_init="integral").to(memory_format=torch.channels_last)
+    speeds: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(rounds):
+        for name, model in models.items():
+            speeds[name].append(bench_train(model, 32, (64, 64), steps, bf16=name != "fp32"))
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.0f} img/s" for n, v in speeds.items()), flush=True)
+    med = {name: statistics.median(v) for name, v in speeds.items()}
+    flags = sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "avx512f", "amx_tile"})
+    return {"cpu": _cpu_name(), "torch": torch.__version__, "threads": 1, "bf16_flags": flags,
+            "bf16_native": cpu_bf16_native(cpu_flags()), "img_s": med, "rounds": speeds,
+            "ratio_bf16_over_fp32": med["bf16-mixed"] / med["fp32"],
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
     ap.add_argument("--out", default="benchmarks/bench_train.json")
     ap.add_argument("--layouts", action="store_true", help="processes x threads x memory format for the demo model")
+    ap.add_argument("--precision", action="store_true", help="demo model, 1 thread: fp32 vs CPU bf16 autocast side by side")
     args = ap.parse_args()
+    if args.precision:
+        r = bench_precision(rounds=3 if args.quick else 7, steps=10 if args.quick else 30)
+        print(f"\n{r['cpu']}, torch {r['torch']}, 1 thread, channels-last, batch 32; CPU flags {r['bf16_flags']}; "
+              f"load average before {r['loadavg_before'][0]:.2f}, after {r['loadavg_after'][0]:.2f}\n")
+        print("| precision | train img/s (median of rounds) | rounds |")
+        print("| --- | ---: | --- |")
+        for name, v in r["img_s"].items():
+            print(f"| {name} | {v:.0f} | " + ", ".join(f"{x:.0f}" for x in r["rounds"][name]) + " |")
+        print(f"\nbf16-mixed / fp32 = {r['ratio_bf16_over_fp32']:.2f}x")
+        return
     if args.layouts:
         rows = bench_layouts(steps=10 if args.quick else 40)
         print(f"\n{_cpu_name()}, torch {torch.__version__}\n")

@@ -158,8 +158,10 @@ def test_heatmap_mode_and_comparison_table(tmp_path):
 def test_ddp_two_processes_equal_one_process(tmp_path):
     # SGD, not Adam: Adam turns float-rounding differences in near-zero gradients into lr-sized steps,
     # which would hide the comparison; with SGD weight differences track gradient differences.
+    # fp32: bf16 autocast (train.precision auto on a CPU with native bf16) rounds the two batch
+    # splits differently, which is not what this compares.
     common = TINY + ["train.max_epochs=1", "data.synthetic_train=64", "train.accelerator=cpu", "eval.flip_test=false",
-                     "train.optimizer=sgd", "train.lr=0.05"]
+                     "train.optimizer=sgd", "train.lr=0.05", "train.precision=32-true"]
     _cli_train(tmp_path / "one", common + ["train.devices=1", "data.batch_size=16"])
     _cli_train(tmp_path / "two", common + ["train.devices=2", "train.strategy=ddp", "data.batch_size=8"])
     a = _weights(tmp_path / "one/checkpoints/last.ckpt")
@@ -348,6 +350,50 @@ def test_a_training_set_smaller_than_one_batch_is_a_config_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- CPU demo machinery
+def test_cpu_precision_auto_is_bf16_only_where_the_cpu_has_native_bf16(tmp_path, monkeypatch):
+    from integral_pose.engine import train as train_mod
+
+    assert train_mod.cpu_bf16_native({"sse4_2", "avx2", "avx512f", "avx512_bf16"})
+    assert train_mod.cpu_bf16_native({"avx2", "amx_tile", "amx_bf16"})
+    assert not train_mod.cpu_bf16_native({"sse4_2", "avx2", "fma", "avx512f", "avx512_vnni"})  # bf16 emulated: slower
+    assert not train_mod.cpu_bf16_native(set())  # no /proc/cpuinfo (macOS, Windows)
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert train_mod.cpu_flags(str(info)) == {"fpu", "avx2", "avx512_bf16"}  # the first CPU's line
+    assert train_mod.cpu_flags(str(tmp_path / "missing")) == frozenset()
+    cfg = load_config(None, ["train.accelerator=cpu"])
+    for flags, expected in (({"avx2", "amx_bf16"}, "bf16-mixed"), ({"avx2"}, "32-true")):
+        monkeypatch.setattr(train_mod, "cpu_flags", lambda flags=flags: frozenset(flags))
+        assert train_mod._precision(cfg) == expected
+    cfg["train"]["precision"] = "32-true"  # an explicit choice is kept
+    assert train_mod._precision(cfg) == "32-true"
+
+
+class _LogitDtype(L.Callback):
+    """Records the dtype of the network's output in training steps (autocast on or off)."""
+
+    def __init__(self) -> None:
+        self.dtypes: set[torch.dtype] = set()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        pl_module.model.register_forward_hook(lambda mod, inp, out: self.dtypes.add(out.dtype) if mod.training else None)
+
+
+@pytest.mark.slow
+def test_cpu_bf16_autocast_trains_with_fp32_weights_and_losses(tmp_path):
+    cfg = load_config(None, TINY + ["train.precision=bf16-mixed", "train.mode=integral", "train.coord_loss=laplace_nll"])
+    seen = _LogitDtype()
+    m = run_training(cfg, tmp_path / "run", verbose=False, callbacks=[seen])
+    assert seen.dtypes == {torch.bfloat16}  # the convolutions ran under autocast
+    sd = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in sd.values() if v.is_floating_point())  # fp32 master weights
+    rows = (tmp_path / "run/csv/metrics.csv").read_text().splitlines()
+    li = rows[0].split(",").index("train/loss")
+    losses = [float(r.split(",")[li]) for r in rows[1:] if r.split(",")[li]]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    assert 0.0 <= m["pck@0.2"] <= 1.0 and m["mean_error_px"] > 0
+
+
 def test_wall_clock_schedule_moves_the_step_decay_earlier():
     from integral_pose.engine.cpu_runs import WallClockSchedule
     from integral_pose.engine.module import PoseLightningModule
