@@ -135,6 +135,38 @@ def test_heatmap_then_integral_switches_loss_at_switch_epoch():
                     2: ("integral", ["coord"]), 3: ("integral", ["coord"])}
 
 
+def test_a_progress_source_moves_the_switch_and_the_decay_together():
+    # Under the demo's time budget the run may end long before max_epochs: the heatmap -> integral
+    # switch and the lr decay both follow the clock's progress, so neither is skipped.
+    clock = {"epochs": 0.0}
+    cfg = load_config(None, ["train.channels_last=false", "train.mode=heatmap_then_integral", "train.max_epochs=32",
+                             "train.switch_epoch=null", "train.lr_steps=[24, 28]", "train.warmup_steps=0",
+                             "train.lr=0.01", "train.js_weight=0"])
+    m = PoseLightningModule(cfg, K, "h36m17", progress=lambda: clock["epochs"])
+    m._trainer = types.SimpleNamespace(current_epoch=1)  # the trainer has done one epoch only
+    sched = m.configure_optimizers()["lr_scheduler"]["scheduler"]
+    seen = []
+    for epochs in (0.0, 15.9, 16.0, 24.0, 28.5):  # 16 = half of max_epochs: the default switch
+        clock["epochs"] = epochs
+        sched.optimizer.step()
+        sched.step()
+        seen.append((m.current_mode(), sched.get_last_lr()[0]))
+    assert [s[0] for s in seen] == ["heatmap", "heatmap", "integral", "integral", "integral"]
+    assert [s[1] for s in seen] == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.0001])
+    clock["epochs"] = 0.0
+    m._trainer.current_epoch = 20  # the clock never moves the schedule back
+    assert m.current_mode() == "integral" and m.progress_epochs() == 20.0
+
+
+def test_the_demo_anneals_within_max_epochs_and_stops_on_its_time_budget():
+    cfg = load_config(None)
+    t = cfg["train"]
+    # the fixed-length variant (train.max_time_s=null) must reach every decay before max_epochs ends
+    assert t["max_time_s"] and all(0 < s < t["max_epochs"] for s in t["lr_steps"])
+    fractions = [s / t["max_epochs"] for s in t["lr_steps"]]
+    assert fractions == sorted(fractions) and fractions[0] >= 0.5
+
+
 def test_axis_weights_reach_the_loss_and_wrong_lengths_are_config_errors():
     m = _module("model.depth_bins=8", "train.axis_weights=[1, 1, 4]", "train.js_weight=0")
     assert m.integral_loss.axis_weights == (1.0, 1.0, 4.0)

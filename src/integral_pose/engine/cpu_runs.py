@@ -13,9 +13,11 @@ asks :func:`single_cpu_process` first). What the demo adds, and why:
   train at the same time as the main run, each in its own spawned process.
 - **Renders made once**: the synthetic images are rendered in this process and handed to every run
   (pickled to the spawned ones) instead of once per run.
-- **A learning-rate decay that follows the clock** (:class:`WallClockSchedule`): under a wall-clock
-  cap (``train.max_time_s``) a run cut short by a slow machine still anneals, because the step decay
-  also happens at the same fraction of the time budget.
+- **A schedule that follows the clock** (:class:`WallClockSchedule`): the demo trains for its time
+  budget (``train.max_time_s``; ``train.max_epochs`` is an upper bound), whatever the machine's
+  speed, so the step decay (and ``heatmap_then_integral``'s switch) sit at fixed fractions of the
+  run's progress, ``max(epoch / max_epochs, elapsed / max_time_s)``: every run anneals wherever it
+  ends. Without the cap a run has exactly ``max_epochs`` epochs and is exactly reproducible.
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ class WallClockSchedule(Callback):
 
     Called, it returns ``elapsed / train.max_time_s * train.max_epochs`` since training started (0
     before): :class:`~integral_pose.engine.module.PoseLightningModule` takes it as its ``progress``
-    and decays at whichever comes first, the epoch or the same fraction of the time budget.
+    and schedules by whichever is further, the epoch or the same fraction of the time budget.
     """
 
     def __init__(self, max_time_s: float, max_epochs: int) -> None:

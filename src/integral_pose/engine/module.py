@@ -80,7 +80,7 @@ def build_integral_loss(cfg: dict[str, Any], num_joints: int) -> losses.Combined
     )
 
 
-def current_mode(train_cfg: dict[str, Any], epoch: int) -> str:
+def current_mode(train_cfg: dict[str, Any], epoch: float) -> str:
     """The loss a ``train.mode`` uses at ``epoch``: heatmap_then_integral is "heatmap" before
     ``train.switch_epoch`` (null: half of max_epochs, at least 1) and "integral" from it on.
 
@@ -128,7 +128,8 @@ class PoseLightningModule(L.LightningModule):
             carries it (``get_skeleton`` restores it; older checkpoints store a name).
         progress: optional training progress in epochs from another source than the trainer's
             epoch count (the CPU demo's wall clock: ``engine.cpu_runs.WallClockSchedule``); the
-            step decay of the learning rate follows whichever is further.
+            schedule (the learning rate's step decay, ``heatmap_then_integral``'s switch) follows
+            whichever is further.
     """
 
     def __init__(self, cfg: dict[str, Any], num_joints: int, skeleton: Any,
@@ -152,8 +153,16 @@ class PoseLightningModule(L.LightningModule):
             convert_batchnorm(self.model)
 
     # ----------------------------------------------------------------------------- losses
+    def progress_epochs(self) -> float:
+        """Training progress in epochs for the schedule (learning-rate decay, heatmap -> integral
+        switch): the trainer's epoch, or the ``progress`` source's value where that is further."""
+        epoch = float(self.trainer.current_epoch) if self._trainer is not None else 0.0
+        if self.progress is not None:
+            epoch = max(epoch, float(self.progress()))
+        return epoch
+
     def current_mode(self) -> str:
-        return current_mode(self.cfg["train"], self.current_epoch)
+        return current_mode(self.cfg["train"], self.progress_epochs())
 
     def heatmap_targets(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Gaussian targets (B, K, h, w) and weights (B, K) for the heatmap loss.
@@ -239,10 +248,7 @@ class PoseLightningModule(L.LightningModule):
         # trainer's epoch, which a resumed run restores, so a resumed run follows the same curve.
         # A ``progress`` source (the demo's wall clock) can move the decay earlier, never later.
         def lr_lambda(step: int) -> float:
-            epoch = float(self.trainer.current_epoch) if self._trainer is not None else 0.0
-            if self.progress is not None:
-                epoch = max(epoch, float(self.progress()))
-            return lr_factor(step, epoch, warm, steps, factor)
+            return lr_factor(step, self.progress_epochs(), warm, steps, factor)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
