@@ -12,15 +12,18 @@ Example:
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 
+from integral_pose.files import atomic_write_bytes
 from integral_pose.skeletons import Skeleton, get_skeleton
 
-__all__ = ["to_uint8_image", "draw_skeleton", "make_grid", "save_image", "put_label"]
+__all__ = ["to_uint8_image", "draw_skeleton", "make_grid", "save_image", "put_label", "palette", "draw_prediction_panel",
+           "draw_legend", "GROUND_TRUTH_COLOR"]
 
 # RGB: the person's left in blue, right in orange, centre in green
 _LEFT, _RIGHT, _CENTRE = (40, 120, 255), (255, 140, 0), (0, 200, 80)
@@ -125,7 +128,80 @@ def make_grid(images: Sequence[np.ndarray], ncols: int | None = None, pad: int =
     return grid
 
 
-def save_image(path: str, image: np.ndarray) -> None:
-    """Write an RGB uint8 image (PNG/JPEG by extension); raise naming the file on failure."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write image {path}")
+def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB uint8 image (PNG/JPEG by extension), atomically; raise naming the file on failure."""
+    ext = os.path.splitext(str(path))[1] or ".png"
+    ok, data = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode image {path} (extension {ext!r})")
+    atomic_write_bytes(path, data.tobytes())
+
+
+def palette(n: int) -> list[tuple[int, int, int]]:
+    """``n`` distinct RGB colours for predictions drawn over one image (one per model or readout),
+    none of them white (the ground truth's colour in :func:`draw_prediction_panel`).
+
+    Example:
+        >>> palette(3)
+        [(230, 25, 75), (60, 180, 75), (0, 130, 200)]
+    """
+    if n <= len(_PALETTE):
+        return list(_PALETTE[:n])
+    hues = np.linspace(0, 180, n, endpoint=False).astype(np.uint8)
+    hsv = np.stack([hues, np.full(n, 220, np.uint8), np.full(n, 230, np.uint8)], 1)[None]
+    return [tuple(int(c) for c in rgb) for rgb in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]]
+
+
+# distinct on grey and textured backgrounds (Sasha Trubetzkoy's list, white left out)
+_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (240, 50, 230),
+            (255, 225, 25), (70, 240, 240), (128, 0, 0), (0, 0, 128))
+GROUND_TRUTH_COLOR = (255, 255, 255)
+
+
+def draw_prediction_panel(
+    image: np.ndarray | torch.Tensor,
+    truth: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    skeleton: Skeleton | str,
+    colors: Sequence[tuple[int, int, int]],
+    visible: np.ndarray | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """The true skeleton (white, thick) with each prediction over it in its own colour (thin).
+
+    Args:
+        image: (3, H, W) float tensor or (H, W, 3) array.
+        truth: (K, 2) true joints in ``image`` pixels; ``predictions``: (K, 2) each, one per colour.
+        visible: (K,) joints of the truth with value <= 0 are not drawn.
+        scale: display upscale (see :func:`draw_skeleton`).
+    """
+    if len(colors) < len(predictions):
+        raise ValueError(f"{len(predictions)} predictions but {len(colors)} colours")
+    size = max(to_uint8_image(image).shape[:2]) * scale
+    thin = max(1, int(size // 250))
+    img = draw_skeleton(image, truth, skeleton, visible, scale=scale, color=GROUND_TRUTH_COLOR, thickness=thin + 2,
+                        radius=thin + 2)
+    for pred, col in zip(predictions, colors):
+        # on the upscaled image: the joints mapped as draw_skeleton maps them (pixel centres kept)
+        j = (np.asarray(pred, dtype=np.float64) + 0.5) * scale - 0.5
+        img = draw_skeleton(img, j, skeleton, color=col, thickness=thin, radius=thin + 1)
+    return img
+
+
+def draw_legend(entries: Sequence[tuple[str, tuple[int, int, int] | None]], width: int, row_height: int = 18) -> np.ndarray:
+    """A white strip ``width`` px wide naming each colour: one row per (label, RGB colour); a row
+    whose colour is None is a plain line of text.
+
+    Example:
+        >>> draw_legend([("truth", (255, 255, 255)), ("note", None)], 120).shape
+        (40, 120, 3)
+    """
+    strip = np.full((row_height * len(entries) + 4, width, 3), 255, np.uint8)
+    for i, (label, col) in enumerate(entries):
+        y = 2 + i * row_height
+        if col is not None:
+            cv2.rectangle(strip, (4, y + 3), (4 + row_height - 6, y + row_height - 3), col, -1)
+            cv2.rectangle(strip, (4, y + 3), (4 + row_height - 6, y + row_height - 3), (0, 0, 0), 1)
+        cv2.putText(strip, label, (row_height + 4, y + row_height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return strip

@@ -5,9 +5,10 @@ lives in ``integral_pose.commands.evaluate``).
 """
 from __future__ import annotations
 
+import io
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from integral_pose import __version__
 from integral_pose.engine.config import ConfigError, apply_overrides, flatten, load_config, validate
-from integral_pose.engine.inference import collect_predictions, compute_metrics
+from integral_pose.engine.data import build_dataset, heatmap_size
+from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
 from integral_pose.metrics.coco import coco_keypoint_ap, keypoint_results
 from integral_pose.ops.decode import LOGIT_METHODS
 from integral_pose.engine.module import build_model_from_config
-from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_text
+from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text
+from integral_pose.skeletons import flip_permutation, get_skeleton
 
-__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json"]
+__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json",
+           "write_predictions", "read_predictions"]
 
 
 def decoders_for_mode(cfg: dict[str, Any]) -> list[str]:
@@ -146,36 +150,108 @@ def evaluate_model(
     skeleton: Any,
     methods: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
+    mean_cells: np.ndarray | None = None,
+    predictions_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``dataset`` for each readout in ``methods``.
 
     COCO-format data (``data.dataset: coco``) is also scored with COCO AP (:func:`coco_metrics`).
 
+    Args:
+        mean_cells: the mean training pose (``inference.mean_pose``, (K, d) cells): read out in the
+            same pass (``inference.fixed_pose_readout``) and scored as "baseline_mean_pose".
+        predictions_path: where to write the held-out predictions (:func:`write_predictions`), the
+            mean pose's among them.
+
     Returns:
         {"by_decoder": {method: metrics}, "decoder": primary method, **metrics of the primary method,
-        "num_samples": N, "pck_threshold": eval.pck_threshold (its key: ``inference.pck_key``)}.
+        "num_samples": N, "pck_threshold": eval.pck_threshold (its key: ``inference.pck_key``)}, and
+        "baseline_mean_pose": metrics with ``mean_cells``.
     """
-    from integral_pose.skeletons import flip_permutation, get_skeleton
-
     methods = list(methods or decoders_for_mode(cfg))
     loader = DataLoader(dataset, batch_size=cfg["eval"]["batch_size"], shuffle=False, num_workers=0)
     flip = flip_permutation(skeleton).tolist() if cfg["eval"]["flip_test"] else None
     was_training = model.training
     model.to(device)
-    col = collect_predictions(
-        model, loader, tuple(cfg["data"]["input_size"]), methods, flip, depth_bins=cfg["model"]["depth_bins"], device=device,
-        dark_sigma=float(cfg["data"]["heatmap_sigma"]),
-    )
+    readout = model_readout(model, methods, flip, float(cfg["data"]["heatmap_sigma"]), device)
+    if mean_cells is not None:
+        readout = _with_fixed_pose(readout, fixed_pose_readout(mean_cells, heatmap_size(cfg)))
+    col = collect_readouts(loader, readout, tuple(cfg["data"]["input_size"]), cfg["model"]["depth_bins"])
     model.train(was_training)
     sk = get_skeleton(skeleton)
-    by = {m: compute_metrics(col, sk, m, cfg["eval"]["pck_threshold"]) for m in methods}
+    scored = methods + ([MEAN_POSE] if mean_cells is not None else [])
+    by = {m: compute_metrics(col, sk, m, cfg["eval"]["pck_threshold"]) for m in scored}
     ann = coco_annotation_file(dataset) if cfg["data"]["dataset"] == "coco" else None
     if ann is not None:
-        for m in methods:
+        for m in scored:
             by[m].update(coco_metrics(col, ann, m, sk.sigmas))
+    baseline = by.pop(MEAN_POSE, None)
     out: dict[str, Any] = {"decoder": methods[0], **by[methods[0]], "num_samples": int(len(col["gt"])), "by_decoder": by}
+    if baseline is not None:
+        out["baseline_mean_pose"] = baseline
     out["flip_test"] = bool(cfg["eval"]["flip_test"])
     out["pck_threshold"] = float(cfg["eval"]["pck_threshold"])
+    if predictions_path is not None:
+        write_predictions(col, predictions_path)
+    return out
+
+
+def _with_fixed_pose(readout: Callable[[Any], Readout], fixed: Callable[[Any], Readout]) -> Callable[[Any], Readout]:
+    """One readout giving both: the model's methods and the fixed pose's, in the model's cells."""
+
+    def both(batch: Any) -> Readout:
+        r, f = readout(batch), fixed(batch)
+        if tuple(r.heatmap_size) != tuple(f.heatmap_size):
+            raise ValueError(f"the model's maps are {r.heatmap_size} (W, H) but the config's heatmap size is "
+                             f"{f.heatmap_size}: the mean pose's cells would be read on another grid")
+        return Readout({**r.coords, **f.coords}, r.heatmap_size, r.spread_cells)
+
+    return both
+
+
+# predictions.npz: the per-sample arrays under their names, per-readout ones as "<name>/<method>"
+_PER_METHOD = ("pred", "scores", "depth_mm")
+
+
+def write_predictions(collected: dict[str, Any], path: str | Path) -> None:
+    """Write collected predictions (``inference.collect_readouts``) as one .npz file, atomically.
+
+    Keys: "gt" (N, K, 2) image px, "visible" (N, K), "index" (N,) (the sample's index in the
+    held-out set), "head_size", "joints_3d", "has_3d", "image_id", "spread_cells", and per readout
+    "pred/<method>" (N, K, 2) image px, "scores/<method>" (N, K), "depth_mm/<method>" (3D).
+    :func:`read_predictions` reads it back into the collected layout.
+    """
+    arrays = {k: np.asarray(v) for k, v in collected.items() if k not in _PER_METHOD}
+    for group in _PER_METHOD:
+        for method, v in collected.get(group, {}).items():
+            arrays[f"{group}/{method}"] = np.asarray(v)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as exc:
+        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+
+
+def read_predictions(path: str | Path) -> dict[str, Any]:
+    """The collected predictions in ``path`` (:func:`write_predictions`), for ``compute_metrics``.
+
+    Raises:
+        MissingFileError: no such file. BadFileError: not a predictions file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(f"predictions file {str(p)!r} not found (training writes OUTPUT/predictions.npz)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise BadFileError(f"predictions file {str(p)!r} cannot be read: {exc}") from exc
+    if "gt" not in arrays or not any(k.startswith("pred/") for k in arrays):
+        raise BadFileError(f"predictions file {str(p)!r} holds no predictions (no 'gt' or 'pred/<method>' arrays)")
+    out: dict[str, Any] = {k: v for k, v in arrays.items() if "/" not in k}
+    for group in _PER_METHOD:
+        out[group] = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(group + "/")}
     return out
 
 
@@ -242,8 +318,6 @@ def evaluate_checkpoint(
     if bad:
         raise ConfigError(f"model keys cannot change at evaluation (the checkpoint fixes them): {bad}")
     validate(cfg)
-    from integral_pose.engine.data import build_dataset
-
     dataset = build_dataset(cfg, "val", skeleton=skeleton)  # the checkpoint's, not a file the config names
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics = evaluate_model(model, dataset, cfg, skeleton, device=device)

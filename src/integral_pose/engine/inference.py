@@ -6,18 +6,25 @@ DataLoader, so the path from a checkpoint to a number can be read in one sitting
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
 
 from integral_pose.ops.coordinates import depth_cells_to_mm
 from integral_pose.ops.decode import spread
 
-__all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "collect_predictions", "compute_metrics",
-           "pck_key"]
+__all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "Readout", "model_readout",
+           "fixed_pose_readout", "collect_readouts", "collect_predictions", "mean_pose", "compute_metrics", "pck_key",
+           "MEAN_POSE", "MEAN_POSE_LABEL"]
+
+#: The method name of the mean-training-pose baseline in collected predictions and predictions.npz,
+#: and its row label in tables and plots.
+MEAN_POSE = "mean_pose"
+MEAN_POSE_LABEL = "mean training pose (no image)"
 
 
 def pck_key(threshold: float) -> str:
@@ -99,7 +106,126 @@ def cells_to_image(coords: Tensor, heatmap_size: tuple[int, int], input_size: tu
     return apply_affine(px, crop_to_image.double())
 
 
+class Readout(NamedTuple):
+    """What a readout gives for one batch: joints in heatmap cells, per method.
+
+    Fields:
+        coords: {method: (coords (B, K, d) in cells (x, y[, z]) of ``heatmap_size``, scores (B, K))}.
+        heatmap_size: (W, H) of the grid the coordinates are in (mapped to the image through the
+            batch's crop with :func:`cells_to_image`).
+        spread_cells: (B, K) uncertainty in cells (a model's map spread), or None (then NaN).
+    """
+
+    coords: Mapping[str, tuple[Tensor, Tensor]]
+    heatmap_size: tuple[int, int]
+    spread_cells: Tensor | None = None
+
+
+def model_readout(
+    model: nn.Module,
+    methods: Sequence[str] = ("integral",),
+    flip_perm: Sequence[int] | None = None,
+    dark_sigma: float = 2.0,
+    device: torch.device | str = "cpu",
+) -> Callable[[Mapping[str, Any]], Readout]:
+    """The readout of a network: run ``model`` on the batch's images (and their mirror images when
+    ``flip_perm`` is given: the flip test) and decode its logits with every method.
+
+    The spread is the std of each joint's softmaxed map in cells, mean over x and y (flip test:
+    averaged with the mirrored image's) -- the scale the likelihood losses train.
+    """
+    model.eval()
+
+    def readout(batch: Mapping[str, Any]) -> Readout:
+        images = batch["image"].to(device)
+        logits = model(images)
+        lf = model(images.flip(-1)) if flip_perm is not None else None
+        coords = {m: decode_with_flip(logits, m, lf, flip_perm, dark_sigma) for m in methods}
+        sp = spread(logits.float())[..., :2].mean(-1)
+        if lf is not None:
+            sp = 0.5 * (sp + spread(lf.float())[..., :2].mean(-1)[:, torch.as_tensor(list(flip_perm), device=sp.device)])
+        return Readout(coords, (int(logits.shape[-1]), int(logits.shape[-2])), sp)
+
+    return readout
+
+
+def fixed_pose_readout(cells: Tensor | np.ndarray, heatmap_size: tuple[int, int], method: str = MEAN_POSE
+                       ) -> Callable[[Mapping[str, Any]], Readout]:
+    """The readout that predicts the same ``cells`` (K, d) for every crop (score 1): with the mean
+    training pose (:func:`mean_pose`) it is what a model that ignores the image scores.
+
+    Example:
+        >>> r = fixed_pose_readout(np.zeros((17, 2)), (16, 16))({"image": torch.zeros(3, 3, 64, 64)})
+        >>> r.coords["mean_pose"][0].shape, r.heatmap_size
+        (torch.Size([3, 17, 2]), (16, 16))
+    """
+    fixed = torch.as_tensor(np.asarray(cells), dtype=torch.float32)
+    if fixed.ndim != 2 or fixed.shape[1] not in (2, 3):
+        raise ValueError(f"fixed_pose_readout: cells must be (K, 2) or (K, 3), got {tuple(fixed.shape)}")
+
+    def readout(batch: Mapping[str, Any]) -> Readout:
+        b = len(batch["visible"]) if "visible" in batch else batch["image"].shape[0]
+        return Readout({method: (fixed.expand(b, -1, -1), torch.ones(b, fixed.shape[0]))}, tuple(heatmap_size))
+
+    return readout
+
+
 @torch.no_grad()
+def collect_readouts(
+    batches: Iterable[Mapping[str, Any]],
+    readout: Callable[[Mapping[str, Any]], Readout],
+    input_size: tuple[int, int],
+    depth_bins: int | None = None,
+) -> dict[str, Any]:
+    """The evaluation loop: read every batch out with ``readout``; numpy arrays for :func:`compute_metrics`.
+
+    A model (:func:`model_readout`) and the readouts without a network (:func:`fixed_pose_readout`,
+    the study's ground-truth heatmap + argmax) all go through this loop, so every row of a table is
+    scored from the same arrays.
+
+    Args:
+        batches: collated samples with "crop_to_image" (B, 2, 3), "joints_img" (B, K, 2), "visible" (B, K).
+        readout: batch -> :class:`Readout`.
+        input_size: (W, H) of the crops.
+        depth_bins: D of a volumetric readout: its z (cells) becomes root-relative depth in mm.
+
+    Returns:
+        dict with "gt" (N, K, 2) image px, "visible" (N, K), "head_size" (N,), "joints_3d" (N, K, 3),
+        "has_3d" (N,), "index" (N,), "image_id" (N,) (the sample's, -1 where it has none),
+        "spread_cells" (N, K) (NaN where the readout has none); and per method ``pred[method]``
+        (N, K, 2) image px, ``scores[method]`` (N, K), and for 3D ``depth_mm[method]`` (N, K).
+    """
+    out: dict[str, Any] = {"gt": [], "visible": [], "head_size": [], "joints_3d": [], "has_3d": [], "index": [],
+                           "image_id": [], "spread_cells": []}
+    preds: dict[str, list] = {}
+    scores: dict[str, list] = {}
+    depth: dict[str, list] = {}
+    for batch in batches:
+        r = readout(batch)
+        for m, (coords, sc) in r.coords.items():
+            preds.setdefault(m, []).append(cells_to_image(coords.float().cpu(), r.heatmap_size, input_size,
+                                                          batch["crop_to_image"]).numpy())
+            scores.setdefault(m, []).append(sc.float().cpu().numpy())
+            if coords.shape[-1] == 3 and depth_bins:
+                depth.setdefault(m, []).append(depth_cells_to_mm(coords[..., 2].double().cpu(), depth_bins).numpy())
+        gt = batch["joints_img"].double().numpy()
+        b, k = gt.shape[:2]
+        out["gt"].append(gt)
+        out["visible"].append(batch["visible"].float().numpy())
+        out["head_size"].append(np.asarray(batch.get("head_size", torch.zeros(b)), dtype=np.float64).reshape(b))
+        out["joints_3d"].append(np.asarray(batch.get("joints_3d", torch.zeros(b, 1, 3)), dtype=np.float64))
+        out["has_3d"].append(np.asarray(batch.get("has_3d", torch.zeros(b)), dtype=np.float64).reshape(b))
+        out["index"].append(np.asarray(batch.get("index", torch.arange(b))).reshape(b))
+        out["image_id"].append(np.asarray(batch.get("image_id", torch.full((b,), -1)), dtype=np.int64).reshape(b))
+        out["spread_cells"].append(r.spread_cells.float().cpu().numpy() if r.spread_cells is not None
+                                   else np.full((b, k), np.nan, np.float32))
+    res = {k: np.concatenate(v) for k, v in out.items()}
+    res["pred"] = {m: np.concatenate(v) for m, v in preds.items()}
+    res["scores"] = {m: np.concatenate(v) for m, v in scores.items()}
+    res["depth_mm"] = {m: np.concatenate(v) for m, v in depth.items()}
+    return res
+
+
 def collect_predictions(
     model: nn.Module,
     batches: Iterable[dict[str, Any]],
@@ -110,50 +236,71 @@ def collect_predictions(
     device: torch.device | str = "cpu",
     dark_sigma: float = 2.0,
 ) -> dict[str, Any]:
-    """Predict every batch with every decoder; return numpy arrays for :func:`compute_metrics`.
+    """Predict every batch with ``model`` and every decoder (:func:`model_readout` through
+    :func:`collect_readouts`, whose arrays it returns)."""
+    return collect_readouts(batches, model_readout(model, methods, flip_perm, dark_sigma, device), input_size, depth_bins)
 
-    Returns:
-        dict with "gt" (N, K, 2) image px, "visible" (N, K), "head_size" (N,), "joints_3d" (N, K, 3),
-        "has_3d" (N,), "image_id" (N,) (the sample's, -1 where it has none), "spread_cells" (N, K):
-        the std of each joint's softmaxed map in heatmap cells, mean over x and y (flip test: averaged
-        with the mirrored image's) -- the scale the likelihood losses train, an uncertainty for
-        integral models; and per method ``pred[method]`` (N, K, 2) image px, ``scores[method]``
-        (N, K), and for 3D ``depth_mm[method]`` (N, K) root-relative depth.
+
+def mean_pose(dataset: Dataset, transform: Callable[[dict], dict] | None = None, max_items: int | None = 2000) -> np.ndarray:
+    """The mean training pose: the weighted mean of the training targets, (K, d) heatmap cells.
+
+    The weights are the samples' "target_weight" (K, d), so invisible joints and the depth of
+    2D-only samples do not count (a joint-axis without any weight takes the plain mean). At most
+    ``max_items`` items are read, evenly spaced over the set (None: all), which keeps the cost of a
+    large set to a fixed few seconds.
+
+    Args:
+        dataset: a training set yielding samples with "target" (K, d) and "target_weight" (K, d).
+        transform: applied to the dataset's records instead of its own transform -- e.g. the
+            evaluation crop (``engine.data.build_transform(cfg, False, False, skeleton)``), so that
+            the mean describes un-augmented crops like the held-out ones. Records are read without
+            decoding an image where the set allows it (:class:`~integral_pose.data.SyntheticHumans`,
+            the file readers, and ``Subset``s of them); other sets yield their own samples.
+
+    Example:
+        >>> class Two(torch.utils.data.Dataset):
+        ...     def __len__(self): return 2
+        ...     def __getitem__(self, i):
+        ...         return {"target": torch.full((1, 2), float(2 * i)), "target_weight": torch.ones(1, 2)}
+        >>> mean_pose(Two()).tolist()
+        [[1.0, 1.0]]
     """
-    model.eval()
-    out: dict[str, Any] = {"gt": [], "visible": [], "head_size": [], "joints_3d": [], "has_3d": [], "index": [],
-                           "image_id": [], "spread_cells": []}
-    preds: dict[str, list] = {m: [] for m in methods}
-    scores: dict[str, list] = {m: [] for m in methods}
-    depth: dict[str, list] = {m: [] for m in methods}
-    for batch in batches:
-        images = batch["image"].to(device)
-        logits = model(images)
-        lf = model(images.flip(-1)) if flip_perm is not None else None
-        hm_size = (logits.shape[-1], logits.shape[-2])
-        for m in methods:
-            coords, sc = decode_with_flip(logits, m, lf, flip_perm, dark_sigma)
-            preds[m].append(cells_to_image(coords.float().cpu(), hm_size, input_size, batch["crop_to_image"]).numpy())
-            scores[m].append(sc.float().cpu().numpy())
-            if coords.shape[-1] == 3 and depth_bins:
-                depth[m].append(depth_cells_to_mm(coords[..., 2].double().cpu(), depth_bins).numpy())
-        out["gt"].append(batch["joints_img"].double().numpy())
-        out["visible"].append(batch["visible"].float().numpy())
-        b = images.shape[0]
-        out["head_size"].append(np.asarray(batch.get("head_size", torch.zeros(b)), dtype=np.float64).reshape(b))
-        out["joints_3d"].append(np.asarray(batch.get("joints_3d", torch.zeros(b, 1, 3)), dtype=np.float64))
-        out["has_3d"].append(np.asarray(batch.get("has_3d", torch.zeros(b)), dtype=np.float64).reshape(b))
-        out["index"].append(np.asarray(batch.get("index", torch.arange(b))).reshape(b))
-        out["image_id"].append(np.asarray(batch.get("image_id", torch.full((b,), -1)), dtype=np.int64).reshape(b))
-        sp = spread(logits.float())[..., :2].mean(-1)
-        if lf is not None:
-            sp = 0.5 * (sp + spread(lf.float())[..., :2].mean(-1)[:, torch.as_tensor(list(flip_perm), device=sp.device)])
-        out["spread_cells"].append(sp.cpu().numpy())
-    res = {k: np.concatenate(v) for k, v in out.items()}
-    res["pred"] = {m: np.concatenate(v) for m, v in preds.items()}
-    res["scores"] = {m: np.concatenate(v) for m, v in scores.items()}
-    res["depth_mm"] = {m: np.concatenate(v) for m, v in depth.items() if v}
-    return res
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("mean_pose: the training set is empty")
+    count = n if max_items is None else min(n, int(max_items))
+    indices = np.unique(np.round(np.linspace(0, n - 1, count)).astype(np.int64))
+    total = weight_sum = plain = None
+    for i in indices:
+        sample = _labels_only(dataset, int(i), transform)
+        t = torch.as_tensor(sample["target"], dtype=torch.float64)
+        w = torch.as_tensor(sample["target_weight"], dtype=torch.float64)
+        if total is None:
+            total, weight_sum, plain = torch.zeros_like(t), torch.zeros_like(t), torch.zeros_like(t)
+        total += t * w
+        weight_sum += w
+        plain += t
+    mean = torch.where(weight_sum > 0, total / weight_sum.clamp_min(1e-12), plain / len(indices))
+    return mean.numpy()
+
+
+def _labels_only(dataset: Dataset, index: int, transform: Callable[[dict], dict] | None) -> dict[str, Any]:
+    """Sample ``index`` of ``dataset`` through ``transform``, from a record without a decoded image
+    where the dataset gives one (the crop's geometry depends on the labels and box only)."""
+    if transform is None:
+        return dataset[index]
+    while isinstance(dataset, Subset):
+        index = int(dataset.indices[index])
+        dataset = dataset.dataset
+    records = getattr(dataset, "records", None)
+    if isinstance(records, list):  # the file readers (data.common.PoseReader): labels in memory, images on disk
+        rec = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in records[index].items()}
+        rec["image"] = np.zeros((1, 1, 3), np.uint8)
+        rec["index"] = index
+        return transform(rec)
+    if hasattr(dataset, "record"):  # SyntheticHumans: its renders are in memory
+        return transform(dataset.record(index))
+    return dataset[index]
 
 
 def compute_metrics(collected: dict[str, Any], skeleton: Any, method: str, pck_thr: float = 0.2) -> dict[str, float]:

@@ -43,8 +43,11 @@ import torch
 from torch.utils.data import Dataset
 
 from integral_pose.engine.data import build_transform, heatmap_size
-from integral_pose.engine.inference import pck_key
+from integral_pose.engine.inference import (Readout, collect_readouts, compute_metrics, fixed_pose_readout, mean_pose,
+                                           pck_key)
 from integral_pose.engine.train import run_training
+from integral_pose.ops.decode import decode
+from integral_pose.skeletons import get_skeleton
 
 __all__ = [
     "run_study",
@@ -297,47 +300,27 @@ def _train(cfg: dict[str, Any], train_set: Dataset, test_set: Dataset, folder: P
     return run_training(cfg, folder, verbose=False, datasets=(train_set, test_set))
 
 
-@torch.no_grad()
-def _fixed_readout(cfg: dict[str, Any], test: Any, predict: Any) -> dict[str, float]:
-    """Metrics of a readout without a network: ``predict(batch) -> (B, K, 2)`` heatmap cells."""
-    from integral_pose.engine.inference import cells_to_image, compute_metrics
-    from integral_pose.skeletons import get_skeleton
-
-    view = test.with_transform(_transform(cfg, train=False, heatmaps=True))
+def _fixed_readout(cfg: dict[str, Any], test: Any, readout: Any, heatmaps: bool = False) -> dict[str, float]:
+    """Metrics of a readout without a network (``readout(batch) -> inference.Readout``, one method) on
+    the test crops, through the engine's evaluation loop (``inference.collect_readouts``)."""
+    view = test.with_transform(_transform(cfg, train=False, heatmaps=heatmaps))
     loader = torch.utils.data.DataLoader(view, batch_size=128, shuffle=False)
-    hm = heatmap_size(cfg)
-    pred, gt, vis, head = [], [], [], []
-    for b in loader:
-        pred.append(cells_to_image(predict(b), hm, tuple(cfg["data"]["input_size"]), b["crop_to_image"]).numpy())
-        gt.append(b["joints_img"].double().numpy())
-        vis.append(b["visible"].numpy())
-        head.append(b["head_size"].double().numpy())
-    col = {"pred": {"fixed": np.concatenate(pred)}, "gt": np.concatenate(gt), "visible": np.concatenate(vis),
-           "head_size": np.concatenate(head), "has_3d": np.zeros(len(np.concatenate(head)))}
-    return compute_metrics(col, get_skeleton(SKELETON), "fixed", cfg["eval"]["pck_threshold"])
+    col = collect_readouts(loader, readout, tuple(cfg["data"]["input_size"]), cfg["model"]["depth_bins"])
+    (method,) = col["pred"]
+    return compute_metrics(col, get_skeleton(SKELETON), method, cfg["eval"]["pck_threshold"])
 
 
 def _gt_argmax(cfg: dict[str, Any], test: Any) -> dict[str, float]:
     """Argmax of ground-truth Gaussian heatmaps on the test crops: argmax's quantisation floor."""
-    from integral_pose import decode
+    hm = heatmap_size(cfg)
+    return _fixed_readout(cfg, test, lambda b: Readout({"argmax": decode(b["heatmap"], "argmax")}, hm), heatmaps=True)
 
-    return _fixed_readout(cfg, test, lambda b: decode(b["heatmap"], "argmax")[0])
 
-
-@torch.no_grad()
 def _mean_pose(cfg: dict[str, Any], train: Any, test: Any) -> dict[str, float]:
-    """Predict the mean training pose (in crop coordinates) for every test crop: what "learned nothing
-    from the image" scores, since the crop itself already centres and scales the person."""
-    view = train.with_transform(_transform(cfg, train=False))
-    loader = torch.utils.data.DataLoader(view, batch_size=256, shuffle=False)
-    total = torch.zeros(SKELETON_K, 2, dtype=torch.float64)
-    count = torch.zeros(SKELETON_K, 1, dtype=torch.float64)
-    for b in loader:
-        w = b["target_weight"][..., :1].double()
-        total += (b["target"][..., :2].double() * w).sum(0)
-        count += w.sum(0)
-    mean = (total / count.clamp_min(1)).float()
-    return _fixed_readout(cfg, test, lambda b: mean.expand(b["image"].shape[0], -1, -1))
+    """Predict the mean training pose (in crop cells, every training item) for every test crop: what
+    "learned nothing from the image" scores, since the crop itself already centres and scales the person."""
+    cells = mean_pose(train, _transform(cfg, train=False), max_items=None)
+    return _fixed_readout(cfg, test, fixed_pose_readout(cells, heatmap_size(cfg)))
 
 
 # ------------------------------------------------------------------------------------------ study
