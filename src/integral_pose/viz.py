@@ -131,7 +131,8 @@ def make_grid(images: Sequence[np.ndarray], ncols: int | None = None, pad: int =
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an RGB uint8 image (PNG/JPEG by extension), atomically; raise naming the file on failure."""
     ext = os.path.splitext(str(path))[1] or ".png"
-    ok, data = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 9] if ext.lower() == ".png" else []  # pictures kept in the repository
+    ok, data = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise OSError(f"could not encode image {path} (extension {ext!r})")
     atomic_write_bytes(path, data.tobytes())
