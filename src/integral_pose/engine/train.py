@@ -16,8 +16,9 @@ under ``torchrun`` or ``srun`` Lightning reads the launcher's environment). The 
 from __future__ import annotations
 
 import csv
-import os
 import functools
+import io
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,7 +41,7 @@ from integral_pose.engine.data import PoseDataModule, dataset_skeleton, depth_no
 from integral_pose.engine.evaluate import evaluate_model, write_json
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import PoseLightningModule
-from integral_pose.files import UserError
+from integral_pose.files import UserError, atomic_write_text
 from integral_pose.skeletons import get_skeleton
 
 __all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resume", "config_differences", "on_gpu", "launched_rank_zero",
@@ -52,7 +53,6 @@ __all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resum
 RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers"})
 
 
-def _precision(cfg: dict[str, Any]) -> str:
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of CPUs with native bf16 math
 
 
@@ -83,9 +83,10 @@ def cpu_bf16_native(flags: Iterable[str]) -> bool:
     return not CPU_BF16_FLAGS.isdisjoint(flags)
 
 
-    p = cfg["train"]["precision"]
+def _precision(cfg: dict[str, Any]) -> str:
     """``train.precision`` -> a Lightning precision string. "auto": bf16-mixed on GPUs that support it
     (else 16-mixed), bf16-mixed (autocast) on CPUs with native bf16 math, else 32-true."""
+    p = cfg["train"]["precision"]
     if p != "auto":
         return str(p)
     if on_gpu(cfg):
@@ -179,26 +180,68 @@ class _AppendingWriter(ExperimentWriter):
     """Lightning's CSV writer, except that it keeps the rows already in ``metrics.csv``.
 
     Lightning's deletes the file when its folder exists, which loses a resumed run's earlier rows.
+    ``resume_step``: the resumed checkpoint's global step; rows logged after it (by the interrupted
+    run, from its last checkpoint on) are dropped, since the resumed run logs those steps again.
     """
+
+    def __init__(self, log_dir: str, resume_step: int | None = None) -> None:
+        self.resume_step = resume_step
+        super().__init__(log_dir=log_dir)
 
     def _check_log_dir_exists(self) -> None:
         path = Path(self.metrics_file_path)
-        if path.is_file():
-            with path.open(newline="") as f:
-                # the header Lightning wrote (sorted keys); appended rows use the same columns
-                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+        if not path.is_file():
+            return
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            # the header Lightning wrote (sorted keys); appended rows use the same columns
+            self.metrics_keys = list(reader.fieldnames or [])
+            rows = list(reader)
+        if self.resume_step is None:
+            return
+        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < self.resume_step]
+        if len(kept) < len(rows):
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=self.metrics_keys, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(kept)
+            atomic_write_text(path, out.getvalue())
 
 
 class _CSVLogger(CSVLogger):
     """CSVLogger that appends to an existing ``metrics.csv`` (see :class:`_AppendingWriter`)."""
+
+    def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_step = resume_step
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir, resume_step=self.resume_step)
         return self._experiment
+
+
+def check_one_batch(cfg: dict[str, Any], train_images: int | None = None, world_size: int = 1) -> None:
+    """A run must have one full batch per process to train on (drop_last), or it trains zero steps.
+
+    ``train_images`` None: the synthetic set's size from the config (known before it is rendered);
+    other datasets are counted when read (``run_training`` calls this again with the real count).
+
+    Raises:
+        ConfigError: naming the batch size, the process count and the training set's size.
+    """
+    d = cfg["data"]
+    if train_images is None:
+        if d["dataset"] != "synthetic":
+            return
+        train_images = min(int(d["synthetic_train"]), int(d["limit_train"] or d["synthetic_train"]))
+    if train_images < d["batch_size"] * world_size:
+        raise ConfigError(f"data.batch_size = {d['batch_size']} x {world_size} process(es), but the "
+                          f"training set has {train_images} images: not one full batch to train on; lower "
+                          f"data.batch_size or use more data (data.synthetic_train, data.limit_train)")
 
 
 def run_training(
@@ -229,32 +272,14 @@ def run_training(
     out = Path(output)
     t = cfg["train"]
     last = check_resume(cfg, out) if resume else None
+    # mmap: only the step is read here; Lightning loads the whole checkpoint when it resumes
+    resume_step = int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["global_step"]) if last else None
     if isinstance(t["threads"], int) and t["threads"] > 0:  # "auto" is the CPU demo's (engine.cpu_runs)
         torch.set_num_threads(t["threads"])
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     skeleton = dataset_skeleton(cfg)
     notice = depth_notice(cfg)
     if verbose and notice and launched_rank_zero():
-def check_one_batch(cfg: dict[str, Any], train_images: int | None = None, world_size: int = 1) -> None:
-    """A run must have one full batch per process to train on (drop_last), or it trains zero steps.
-
-    ``train_images`` None: the synthetic set's size from the config (known before it is rendered);
-    other datasets are counted when read (``run_training`` calls this again with the real count).
-
-    Raises:
-        ConfigError: naming the batch size, the process count and the training set's size.
-    """
-    d = cfg["data"]
-    if train_images is None:
-        if d["dataset"] != "synthetic":
-            return
-        train_images = min(int(d["synthetic_train"]), int(d["limit_train"] or d["synthetic_train"]))
-    if train_images < d["batch_size"] * world_size:
-        raise ConfigError(f"data.batch_size = {d['batch_size']} x {world_size} process(es), but the "
-                          f"training set has {train_images} images: not one full batch to train on; lower "
-                          f"data.batch_size or use more data (data.synthetic_train, data.limit_train)")
-
-
         print(notice, flush=True)
     module = PoseLightningModule(cfg, get_skeleton(skeleton).num_joints, skeleton, progress=progress)
     dm = PoseDataModule(cfg, renders=renders)
@@ -284,7 +309,7 @@ def check_one_batch(cfg: dict[str, Any], train_images: int | None = None, world_
         max_steps=t["max_steps"],
         max_time={"seconds": float(t["max_time_s"])} if t["max_time_s"] else None,
         callbacks=all_callbacks,
-        logger=[TensorBoardLogger(str(out), name="tb", version=""), _CSVLogger(str(out), name="csv", version="")],
+        logger=[TensorBoardLogger(str(out), name="tb", version=""), _CSVLogger(str(out), name="csv", version="", resume_step=resume_step)],
         log_every_n_steps=t["log_every_n_steps"],
         enable_progress_bar=bar,
         enable_model_summary=False,
