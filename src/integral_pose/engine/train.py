@@ -1,11 +1,12 @@
 """One training run: config -> data -> model -> Lightning -> evaluate, into a run folder.
 
 A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/`` (one per epoch +
-``last.ckpt``), ``tb/`` (TensorBoard), ``csv/metrics.csv`` and ``metrics.json`` (the final
-evaluation on held-out data). Folders are never overwritten by accident
-(:func:`prepare_run_folder`), and ``resume`` continues one only when its checkpoint exists and its
-config is the same (:func:`check_resume`); a resumed run appends to its logs and leaves
-``config.yaml`` as it was. Result files are written atomically (``integral_pose.files``).
+``last.ckpt``), ``tb/`` (TensorBoard), ``csv/metrics.csv``, ``metrics.json`` (the final
+evaluation on held-out data, with the mean-training-pose baseline) and ``predictions.npz`` (the
+held-out predictions of every readout, ``engine.evaluate.read_predictions``). Folders are never
+overwritten by accident (:func:`prepare_run_folder`), and ``resume`` continues one only when its
+checkpoint exists and its config is the same (:func:`check_resume`); a resumed run appends to its
+logs and leaves ``config.yaml`` as it was. Result files are written atomically (``integral_pose.files``).
 
 Multi-GPU / multi-node: set ``train.devices`` / ``train.num_nodes`` and launch the way Lightning
 expects (plain ``python -m integral_pose.cli train ...`` spawns one process per device on a node;
@@ -37,9 +38,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from integral_pose.engine.callbacks import EpochSummary
 from integral_pose.engine.config import ConfigError, dump_config, flatten
 from integral_pose.engine.console import use_progress_bar
-from integral_pose.engine.data import PoseDataModule, dataset_skeleton, depth_notice
+from integral_pose.engine.data import PoseDataModule, build_transform, dataset_skeleton, depth_notice
 from integral_pose.engine.evaluate import evaluate_model, write_json
-from integral_pose.engine.inference import pck_key
+from integral_pose.engine.inference import mean_pose, pck_key
 from integral_pose.engine.module import PoseLightningModule
 from integral_pose.files import UserError, atomic_write_text
 from integral_pose.skeletons import get_skeleton
@@ -333,7 +334,10 @@ def run_training(
     train_s = time.perf_counter() - t0
     if not trainer.is_global_zero:
         return {}
-    metrics = evaluate_model(module.model, dm.val_set, cfg, skeleton, device="cuda" if gpu else "cpu")
+    # The scale of every table: what predicting the mean training pose (evaluation crop, no image) scores.
+    mean_cells = mean_pose(dm.train_set, build_transform(cfg, False, False, skeleton))
+    metrics = evaluate_model(module.model, dm.val_set, cfg, skeleton, device="cuda" if gpu else "cpu",
+                             mean_cells=mean_cells, predictions_path=out / "predictions.npz")
     metrics.update(
         {
             "mode": t["mode"],
