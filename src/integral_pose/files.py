@@ -16,6 +16,8 @@ Example:
     '{"pck": 0.9}\\n'
     >>> sorted(p.name for p in d.iterdir())  # no temporary file is left behind
     ['metrics.json']
+    >>> oct((d / "metrics.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # the usual mode, not 0600
+    True
 """
 from __future__ import annotations
 
@@ -67,12 +69,19 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise BadFileError(f"{p}: {what} is not valid JSON ({e})") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (creating the parent folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file gets open()'s usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
