@@ -1,19 +1,31 @@
-"""What the demo's integral model reaches in a fixed time on one CPU core, for variants of its setting.
+"""What the demo's model reaches in a fixed time (or a fixed number of steps) on one CPU core, for
+variants of its setting and of its training recipe.
 
     python benchmarks/demo_variants.py --name base --time 480 [--set data.synthetic_train=20000] \
+        [--set train.coord_loss=laplace_nll] [--set train.mode=heatmap --set data.heatmap_sigma=1.5] \
         [--width 24 --head-channels 96] [--num-deconv 3] [--skip-head] [--channels-last] \
+        [--precision bf16-mixed] [--steps 1500] \
         [--batch-size 16] [--lr 0.008] [--schedule cosine] [--out runs/demo_variants.jsonl]
 
-One run = the demo's integral training (the engine's loss: L1 on normalised soft-argmax
-coordinates + JS regulariser, Adam, the engine's data pipeline on the cached synthetic renders)
-for ``--time`` seconds of wall clock on one thread, then the engine's held-out evaluation (500
-images, flip test). A plain loop instead of the Lightning trainer, so a run is nothing but
-training steps: variants compare by what they learn in the same time. The learning rate steps
-down 10x at 75 % and 92 % of the time (the demo's schedule under its time cap), or follows a
-cosine with ``--schedule cosine``. Run two at a time on 2 cores (one thread each) like the demo.
+One run = the demo's training in the config's ``train.mode`` (the engine's loss through
+``PoseLightningModule.compute_loss``: for integral models every ``train`` recipe key applies; Adam,
+the engine's data pipeline on the cached synthetic renders) for ``--time`` seconds of wall clock
+(or exactly ``--steps`` steps) on one thread, then the engine's held-out evaluation (500 images,
+flip test) with every readout: an integral model with ``integral``, ``integral_debiased``,
+``argmax`` and ``dark`` (the logit readouts first), a heatmap model with ``argmax`` and ``dark``.
+A plain loop instead of the Lightning trainer, so a run is nothing but training steps: variants
+compare by what they learn in the same time. The learning rate follows the engine's schedule
+(``engine.module.lr_factor``: warm-up by step, step decay at the fractions ``train.lr_steps /
+train.max_epochs`` of the run), the demo's schedule under its time cap; or a cosine with
+``--schedule cosine``. ``--precision bf16-mixed`` runs the forward pass under CPU bf16 autocast, as
+the engine does for ``train.precision: bf16-mixed``. Run one at a time per free core.
 
-Appends one JSON line per run to ``--out``: name, PCK@0.2, mean error (px), steps, epochs.
-Renders are cached between runs in ``--cache-dir`` (pickled, ~0.4 GB for 20,000 images).
+``--table FILE`` prints the rows of a ``--out`` file as a markdown table (every readout) instead.
+
+Appends one JSON line per run to ``--out``: name, PCK@0.2 and mean error (px) of the primary
+readout, every readout's under ``by_decoder``, the mean training loss of the last 100 steps, steps,
+epochs, load average. Renders are cached between runs in ``--cache-dir`` (pickled, ~0.4 GB for
+20,000 images).
 """
 from __future__ import annotations
 
@@ -21,6 +33,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import pickle
 import time
 from pathlib import Path
@@ -30,9 +43,9 @@ from torch import Tensor, nn
 
 from integral_pose.engine.config import load_config
 from integral_pose.engine.data import build_dataset, render_synthetic
-from integral_pose.engine.evaluate import evaluate_model
+from integral_pose.engine.evaluate import decoders_for_mode, evaluate_model
 from integral_pose.engine.inference import pck_key
-from integral_pose.engine.module import PoseLightningModule, build_model_from_config
+from integral_pose.engine.module import PoseLightningModule, build_model_from_config, current_mode, lr_factor
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableSampler
 from integral_pose.models.pose_net import IMAGENET_MEAN, IMAGENET_STD
 from integral_pose.models.resnet import BasicBlock, ResNet
@@ -76,19 +89,43 @@ class SkipHeadNet(nn.Module):
         return self.final(x)
 
 
-def lr_at(fraction: float, lr: float, schedule: str) -> float:
+def lr_at(step: int, fraction: float, lr: float, schedule: str, train_cfg: dict) -> float:
+    """Learning rate at ``step``, ``fraction`` of the run done: the engine's step schedule with the
+    run's progress in epochs = fraction x train.max_epochs, or a cosine."""
     if schedule == "cosine":
         warm = 0.03
         if fraction < warm:
             return lr * fraction / warm
         return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (fraction - warm) / (1 - warm))))
-    return lr * 0.1 ** sum(fraction >= s for s in (0.75, 0.917))
+    return lr * lr_factor(step, fraction * train_cfg["max_epochs"], int(train_cfg["warmup_steps"] or 0),
+                          sorted(int(s) for s in train_cfg["lr_steps"] or []), float(train_cfg["lr_factor"]))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows of a ``--out`` file as a markdown table: PCK and mean error of every readout."""
+    pck = next(k for k in rows[0] if k.startswith("pck@"))
+    readouts = ("integral", "integral_debiased", "argmax", "dark")
+    head = ["run", "trained readout"] + [f"{r} {pck} / px" for r in readouts] + ["final loss", "steps", "epochs", "s", "load avg (1 min, before/after)"]
+    lines = ["| " + " | ".join(head) + " |", "| --- | --- | " + " | ".join(["---:"] * (len(head) - 2)) + " |"]
+    for r in rows:
+        cells = [r["name"], r.get("decoder", "integral")]
+        for name in readouts:
+            v = r.get("by_decoder", {}).get(name)
+            cells.append(f"{v[pck]:.1f} % / {v['mean_error_px']:.2f}" if v else "—")
+        load = f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}" if "loadavg_before" in r else "—"
+        cells += [f"{r['final_loss']:.4f}" if "final_loss" in r else "—", str(r["steps"]), str(r["epochs"]), f"{r['time_s']:.0f}", load]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", help="the run's name in the output (required to train)")
+    p.add_argument("--table", help="print this --out file's rows as a markdown table and exit")
     p.add_argument("--time", type=float, default=480.0, help="training seconds (wall clock)")
+    p.add_argument("--steps", type=int, default=None, help="train exactly this many steps instead of --time")
+    p.add_argument("--precision", choices=("32-true", "bf16-mixed"), default="32-true",
+                   help="bf16-mixed: forward pass under CPU bf16 autocast")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--head-channels", type=int, default=None)
@@ -96,12 +133,17 @@ def main() -> None:
     p.add_argument("--skip-head", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=4e-3)
+    p.add_argument("--lr", type=float, default=None, help="default: the config's train.lr")
     p.add_argument("--schedule", choices=("step", "cosine"), default="step")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache-dir", default="/tmp/integral_pose_renders")
     p.add_argument("--out", default="runs/demo_variants.jsonl")
     a = p.parse_args()
+    if a.table:
+        print(markdown_table([json.loads(line) for line in Path(a.table).read_text().splitlines() if line.strip()]))
+        return
+    if not a.name:
+        p.error("--name is required to train")
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -109,6 +151,7 @@ def main() -> None:
     overrides += [f"model.{k}={v}" for k, v in (("width", a.width), ("head_channels", a.head_channels),
                                                   ("num_deconv", a.num_deconv)) if v is not None]
     cfg = load_config(None, overrides)
+    lr = a.lr if a.lr is not None else float(cfg["train"]["lr"])
     d = cfg["data"]
     tag = json.dumps([cfg["seed"], d["synthetic_train"], d["synthetic_val"], d["synthetic_image_size"],
                       d["synthetic_pose_amplitude"], d["synthetic_clutter"]])
@@ -126,34 +169,48 @@ def main() -> None:
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     losses = PoseLightningModule(cfg, k, "h36m17")  # its compute_loss: the engine's integral loss
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     # the engine's loading: a new permutation and new augmentation of every image each epoch
     sampler = ResumableSampler(len(train_set), shuffle=True, seed=int(cfg["seed"]), encode_epoch=True)
     loader = torch.utils.data.DataLoader(EpochSeededDataset(train_set), batch_size=a.batch_size,
                                          sampler=sampler, drop_last=True)
-    t0, step, epoch, done = time.perf_counter(), 0, 0, False
+    bf16 = a.precision == "bf16-mixed"
+    load_before = os.getloadavg()
+    t0, step, epoch, done, recent = time.perf_counter(), 0, 0, False, []
     model.train()
     while not done:
         sampler.set_epoch(epoch)
         for batch in loader:
-            fraction = (time.perf_counter() - t0) / a.time
+            elapsed = time.perf_counter() - t0
+            fraction = step / a.steps if a.steps else elapsed / a.time
             if fraction >= 1:
                 done = True
                 break
             for group in opt.param_groups:
-                group["lr"] = lr_at(fraction, a.lr, a.schedule)
-            loss, _ = losses.compute_loss(model(batch["image"]), batch, "integral")
+                group["lr"] = lr_at(step, fraction, lr, a.schedule, cfg["train"])
+            mode = current_mode(cfg["train"], int(fraction * cfg["train"]["max_epochs"]))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(batch["image"])
+            loss, _ = losses.compute_loss(logits, batch, mode)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
+            recent = (recent + [loss.item()])[-100:]
         epoch += 1
         print(f"{a.name}: epoch {epoch}, step {step}, {time.perf_counter() - t0:.0f} s, loss {loss.item():.4f}", flush=True)
+    train_s = time.perf_counter() - t0
     model.eval()
-    m = evaluate_model(model, val_set, cfg, "h36m17", methods=["integral"])
+    methods = decoders_for_mode(cfg)
+    methods += [m for m in ("argmax", "dark") if m not in methods]  # heatmap decoders on any model's maps
+    m = evaluate_model(model, val_set, cfg, "h36m17", methods=methods)
     pck = pck_key(cfg["eval"]["pck_threshold"])
-    row = {"name": a.name, pck: round(100 * m[pck], 1), "mean_error_px": round(m["mean_error_px"], 2),
-           "steps": step, "epochs": epoch, "time_s": a.time, "threads": a.threads,
+    by = {name: {pck: round(100 * v[pck], 1), "mean_error_px": round(v["mean_error_px"], 2)}
+          for name, v in m["by_decoder"].items()}
+    row = {"name": a.name, "decoder": m["decoder"], pck: round(100 * m[pck], 1), "mean_error_px": round(m["mean_error_px"], 2),
+           "by_decoder": by, "final_loss": round(sum(recent) / max(1, len(recent)), 5),
+           "steps": step, "epochs": epoch, "time_s": round(train_s, 1), "threads": a.threads, "precision": a.precision,
+           "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
            "params": sum(q.numel() for q in model.parameters()), "args": vars(a)}
     print(json.dumps(row), flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
