@@ -16,9 +16,10 @@ decay at the same fractions of the steps (``max_epochs`` must cover them); then
 the engine's held-out evaluation (flip test, every logit readout). The synthetic renders are made
 once per data setting and shared by the runs (``--cache-dir`` keeps them on disk between calls).
 
-The baseline: the mean of the training targets in crop cells (x, y and depth; the evaluation crop,
-no augmentation) predicted for every held-out sample, mapped back through each sample's crop and
-scored with ``engine.inference.compute_metrics``, i.e. what a model that ignores the image scores.
+The baseline: the engine's mean-training-pose row (``baseline_mean_pose`` of ``run_training``'s
+metrics: the mean of the training targets in crop cells, x, y and depth, evaluation crop, predicted
+for every held-out sample and scored by ``engine.inference.compute_metrics``), i.e. what a model
+that ignores the image scores.
 The table reports each run's MPJPE and PA-MPJPE, and their ratio to the baseline's (the target of
 issue 13 part 4 is <= 0.5 for both). Rows are printed and appended to ``--table`` (markdown) and
 ``OUT/results.jsonl``.
@@ -36,19 +37,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader
 
 from integral_pose.engine.config import load_config
 from integral_pose.engine.console import quiet_console
 from integral_pose.engine.cpu_runs import WallClockSchedule
-from integral_pose.engine.data import build_dataset, build_transform, dataset_skeleton, heatmap_size, render_synthetic
-from integral_pose.engine.inference import cells_to_image, compute_metrics
+from integral_pose.engine.data import render_synthetic
 from integral_pose.engine.train import prepare_run_folder, run_training
 from integral_pose.files import atomic_write_bytes, atomic_write_text
-from integral_pose.ops.coordinates import depth_cells_to_mm
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -96,40 +93,6 @@ class StepSchedule(Callback):
         return self.step / self.max_steps * self.max_epochs
 
 
-@torch.no_grad()
-def mean_pose_metrics(cfg: dict[str, Any], renders: dict) -> dict[str, float]:
-    """Metrics of predicting the mean training pose (crop cells incl. depth) for every held-out sample."""
-    skeleton = dataset_skeleton(cfg)
-    train = build_dataset(cfg, "train", renders=renders).with_transform(build_transform(cfg, False, False, skeleton))
-    k = skeleton.num_joints
-    total = torch.zeros(k, 3, dtype=torch.float64)
-    count = torch.zeros(k, 3, dtype=torch.float64)
-    for b in DataLoader(train, batch_size=256, shuffle=False):
-        w = b["target_weight"].double()
-        total += (b["target"].double() * w).sum(0)
-        count += w.sum(0)
-    mean = total / count.clamp_min(1)
-    val = build_dataset(cfg, "val", renders=renders)
-    hm = heatmap_size(cfg)
-    bins = int(cfg["model"]["depth_bins"])
-    col: dict[str, Any] = {"gt": [], "visible": [], "head_size": [], "joints_3d": [], "has_3d": []}
-    pred, depth = [], []
-    for b in DataLoader(val, batch_size=256, shuffle=False):
-        n = b["image"].shape[0]
-        cells = mean.float().expand(n, k, 3)
-        pred.append(cells_to_image(cells, hm, tuple(cfg["data"]["input_size"]), b["crop_to_image"]).numpy())
-        depth.append(depth_cells_to_mm(cells[..., 2].double(), bins).numpy())
-        col["gt"].append(b["joints_img"].double().numpy())
-        col["visible"].append(b["visible"].float().numpy())
-        col["head_size"].append(b["head_size"].double().numpy().reshape(n))
-        col["joints_3d"].append(b["joints_3d"].double().numpy())
-        col["has_3d"].append(b["has_3d"].double().numpy().reshape(n))
-    res = {key: np.concatenate(v) for key, v in col.items()}
-    res["pred"] = {"mean_pose": np.concatenate(pred)}
-    res["depth_mm"] = {"mean_pose": np.concatenate(depth)}
-    return compute_metrics(res, skeleton, "mean_pose", cfg["eval"]["pck_threshold"])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/synthetic_3d.yaml")
@@ -154,7 +117,6 @@ def main() -> None:
               else [f"train.max_steps={args.steps}", "train.max_time_s=null"])
     variants = [parse_variant(v) for v in (args.variant or ["base:"])]
     renders: dict = {}
-    baselines: dict[tuple, dict[str, float]] = {}
     header = ("| variant | overrides | steps | epochs | train s | wall s | MPJPE (mm) | PA-MPJPE (mm) | "
               "MPJPE / mean | PA / mean | other readout MPJPE / PA | mean-pose MPJPE / PA | load avg | threads |")
     rule = "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |"
@@ -170,11 +132,6 @@ def main() -> None:
                      "train.compare_modes=[]"]
         cfg = load_config(args.config, overrides)
         run_renders = cached_renders(cfg, cache_dir, renders)
-        data_key = (tuple(sorted(run_renders)), cfg["model"]["depth_bins"], tuple(cfg["data"]["input_size"]),
-                    cfg["model"]["name"], cfg["model"]["num_deconv"])
-        if data_key not in baselines:
-            baselines[data_key] = mean_pose_metrics(cfg, run_renders)
-        base = baselines[data_key]
         load = os.getloadavg()[0]
         run_dir = out / name
         prepare_run_folder(run_dir, overwrite=True)
@@ -187,6 +144,7 @@ def main() -> None:
             steps = StepSchedule(int(cfg["train"]["max_steps"]), int(cfg["train"]["max_epochs"]))
             m = run_training(cfg, run_dir, verbose=False, renders=run_renders, callbacks=[steps], progress=steps)
         wall = time.perf_counter() - t0
+        base = m["baseline_mean_pose"]  # scored by the engine in the same evaluation pass
         other = {d: v for d, v in m["by_decoder"].items() if d != m["decoder"]}
         other_txt = ", ".join(f"{d}: {v['mpjpe_mm']:.1f} / {v['pa_mpjpe_mm']:.1f}" for d, v in other.items())
         row = (f"| {name} | {'; '.join(extra) or '(config)'} | {m['global_step']} | {m['epochs']} | {m['train_time_s']:.0f} | "
