@@ -40,12 +40,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
+from integral_pose.data import MixedDataset, PoseArchive, SyntheticHumans
+
+from integral_pose.engine.config import load_config, validate
 from integral_pose.engine.data import build_transform, heatmap_size
 from integral_pose.engine.inference import (Readout, collect_readouts, compute_metrics, fixed_pose_readout, mean_pose,
                                            pck_key)
 from integral_pose.engine.train import run_training
+from integral_pose.models import output_stride
 from integral_pose.ops.decode import decode
 from integral_pose.skeletons import get_skeleton
 
@@ -133,8 +137,6 @@ def num_deconv_for(resolution: int, input_size: int, model: str = "tiny") -> int
         >>> [num_deconv_for(r, 64) for r in (8, 16, 32, 64)]
         [1, 2, 3, 4]
     """
-    from integral_pose.models import output_stride
-
     trunk = output_stride(model, 0)
     if input_size % resolution:
         raise ValueError(f"resolution {resolution} does not divide the input size {input_size}")
@@ -182,8 +184,6 @@ class Without3D:
 
 def _archive_split(poses_dir: Path, setting: StudySetting) -> tuple[Any, dict[str, Any]]:
     """(train SyntheticHumans, test SyntheticHumans) rendering the archive's poses through its cameras."""
-    from integral_pose.data import PoseArchive, SyntheticHumans
-
     train_arc = PoseArchive(poses_dir, subjects=TRAIN_SUBJECTS)
     test_arc = PoseArchive(poses_dir, subjects=TEST_SUBJECTS)
     if len(train_arc) == 0 or len(test_arc) == 0:
@@ -229,8 +229,6 @@ def build_renders(setting: StudySetting, poses_dir: str | Path | None = None, ve
         (train, test, info): two cached :class:`~integral_pose.data.SyntheticHumans` without a
         transform (each run attaches its own through a shallow view) and a description.
     """
-    from integral_pose.data import SyntheticHumans
-
     t0 = time.perf_counter()
     if poses_dir is not None:
         (train, test), info = _archive_split(Path(poses_dir), setting)
@@ -265,8 +263,6 @@ PCK = pck_key(PINNED["eval"]["pck_threshold"])  # the metrics key of the study's
 
 
 def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int | None, epochs: int) -> dict[str, Any]:
-    from integral_pose.engine.config import load_config, validate
-
     cfg = load_config(None)
     for section, values in PINNED.items():
         for key, value in values.items():
@@ -366,10 +362,6 @@ def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
 
 def run_3d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: Any = print) -> list[dict[str, Any]]:
     """(a) 3D labels on half the poses, (b) + the other half with 2D labels only (1:1), (c) 3D on all."""
-    from torch.utils.data import Subset
-
-    from integral_pose.data import MixedDataset
-
     half = len(train) // 2
     idx_a, idx_b = range(0, half), range(half, 2 * half)
     res, d = setting.resolution_3d, setting.depth_bins
