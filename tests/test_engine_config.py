@@ -10,7 +10,7 @@ from torch.utils.data import default_collate
 
 from integral_pose.engine.config import _NUMBERS, SCHEMA, ConfigError, load_config, schema_markdown
 from integral_pose.models import list_models
-from integral_pose.ops.decode import DECODE_METHODS
+from integral_pose.ops.decoders import DECODE_METHODS
 from integral_pose.engine.data import build_dataset, dataset_skeleton
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.skeletons import get_skeleton

@@ -14,7 +14,7 @@ from integral_pose.engine.config import load_config
 from integral_pose.engine.evaluate import coco_metrics, decoders_for_mode, evaluate_model
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import build_model_from_config
-from integral_pose.ops.decode import DECODE_LABELS, DECODE_METHODS, LOGIT_METHODS
+from integral_pose.ops.decoders import DECODE_LABELS, DECODE_METHODS, LOGIT_METHODS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,7 +16,7 @@ from scipy.linalg import orthogonal_procrustes
 
 from integral_pose.engine.inference import compute_metrics, decode_with_flip
 from integral_pose.geometry import heatmap_to_input
-from integral_pose.ops.decode import DECODE_METHODS
+from integral_pose.ops.decoders import DECODE_METHODS
 from integral_pose.skeletons import H36M17, flip_permutation, get_skeleton
 
 SKELETONS = ("coco17", "mpii16", "h36m17")

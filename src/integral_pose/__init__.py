@@ -9,7 +9,7 @@ from integral_pose.ops import (
     spatial_softmax,
     split_depth_channels,
 )
-from integral_pose.ops.decode import decode
+from integral_pose.ops.decoders import decode
 
 __version__ = "0.1.0"
 

@@ -7,13 +7,13 @@ weight 0) drop out; entries with weight 0 never contribute, even when their targ
 Recipes (docs/training.md, "Integral recipes"), each an argument of :class:`CombinedLoss`:
 
 - bias-aware training (Gu, Yang, Yao, ICCV 2021): ``readout="debiased"`` compares the
-  background- and border-corrected expectation (``ops.decode``'s ``integral_debiased``) with the
+  background- and border-corrected expectation (``ops.decoders``'s ``integral_debiased``) with the
   target instead of the plain soft-argmax;
 - combined supervision: ``heatmap_weight`` adds heatmap MSE on Gaussian targets, ``js_weight`` the
   DSNT divergence (``regularizer`` "js" or "kl") towards a Gaussian of std ``sigma`` cells;
 - uncertainty-aware coordinates (the simplest form of RLE, Li et al., ICCV 2021): ``coord_kind``
   "laplace_nll" / "gaussian_nll" with a per-joint, per-axis scale from the map's spread
-  (``ops.decode.spread``), optionally times a learned per-joint factor (``nll_scale="learned"``).
+  (``ops.decoders.spread``), optionally times a learned per-joint factor (``nll_scale="learned"``).
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from integral_pose.ops.coordinates import cells_to_normalized
-from integral_pose.ops.decode import decode, spread
+from integral_pose.ops.decoders import decode, spread
 from integral_pose.ops.soft_argmax import check_logits, soft_argmax, spatial_softmax
-from integral_pose.ops.targets import render_heatmaps
+from integral_pose.ops.targets import DEFAULT_SIGMA, render_heatmaps
 
 __all__ = [
     "coordinate_loss", "nll_loss", "heatmap_mse", "js_regularizer", "map_regularizer", "integral_coordinates",
@@ -251,7 +251,7 @@ def integral_coordinates(logits: Tensor, readout: str = "plain", beta: float = 1
 
     ``"plain"``: :func:`soft_argmax` (the paper). ``"debiased"``: the expectation with the
     background and border-truncation biases removed (Gu, Yang, Yao, ICCV 2021; the correction is
-    ``ops.decode``'s ``"integral_debiased"`` readout, differentiable), so the loss rewards maps whose
+    ``ops.decoders``'s ``"integral_debiased"`` readout, differentiable), so the loss rewards maps whose
     *corrected* mean hits the target and the training and evaluation readouts agree.
 
     Example:
@@ -271,7 +271,7 @@ def integral_coordinates(logits: Tensor, readout: str = "plain", beta: float = 1
 
 
 def map_scale(logits: Tensor, normalized: bool = True, beta: float = 1.0) -> Tensor:
-    """Per-joint, per-axis scale of each map: the std of softmax(beta * logits) (``ops.decode.spread``).
+    """Per-joint, per-axis scale of each map: the std of softmax(beta * logits) (``ops.decoders.spread``).
 
     Args:
         logits: (B, K, *S).
@@ -343,7 +343,7 @@ class CombinedLoss(nn.Module):
         heatmap_weight: float = 0.0,
         js_weight: float = 0.0,
         coord_kind: str = "l1",
-        sigma: float = 1.0,
+        sigma: float = DEFAULT_SIGMA,
         normalized: bool = True,
         beta: float = 1.0,
         readout: str = "plain",

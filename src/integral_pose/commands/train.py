@@ -25,7 +25,7 @@ from integral_pose.engine.data import dataset_skeleton, render_synthetic
 from integral_pose.engine.inference import MEAN_POSE_LABEL, pck_key
 from integral_pose.engine.train import check_one_batch, check_resume, launched_rank_zero, prepare_run_folder, run_training
 from integral_pose.files import UserError, atomic_write_text
-from integral_pose.ops.decode import DECODE_LABELS
+from integral_pose.ops.decoders import DECODE_LABELS
 from integral_pose.studies.run_report import write_run_pictures
 
 

@@ -22,7 +22,8 @@ import yaml
 
 from integral_pose.files import UserError, atomic_write_text
 from integral_pose.models import list_models
-from integral_pose.ops.decode import DECODE_METHODS
+from integral_pose.ops.decoders import DECODE_METHODS
+from integral_pose.ops.targets import DEFAULT_SIGMA
 
 __all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "ConfigError", "schema_markdown"]
 
@@ -60,7 +61,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("data.synthetic_image_size", 80, "Side of the synthetic canvas in pixels before the top-down crop."),
     ("data.synthetic_pose_amplitude", [0.25, 0.6], "Synthetic poses: (lo, hi) range of the per-person factor scaling every joint angle's deviation from rest (1 = full joint-angle limits). The demo uses [0.25, 0.6] (calmer poses); [0.25, 1.0] is the full SyntheticHumans set."),
     ("data.synthetic_clutter", 0, "Synthetic backgrounds: at most this many random distractor shapes (some limb-like) per image, 0 = none (the demo: textured backgrounds only); 5 is the full SyntheticHumans set."),
-    ("data.heatmap_sigma", 1.0, "Gaussian target sigma in heatmap cells (heatmap training modes)."),
+    ("data.heatmap_sigma", DEFAULT_SIGMA, "Gaussian target sigma in heatmap cells (heatmap training modes)."),
     ("data.rotation", 0.0, "Random rotation at training time: std in degrees (clipped at 2x), applied to 60% of samples; 0 = off."),
     ("data.scale", 0.1, "Random scale jitter: factor 1 + s * N(0, 1) clipped to [1 - s, 1 + s]; 0 = off."),
     ("data.flip", True, "Random horizontal flip (with left/right joint swap) at training time."),

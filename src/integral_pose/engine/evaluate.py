@@ -21,7 +21,7 @@ from integral_pose.engine.config import ConfigError, apply_overrides, flatten, l
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
 from integral_pose.metrics.coco import coco_keypoint_ap, keypoint_results
-from integral_pose.ops.decode import LOGIT_METHODS
+from integral_pose.ops.decoders import LOGIT_METHODS
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text
 from integral_pose.skeletons import flip_permutation, get_skeleton
@@ -34,7 +34,7 @@ def decoders_for_mode(cfg: dict[str, Any]) -> list[str]:
     """Readouts a run is evaluated with, the primary one first.
 
     Heatmap training: ``eval.decoders``. Integral training: every logit readout
-    (``ops.decode.LOGIT_METHODS``), led by the one the loss trained through
+    (``ops.decoders.LOGIT_METHODS``), led by the one the loss trained through
     (``train.integral_readout``: plain -> "integral", debiased -> "integral_debiased").
 
     Example:

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from integral_pose.ops.coordinates import depth_cells_to_mm
-from integral_pose.ops.decode import spread
+from integral_pose.ops.decoders import decode, spread
+from integral_pose.ops.targets import DEFAULT_SIGMA
 
 __all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "Readout", "model_readout",
            "fixed_pose_readout", "collect_readouts", "collect_predictions", "mean_pose", "compute_metrics", "pck_key",
@@ -37,7 +38,7 @@ def pck_key(threshold: float) -> str:
     return f"pck@{float(threshold):g}"
 
 
-def decode_logits(logits: Tensor, method: str = "integral", dark_sigma: float = 2.0) -> tuple[Tensor, Tensor]:
+def decode_logits(logits: Tensor, method: str = "integral", dark_sigma: float = DEFAULT_SIGMA) -> tuple[Tensor, Tensor]:
     """Read joints out of network output with one of ``integral_pose.decode``'s methods.
 
     Args:
@@ -49,8 +50,6 @@ def decode_logits(logits: Tensor, method: str = "integral", dark_sigma: float = 
     Returns:
         coords (B, K, d) in heatmap cells (x, y[, z]) and scores (B, K) in [0, 1].
     """
-    from integral_pose.ops.decode import decode
-
     return decode(logits.float(), method, dark_sigma=dark_sigma)
 
 
@@ -59,7 +58,7 @@ def decode_with_flip(
     method: str = "integral",
     flipped_logits: Tensor | None = None,
     flip_perm: Sequence[int] | None = None,
-    dark_sigma: float = 2.0,
+    dark_sigma: float = DEFAULT_SIGMA,
 ) -> tuple[Tensor, Tensor]:
     """Decode; with the mirrored image's logits, average the two predictions (the flip test).
 
@@ -87,7 +86,7 @@ def decode_with_flip(
 
 def predict_cells(
     model: nn.Module, images: Tensor, method: str = "integral", flip_perm: Sequence[int] | None = None,
-    dark_sigma: float = 2.0,
+    dark_sigma: float = DEFAULT_SIGMA,
 ) -> tuple[Tensor, Tensor]:
     """Run the model and decode (flip test when ``flip_perm`` is given): (B, K, d) cells, (B, K) scores."""
     logits = model(images)
@@ -125,7 +124,7 @@ def model_readout(
     model: nn.Module,
     methods: Sequence[str] = ("integral",),
     flip_perm: Sequence[int] | None = None,
-    dark_sigma: float = 2.0,
+    dark_sigma: float = DEFAULT_SIGMA,
     device: torch.device | str = "cpu",
 ) -> Callable[[Mapping[str, Any]], Readout]:
     """The readout of a network: run ``model`` on the batch's images (and their mirror images when
@@ -234,7 +233,7 @@ def collect_predictions(
     flip_perm: Sequence[int] | None = None,
     depth_bins: int | None = None,
     device: torch.device | str = "cpu",
-    dark_sigma: float = 2.0,
+    dark_sigma: float = DEFAULT_SIGMA,
 ) -> dict[str, Any]:
     """Predict every batch with ``model`` and every decoder (:func:`model_readout` through
     :func:`collect_readouts`, whose arrays it returns)."""

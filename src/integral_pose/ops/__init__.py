@@ -5,9 +5,7 @@ from integral_pose.ops.coordinates import (
     depth_mm_to_cells,
     normalized_to_cells,
 )
-# `decode` the function is exported at the top level (integral_pose.decode); here the name stays
-# the submodule, so that `integral_pose.ops.decode.spread` resolves (the function itself is `integral_pose.decode`).
-from integral_pose.ops.decode import DECODE_METHODS, spread
+from integral_pose.ops.decoders import DECODE_METHODS, decode, spread
 from integral_pose.ops.soft_argmax import (
     expectation,
     marginals,
@@ -16,3 +14,10 @@ from integral_pose.ops.soft_argmax import (
     split_depth_channels,
 )
 from integral_pose.ops.targets import render_heatmaps
+
+__all__ = [
+    "cells_to_normalized", "normalized_to_cells", "depth_cells_to_mm", "depth_mm_to_cells",
+    "DECODE_METHODS", "decode", "spread",
+    "expectation", "marginals", "soft_argmax", "spatial_softmax", "split_depth_channels",
+    "render_heatmaps",
+]

@@ -11,9 +11,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["render_heatmaps", "HEATMAP_KINDS"]
+__all__ = ["render_heatmaps", "HEATMAP_KINDS", "DEFAULT_SIGMA"]
 
 HEATMAP_KINDS = ("gaussian", "log_gaussian")
+
+# The Gaussian std in heatmap cells used wherever none is given: the heatmap training target
+# (config data.heatmap_sigma), the DSNT regulariser's target and DARK's blur, which must match the
+# sigma the maps were trained with.
+DEFAULT_SIGMA = 1.0
 
 
 def _check_size(size: Sequence[int]) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from integral_pose.ops.decode import DECODE_METHODS, LOGIT_METHODS, decode
+from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS, decode
 from integral_pose.ops.targets import render_heatmaps
 
 __all__ = ["run_study", "format_table"]

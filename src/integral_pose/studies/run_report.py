@@ -29,7 +29,7 @@ from integral_pose.engine.evaluate import read_predictions
 from integral_pose.engine.inference import MEAN_POSE, MEAN_POSE_LABEL
 from integral_pose.files import BadFileError, MissingFileError, atomic_write_bytes
 from integral_pose.geometry import apply_affine, invert_affine
-from integral_pose.ops.decode import DECODE_LABELS
+from integral_pose.ops.decoders import DECODE_LABELS
 from integral_pose.viz import GROUND_TRUTH_COLOR, draw_legend, draw_prediction_panel, make_grid, palette, save_image
 
 __all__ = ["table_rows", "sample_errors", "pick_examples", "draw_predictions", "plot_pck_curves", "write_run_pictures"]

@@ -50,7 +50,7 @@ from integral_pose.engine.inference import (Readout, collect_readouts, compute_m
                                            pck_key)
 from integral_pose.engine.train import run_training
 from integral_pose.models import output_stride
-from integral_pose.ops.decode import decode
+from integral_pose.ops.decoders import decode
 from integral_pose.skeletons import get_skeleton
 
 __all__ = [

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from integral_pose.ops.soft_argmax import check_logits, soft_argmax
+from integral_pose.ops.targets import DEFAULT_SIGMA
 
 __all__ = ["decode", "spread", "DECODE_METHODS", "SCORE_METHODS", "LOGIT_METHODS", "DECODE_LABELS"]
 
@@ -303,7 +304,7 @@ def _decode_integral_debiased(logits: Tensor, beta: float) -> tuple[Tensor, Tens
     return coords, _integral_scores((w / C).view_as(x))
 
 
-def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: float = 2.0) -> tuple[Tensor, Tensor]:
+def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: float = DEFAULT_SIGMA) -> tuple[Tensor, Tensor]:
     """Decode per-joint maps into coordinates (in cells, ordered (x, y[, z])) and scores in [0, 1].
 
     Methods and the input each expects:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integral_pose import decode, render_heatmaps, soft_argmax
-from integral_pose.ops.decode import DECODE_METHODS, LOGIT_METHODS, SCORE_METHODS, spread
+from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS, SCORE_METHODS, spread
 
 SIZES = {1: (64,), 2: (64, 64), 3: (20, 20, 20)}
 
