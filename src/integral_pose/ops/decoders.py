@@ -216,9 +216,8 @@ def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple
     u = (i - m) / s  # (..., n)
     u2 = u * u
     outside = torch.where(support, torch.zeros((), dtype=dt, device=q.device), torch.full((), -math.inf, dtype=dt, device=q.device))
-    eta1 = torch.zeros_like(m)
-    eta2 = torch.full_like(m, -0.5)  # start at the untruncated fit: mean m, std s
-    for _ in range(iters):
+
+    def newton_step(eta1: Tensor, eta2: Tensor, u: Tensor, u2: Tensor) -> tuple[Tensor, Tensor]:
         pm = torch.softmax(eta1 * u + eta2 * u2 + outside, -1)
         e1 = (pm * u).sum(-1, keepdim=True)
         e2 = (pm * u2).sum(-1, keepdim=True)
@@ -226,19 +225,41 @@ def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple
         e4 = (pm * u2 * u2).sum(-1, keepdim=True)
         h11, h12, h22 = e2 - e1 * e1, e3 - e1 * e2, e4 - e2 * e2
         g1, g2 = e1, e2 - 1.0  # target: E[u] = 0, E[u^2] = 1 by construction of u
-        det = (h11 * h22 - h12 * h12).clamp(min=1e-300)
-        d1 = (h22 * g1 - h12 * g2) / det
-        d2 = (h11 * g2 - h12 * g1) / det
-        # Damping keeps eta2 < 0 (a proper Gaussian): never more than halve it in one step.
-        alpha = torch.where(d2 < 0, (0.5 * eta2 / d2.clamp(max=-1e-300)).clamp(max=1.0), torch.ones_like(d2))
-        eta1 = eta1 - alpha * d1
-        eta2 = eta2 - alpha * d2
-    mu = m - s * eta1 / (2.0 * eta2)
-    sigma = s * torch.sqrt(-0.5 / eta2.clamp(max=-1e-300))
+        det = h11 * h22 - h12 * h12
+        proper = det > 1e-200  # singular Hessian (near-delta window): no step, no gradient
+        det = torch.where(proper, det, torch.ones_like(det))
+        d1 = torch.where(proper, (h22 * g1 - h12 * g2) / det, torch.zeros_like(det))
+        d2 = torch.where(proper, (h11 * g2 - h12 * g1) / det, torch.zeros_like(det))
+        return d1, d2
+
+    # The iterations run without autograd: differentiating through unrolled Newton steps on a
+    # near-singular Hessian overflows. The gradient is the implicit one instead: at the solution
+    # the Newton map's Jacobian in eta vanishes, so one more step's derivative with respect to q,
+    # -H^-1 dg/dq, is d(eta*)/dq. It enters as (step - step.detach()): values are unchanged.
+    with torch.no_grad():
+        u_c, u2_c = u.detach(), u2.detach()
+        eta1 = torch.zeros_like(m)
+        eta2 = torch.full_like(m, -0.5)  # start at the untruncated fit: mean m, std s
+        for _ in range(iters):
+            d1, d2 = newton_step(eta1, eta2, u_c, u2_c)
+            # Damping keeps eta2 < 0 (a proper Gaussian): never more than halve it in one step.
+            alpha = torch.where(d2 < 0, (0.5 * eta2 / d2.clamp(max=-1e-300)).clamp(max=1.0), torch.ones_like(d2))
+            eta1 = eta1 - alpha * d1
+            eta2 = eta2 - alpha * d2
+    if torch.is_grad_enabled() and u.requires_grad:
+        d1, d2 = newton_step(eta1, eta2, u, u2)
+        eta1 = eta1 - (d1 - d1.detach())
+        eta2 = eta2 - (d2 - d2.detach())
+    # Safe denominators where the fit is not used, so that masked-out branches carry no inf/NaN
+    # into the backward pass.
+    proper = eta2.detach() < -1e-12
+    eta2_safe = torch.where(proper, eta2, torch.full_like(eta2, -0.5))
+    mu = m - s * eta1 / (2.0 * eta2_safe)
+    sigma = s * torch.sqrt(-0.5 / eta2_safe)
     lo = torch.where(support, i, torch.full((), math.inf, dtype=dt, device=q.device)).amin(-1, keepdim=True)
     hi = torch.where(support, i, torch.full((), -math.inf, dtype=dt, device=q.device)).amax(-1, keepdim=True)
     inside = (mu >= torch.where(lo <= 0, -math.inf, lo - 0.5)) & (mu <= torch.where(hi >= n - 1, math.inf, hi + 0.5))
-    good = ok & (eta2 < 0) & torch.isfinite(mu) & torch.isfinite(sigma) & inside
+    good = ok & proper & torch.isfinite(mu) & torch.isfinite(sigma) & inside
     return (torch.where(good, mu, m).squeeze(-1), torch.where(good, sigma, var.clamp(min=0).sqrt()).squeeze(-1),
             good.squeeze(-1))
 
