@@ -145,7 +145,10 @@ def test_short_training_learns_and_writes_run_dir(tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert {"pck@0.2", "pckh@0.5", "auc", "mean_error_px"} <= saved.keys()
     assert yaml.safe_load((out / "config.yaml").read_text()) == cfg
-    assert (out / "checkpoints" / "last.ckpt").is_file() and len(list((out / "checkpoints").glob("epoch*.ckpt"))) == 8
+    # train.keep_checkpoints (3) keeps the newest epoch files; last.ckpt is the end of the run
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch*.ckpt")) == ["epoch005.ckpt", "epoch006.ckpt", "epoch007.ckpt"]
+    assert all(torch.equal(a, b) for a, b in zip(_weights(out / "checkpoints" / "epoch007.ckpt").values(),
+                                                 _weights(out / "checkpoints" / "last.ckpt").values()))
     assert list((out / "tb").rglob("events.out.tfevents*")), "TensorBoard log missing"
     rows = (out / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
@@ -340,9 +343,11 @@ def test_resume_check_ignores_runtime_keys_only(tmp_path):
     cfg = load_config(None, TINY)
     _fake_run(tmp_path, cfg)
     same = copy.deepcopy(cfg)
-    same["train"].update(threads=2, progress_bar=True, parallel_compare=False)
+    same["train"].update(threads=2, progress_bar=True, parallel_compare=False, keep_checkpoints=-1)
     same["data"]["num_workers"] = 2
-    assert {"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers"} == RUNTIME_KEYS
+    assert {
+        "train.threads", "train.progress_bar", "train.parallel_compare", "train.keep_checkpoints", "data.num_workers"
+    } == RUNTIME_KEYS
     assert check_resume(same, tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
     other = copy.deepcopy(cfg)
     other["train"]["max_epochs"] = 5
@@ -407,6 +412,7 @@ def test_cpu_bf16_autocast_trains_with_fp32_weights_and_losses(tmp_path):
     losses = [float(r.split(",")[li]) for r in rows[1:] if r.split(",")[li]]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert 0.0 <= m["pck@0.2"] <= 1.0 and m["mean_error_px"] > 0
+    assert m["precision"] == "bf16-mixed"  # metrics.json says what the run trained with
 
 
 def test_wall_clock_schedule_moves_the_step_decay_earlier():

@@ -49,9 +49,11 @@ __all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resum
            "RUNTIME_KEYS"]
 
 # Keys that say how a run uses this machine, not what it trains: a resumed run may change them
-# (another thread count, no progress bar in a log file, side by side or not). Everything else must
+# (another thread count, no progress bar in a log file, side by side or not, how many epoch
+# checkpoints to keep). Everything else must
 # equal the run's stored config.yaml, or the checkpoints would continue a different experiment.
-RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers"})
+RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers",
+                          "train.keep_checkpoints"})
 
 
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of CPUs with native bf16 math
@@ -288,8 +290,11 @@ def run_training(
         dm.train_set, dm.val_set = datasets  # set before setup(), which then builds nothing
 
     ckpt_dir = out / "checkpoints"
+    keep = int(t["keep_checkpoints"])
+    # Ranking by epoch keeps the newest `keep` epoch files (Lightning offers the epoch as a monitor).
     all_callbacks: list[Any] = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                                                save_top_k=-1, every_n_epochs=1, save_last=True, enable_version_counter=False)]
+                                                save_top_k=keep, monitor="epoch" if keep > 0 else None, mode="max",
+                                                every_n_epochs=1, save_last=True, enable_version_counter=False)]
     if t["checkpoint_every_n_steps"]:
         # Both callbacks write last.ckpt (no last-v1.ckpt): it is always the newest state.
         all_callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False,
@@ -349,6 +354,7 @@ def run_training(
             "global_step": int(trainer.global_step),
             "parameters": int(sum(p.numel() for p in module.model.parameters())),
             "threads": torch.get_num_threads(),
+            "precision": str(trainer.precision),  # "auto" resolved: what this machine trained with
             "images_per_s": round(trainer.global_step * cfg["data"]["batch_size"] * trainer.world_size / max(train_s, 1e-9), 1),
         }
     )
