@@ -9,7 +9,7 @@ import torch
 
 from integral_pose import losses
 from integral_pose.engine.config import ConfigError, load_config
-from integral_pose.engine.module import PoseLightningModule, build_integral_loss, current_mode, lr_factor
+from integral_pose.engine.module import PoseLightningModule, current_mode, lr_factor
 from integral_pose.ops.coordinates import cells_to_normalized
 from integral_pose.ops.soft_argmax import soft_argmax
 from integral_pose.ops.targets import render_heatmaps

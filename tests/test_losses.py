@@ -117,15 +117,6 @@ def test_combined_loss():
     assert "js_weight=0.25" in repr(fn)
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    import integral_pose.losses as module
-
-    result = doctest.testmod(module, extraglobs={"torch": torch})
-    assert result.failed == 0 and result.attempted > 0
-
-
 def test_gradcheck_heatmap_mse_and_marginals():
     from integral_pose.ops.soft_argmax import marginals
 

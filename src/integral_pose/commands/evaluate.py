@@ -26,19 +26,10 @@ import numpy as np
 
 from integral_pose.engine.evaluate import evaluate_checkpoint, write_json
 from integral_pose.files import UserError, read_json
-from integral_pose.metrics.coco import COCO_STAT_NAMES, coco_keypoint_ap
-from integral_pose.metrics.joint_error import align_prediction, mpjpe_breakdown
-from integral_pose.metrics.mpii import MPII_GROUPS, approx_head_boxes, load_mpii_json, mpii_pckh
-from integral_pose.metrics.pck_auc import (
-    DEFAULT_AUC_THRESHOLDS,
-    bbox_size,
-    bbox_size_from_joints,
-    curve_auc,
-    head_size_from_boxes,
-    pck,
-    pck_curve,
-    torso_size,
-)
+from integral_pose.metrics import (COCO_STAT_NAMES, MPII_GROUPS, align_prediction, approx_head_boxes, bbox_size,
+                                   bbox_size_from_joints, coco_keypoint_ap, curve_auc, head_size_from_boxes,
+                                   load_mpii_json, mpii_pckh, mpjpe_breakdown, pck, pck_curve, torso_size)
+from integral_pose.metrics.pck_auc import DEFAULT_AUC_THRESHOLDS
 from integral_pose.skeletons import get_skeleton
 
 METRICS = ("pckh", "pck", "mpjpe", "coco")
