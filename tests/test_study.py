@@ -24,8 +24,10 @@ def test_resolution_changes_only_the_head():
     for res, nd in zip((8, 16, 32, 64), (1, 2, 3, 4)):
         assert S.num_deconv_for(res, setting.input_size, setting.model) == nd
         cfg = S._config(setting, "integral", res, None, 1)
-        # the paper's plain integral loss, whatever the engine's demo defaults are
-        assert cfg["train"]["js_weight"] == 0 and cfg["train"]["coord_loss"] == "l1" and not cfg["train"]["combine"]
+        # the study's pinned integral recipe (L1 + JS 1.0, plain readout), whatever the engine's defaults are
+        t = cfg["train"]
+        assert t["js_weight"] == 1.0 and t["regularizer"] == "js" and t["coord_loss"] == "l1" and not t["combine"]
+        assert t["integral_readout"] == "plain" and t["regularizer_sigma"] is None
         net = build_model_from_config(cfg, 17).eval()
         with torch.no_grad():
             assert net(torch.rand(1, 3, 64, 64)).shape == (1, 17, res, res)

@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delete an earlier study in --output first (a new study never writes into a non-empty folder)")
     parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
-    parser.add_argument("--head-init", choices=HEAD_INITS, default="simple_baselines",
-                        help="model.head_init of every run: simple_baselines, N(0, 0.001) (default), or integral: Kaiming "
-                             "deconvs and an N(0, 0.05) output conv, which integral training from scratch needs (docs/study.md)")
+    parser.add_argument("--head-init", choices=HEAD_INITS, default="integral",
+                        help="model.head_init of every run: integral (default), Kaiming deconvs and an N(0, 0.05) output "
+                             "conv, which integral training from scratch needs; or simple_baselines, N(0, 0.001) (docs/study.md)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; results repeat exactly only at a fixed count; "
                              "1 is much faster when other jobs share the cores)")
