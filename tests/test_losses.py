@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from integral_pose import render_heatmaps, soft_argmax
+from integral_pose import render_heatmaps, soft_argmax, spatial_softmax
 from integral_pose.losses import CombinedLoss, coordinate_loss, heatmap_mse, js_regularizer
 from integral_pose.ops.coordinates import cells_to_normalized
 
@@ -215,7 +215,8 @@ def test_kl_regularizer_matches_dsntnn():
 
 
 def test_combined_regulariser_counts_joints_by_their_xy_weights():
-    """A 3D sample's depth weight does not decide whether its joint's map is regularised."""
+    """A 3D sample's depth weight does not decide whether its joint's map is regularised; a joint
+    without a depth label is regularised on its image-plane marginal."""
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(1, 2, 4, 6, 6, generator=g)
     target = torch.rand(1, 2, 3, generator=g) * 3
@@ -223,7 +224,29 @@ def test_combined_regulariser_counts_joints_by_their_xy_weights():
     out = CombinedLoss(coord_weight=0.0, js_weight=1.0, regularizer="kl")(logits, target, w)
     from integral_pose.losses import map_regularizer
 
-    torch.testing.assert_close(out["kl"], map_regularizer(logits, target, 1.0, torch.tensor([[1.0, 0.0]]), kind="kl"))
+    # joint 0 alone counts, compared in the image plane: the 2D regulariser of the depth-summed volume
+    marginal_logits = spatial_softmax(logits).sum(2).log()
+    torch.testing.assert_close(out["kl"], map_regularizer(marginal_logits[:, :1], target[:, :1, :2], 1.0, kind="kl"))
+
+
+def test_regulariser_leaves_an_unlabelled_depth_free():
+    """A 2D-only joint's placeholder depth exerts no pull: any depth profile over the right image
+    position scores zero, while the same volume with a depth label elsewhere does not."""
+    from integral_pose.losses import map_regularizer
+
+    t2 = torch.tensor([[[2.0, 3.0]]], dtype=torch.float64)
+    xy_logits, _ = render_heatmaps(t2, (6, 7), 1.0, "log_gaussian")  # (1, 1, 6, 7)
+    depth_profile = torch.tensor([3.0, -1.0, 0.5, 2.0, -2.0], dtype=torch.float64)  # 5 depth cells, off-centre
+    logits = (xy_logits[:, :, None] + depth_profile[:, None, None]).requires_grad_(True)  # (1, 1, 5, 6, 7)
+    for placeholder in (0.0, 2.0, 4.0):  # the depth a 2D-only label carries is arbitrary
+        target = torch.tensor([[[2.0, 3.0, placeholder]]], dtype=torch.float64)
+        div = map_regularizer(logits, target, 1.0, torch.tensor([[[1.0, 1.0, 0.0]]], dtype=torch.float64))
+        assert div.item() < 1e-12
+        (grad,) = torch.autograd.grad(div, logits)
+        assert grad.abs().max().item() < 1e-10  # nothing pushes the depth profile
+    labelled = map_regularizer(logits, torch.tensor([[[2.0, 3.0, 2.0]]], dtype=torch.float64), 1.0,
+                               torch.tensor([[[1.0, 1.0, 1.0]]], dtype=torch.float64))
+    assert labelled.item() > 0.05
     assert CombinedLoss(js_weight=2.0, regularizer="kl").weights == {"coord": 1.0, "heatmap": 0.0, "kl": 2.0}
 
 

@@ -186,11 +186,16 @@ def map_regularizer(
     ``"kl"``: ``KL(p||q)`` (dsntnn's ``kl_reg_losses``). Averaged over joints with weight > 0
     (dsntnn's per-joint losses followed by a masked mean give the same number).
 
+    Per-axis weights (B, K, d): a joint counts when its x and y are weighted. On volumes (d = 3) a
+    joint whose depth weight is 0 (a 2D-only label) is compared on its image-plane marginal, the
+    volume summed over depth, with the 2D Gaussian at its (x, y): its depth target is a placeholder,
+    and a Gaussian there would pull the volume towards it.
+
     Args:
         logits: (B, K, *S) network logits.
         target_cells: (B, K, d) ground truth in cells, d = len(S), ordered (x, y[, z]).
         sigma: target std in cells.
-        weight: (B, K) or (B, K, d) joint weights (per-axis weights: a joint counts if any axis does).
+        weight: (B, K) joint weights, or (B, K, d) per-axis weights (see above).
         beta: inverse temperature multiplying the logits.
         kind: "js" or "kl".
 
@@ -208,28 +213,40 @@ def map_regularizer(
             f"target_cells must have shape (B, K, {nd}) = {(*logits.shape[:2], nd)} for logits "
             f"{tuple(logits.shape)}, got {tuple(target_cells.shape)}"
         )
-    p = spatial_softmax(logits, beta).flatten(2)
+    p = spatial_softmax(logits, beta)
     dtype = p.dtype
-    size = tuple(logits.shape[2:])
+    div, has_target = _divergence_to_gaussian(p, target_cells.detach().to(dtype), sigma, kind)
+    if weight is not None and weight.dim() == 3:
+        if weight.shape != (*div.shape, nd):
+            raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d) = "
+                             f"{(*div.shape, nd)}, got {tuple(weight.shape)}")
+        unlabelled_depth = (weight[..., 2] <= 0) if nd == 3 else None
+        weight = weight[..., :2].amin(-1)
+        if unlabelled_depth is not None and bool(unlabelled_depth.any()):
+            div_xy, has_xy = _divergence_to_gaussian(p.sum(2), target_cells[..., :2].detach().to(dtype), sigma, kind)
+            div = torch.where(unlabelled_depth, div_xy, div)
+            has_target = torch.where(unlabelled_depth, has_xy, has_target)
+    if weight is None:
+        weight = torch.ones_like(div)
+    if weight.shape != div.shape:
+        raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d), got {tuple(weight.shape)}")
+    return _weighted_mean(div, weight.to(dtype) * has_target)
+
+
+def _divergence_to_gaussian(p: Tensor, target_cells: Tensor, sigma: float, kind: str) -> tuple[Tensor, Tensor]:
+    """(B, K) divergence of the distributions ``p`` (B, K, *S) from Gaussians at ``target_cells``, and
+    (B, K) whether each joint has a Gaussian target."""
     # Joints with a NaN target or one outside the map have no Gaussian target: render_heatmaps
-    # gives them weight 0 (and a uniform map), and they are left out of the mean below.
-    log_q, has_target = render_heatmaps(target_cells.detach().to(dtype), size, sigma, kind="log_gaussian")
-    q = torch.softmax(log_q.flatten(2), -1)
+    # gives them weight 0 (and a uniform map), and they are left out of the mean.
+    log_q, has_target = render_heatmaps(target_cells, tuple(p.shape[2:]), sigma, kind="log_gaussian")
+    p, q = p.flatten(2), torch.softmax(log_q.flatten(2), -1)
     eps = 1e-24  # dsntnn's guard: 0 * log 0 = 0
     if kind == "js":
         m = 0.5 * (p + q)
         kl_pm = (p * ((p + eps).log() - (m + eps).log())).sum(-1)
         kl_qm = (q * ((q + eps).log() - (m + eps).log())).sum(-1)
-        div = 0.5 * kl_pm + 0.5 * kl_qm  # (B, K)
-    else:
-        div = (p * ((p + eps).log() - (q + eps).log())).sum(-1)
-    if weight is None:
-        weight = torch.ones_like(div)
-    elif weight.dim() == 3:
-        weight = weight.amax(-1)
-    if weight.shape != div.shape:
-        raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d), got {tuple(weight.shape)}")
-    return _weighted_mean(div, weight.to(dtype) * has_target)
+        return 0.5 * kl_pm + 0.5 * kl_qm, has_target
+    return (p * ((p + eps).log() - (q + eps).log())).sum(-1), has_target
 
 
 def js_regularizer(
@@ -305,8 +322,8 @@ class CombinedLoss(nn.Module):
     With ``normalized=True`` (the paper's choice) coordinates are compared in normalised units
     (each axis divided by its map extent, :func:`~integral_pose.ops.coordinates.cells_to_normalized`),
     otherwise in cells. The regulariser (:func:`map_regularizer`, ``regularizer`` "js" or "kl",
-    std ``sigma`` cells) counts a joint when its x and y weights are > 0 (a 3D sample's depth
-    weight does not decide it).
+    std ``sigma`` cells) counts a joint when its x and y weights are > 0; on volumes, a joint
+    without a depth label is regularised on its image-plane marginal (:func:`map_regularizer`).
 
     Args:
         coord_weight, heatmap_weight, js_weight: the term weights (``js_weight`` weighs the
@@ -438,10 +455,7 @@ class CombinedLoss(nn.Module):
             out["heatmap"] = heatmap_mse(logits.float(), heatmap, heatmap_weight)
             total = total + self.heatmap_weight * out["heatmap"]
         if self.js_weight:
-            joint_weight = target_weight
-            if target_weight is not None and target_weight.dim() == 3:
-                joint_weight = target_weight[..., :2].amin(-1)  # image position only: x and y both weighted
-            out[self.regularizer] = map_regularizer(logits, target, self.sigma, joint_weight, self.beta, self.regularizer)
+            out[self.regularizer] = map_regularizer(logits, target, self.sigma, target_weight, self.beta, self.regularizer)
             total = total + self.js_weight * out[self.regularizer]
         out["loss"] = total
         return out
