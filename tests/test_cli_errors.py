@@ -171,6 +171,8 @@ ROWS = [
     ("bench unknown dtype", ["bench", "--dtypes", "fp64"], "--dtypes: unknown entry 'fp64'"),
     ("bench unknown implementation", ["bench", "--impls", "tritn"], "--impls: unknown entry 'tritn'"),
     ("study pose archive missing", ["study", "--poses", "{dir}/nowhere", "--output", "{dir}/study"], "--poses"),
+    ("study with nothing to run", ["study", "--no-2d", "--no-3d", "--output", "{dir}/study"], "--no-2d and --no-3d"),
+    ("study `--labelled-3d` beyond half the people", ["study", "--labelled-3d", "9000", "--output", "{dir}/study"], "--labelled-3d 9000: expected 1 ... 4800"),
 ]
 
 

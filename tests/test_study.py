@@ -122,6 +122,26 @@ def test_smoke_run_end_to_end(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_few_3d_labels_without_the_2d_part(tmp_path):
+    """--no-2d --labelled-3d N: only the three 3D runs, set A holding N people with 3D labels, and
+    every run still taking the same optimiser steps."""
+    from integral_pose.cli import main
+
+    out = tmp_path / "few"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["study", "--smoke", "--no-2d", "--labelled-3d", "4", "--output", str(out), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads((out / "results.json").read_text())
+    assert "2d" not in res and res["setting"]["labelled_3d"] == 4
+    three = {x["run"]: x for x in res["3d"]}
+    half = S.SETTINGS["smoke"].train_images // 2
+    assert (three["a"]["poses_3d"], three["b"]["poses_3d"], three["b"]["poses_2d_only"], three["c"]["poses_3d"]) == (4, 4, half, 4 + half)
+    assert {x["steps"] for x in three.values()} == {res["setting"]["steps_3d"]}
+    assert (out / "study_3d.png").is_file() and not (out / "study_2d.png").exists()
+
+
 def test_head_init_reaches_every_run():
     """StudySetting.head_init is the model's own head_init for every run, whatever the training mode."""
     from integral_pose.engine.module import build_model_from_config

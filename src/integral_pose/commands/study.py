@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delete an earlier study in --output first (a new study never writes into a non-empty folder)")
     parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
+    parser.add_argument("--no-2d", action="store_true", help="skip the 2D part (readouts x resolutions)")
+    parser.add_argument("--labelled-3d", type=int, default=None, metavar="N",
+                        help="people with 3D labels in the 3D runs (default: half the training people); "
+                             "the other half joins them with 2D labels only in run (b)")
     parser.add_argument("--head-init", choices=HEAD_INITS, default="integral",
                         help="model.head_init of every run: integral (default), Kaiming deconvs and an N(0, 0.05) output "
                              "conv, which integral training from scratch needs; or simple_baselines, N(0, 0.001) (docs/study.md)")
@@ -39,7 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    setting = replace(SETTINGS[name], seed=int(args.seed), with_3d=not args.no_3d, head_init=args.head_init)
+    if args.no_2d and args.no_3d:
+        raise UserError("--no-2d and --no-3d together leave nothing to run")
+    setting = replace(SETTINGS[name], seed=int(args.seed), with_2d=not args.no_2d, with_3d=not args.no_3d,
+                      head_init=args.head_init, labelled_3d=args.labelled_3d)
+    half = setting.train_images // 2
+    if setting.labelled_3d is not None and not 1 <= setting.labelled_3d <= half:
+        raise UserError(f"--labelled-3d {setting.labelled_3d}: expected 1 ... {half} (half the {name} setting's "
+                        f"{setting.train_images} training people)")
     if args.threads:
         torch.set_num_threads(int(args.threads))
     if args.poses is not None:

@@ -105,7 +105,11 @@ class StudySetting:
     warmup_steps: int = 100
     seed: int = 0
     render_workers: int = 2
+    with_2d: bool = True
     with_3d: bool = True
+    # People with 3D labels in the 3D runs' set A (None: half the training people, the other half
+    # being set B). Fewer makes the seed's question sharper: do 2D-only people help when 3D labels are scarce?
+    labelled_3d: int | None = None
     head_init: str = "integral"  # model.head_init of every run (integral_pose.models.pose_net.HEAD_INITS)
 
     @property
@@ -364,9 +368,13 @@ def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
 
 
 def run_3d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: Any = print) -> list[dict[str, Any]]:
-    """(a) 3D labels on half the poses, (b) + the other half with 2D labels only (1:1), (c) 3D on all."""
+    """(a) 3D labels on set A (``setting.labelled_3d`` people, default half), (b) A + set B (the other
+    half) with 2D labels only (1:1), (c) A + B both with 3D labels."""
     half = len(train) // 2
-    idx_a, idx_b = range(0, half), range(half, 2 * half)
+    n_a = half if setting.labelled_3d is None else int(setting.labelled_3d)
+    if not 1 <= n_a <= half:
+        raise ValueError(f"labelled_3d = {n_a}: expected 1 ... {half} (half the {len(train)} training people)")
+    idx_a, idx_b = range(0, n_a), range(half, 2 * half)
     res, d = setting.resolution_3d, setting.depth_bins
     cfg = _config(setting, "integral", res, d, setting.epochs_3d)
     tf = _transform(cfg, True)
@@ -375,17 +383,19 @@ def run_3d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
     b_2d = Subset(train.with_transform(Without3D(tf_2d)), idx_b)
     b_3d = Subset(train.with_transform(_transform(cfg, True)), idx_b)
     # Every run draws `half` items per epoch, so all three take the same optimiser steps.
+    a_alone = a_3d if n_a == half else MixedDataset([a_3d], length=half, seed=setting.seed)
+    what_a = "half the poses" if n_a == half else f"{n_a} poses"
     runs = [
-        ("3D labels on half the poses", "a", a_3d),
+        (f"3D labels on {what_a}", "a", a_alone),
         ("+ other half with 2D labels only (1:1)", "b", MixedDataset([a_3d, b_2d], ratios=[1, 1], length=half, seed=setting.seed)),
-        ("reference: 3D labels on all poses", "c", MixedDataset([a_3d, b_3d], ratios=[1, 1], length=half, seed=setting.seed)),
+        ("reference: 3D labels on all poses" if n_a == half else "reference: + other half with 3D labels", "c", MixedDataset([a_3d, b_3d], ratios=[1, 1], length=half, seed=setting.seed)),
     ]
     rows = []
     for label, key, ds in runs:
         m = _train(cfg, ds, test.with_transform(_transform(cfg, False)), runs_dir / f"3d_{key}")
         by, secs, steps = m["by_decoder"], m["train_time_s"], m["global_step"]
         row = {"run": key, "training": label, **_keep(by["integral"], _KEYS_3D), "train_time_s": round(secs, 1),
-               "steps": steps, "poses_3d": half if key != "c" else 2 * half, "poses_2d_only": half if key == "b" else 0,
+               "steps": steps, "poses_3d": n_a if key != "c" else n_a + half, "poses_2d_only": half if key == "b" else 0,
                "resolution": res, "depth_bins": d}
         rows.append(row)
         log(f"  3D ({key}) {label:<40} MPJPE {row['mpjpe_mm']:.1f} mm  PA-MPJPE {row['pa_mpjpe_mm']:.1f} mm  ({steps} steps, {secs:.0f} s)")
@@ -402,8 +412,9 @@ def run_study(setting: StudySetting, runs_dir: str | Path, poses_dir: str | Path
     train, test, info = build_renders(setting, poses_dir, verbose)
     results: dict[str, Any] = {"setting": {**asdict(setting), "steps_2d": setting.steps_2d, "steps_3d": setting.steps_3d},
                                "data": info}
-    log(f"2D: {len(setting.resolutions)} resolutions x 3 trainings, {setting.steps_2d} steps each")
-    results["2d"] = run_2d(setting, train, test, runs_dir, log)
+    if setting.with_2d:
+        log(f"2D: {len(setting.resolutions)} resolutions x 3 trainings, {setting.steps_2d} steps each")
+        results["2d"] = run_2d(setting, train, test, runs_dir, log)
     if setting.with_3d:
         log(f"3D: 3 runs, {setting.steps_3d} steps each")
         results["3d"] = run_3d(setting, train, test, runs_dir, log)

@@ -125,7 +125,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
             ax.text(xi - 0.2, a, f"{a:.0f}", ha="center", va="bottom", fontsize=8)
             ax.text(xi + 0.2, b, f"{b:.0f}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(x)
-        ax.set_xticklabels(["(a) 3D half", "(b) 3D half\n+ 2D-only half", "(c) 3D all\n(reference)"][: len(rows3)], fontsize=8)
+        ax.set_xticklabels(["(a) 3D set A", "(b) A + B\nwith 2D only", "(c) A + B\nwith 3D (reference)"][: len(rows3)], fontsize=8)
         ax.set_ylabel("mm (lower is better)")
         ax.set_title("integral 3D on test people: mixed 2D/3D training", fontsize=10)
         ax.legend(fontsize=8)
