@@ -216,20 +216,20 @@ def map_regularizer(
     p = spatial_softmax(logits, beta)
     dtype = p.dtype
     div, has_target = _divergence_to_gaussian(p, target_cells.detach().to(dtype), sigma, kind)
-    if weight is not None and weight.dim() == 3:
-        if weight.shape != (*div.shape, nd):
-            raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d) = "
-                             f"{(*div.shape, nd)}, got {tuple(weight.shape)}")
-        unlabelled_depth = (weight[..., 2] <= 0) if nd == 3 else None
+    unlabelled_depth = None
+    if weight is not None and weight.shape == (*div.shape, nd):  # per-axis weights
+        if nd == 3:
+            unlabelled_depth = weight[..., 2] <= 0
         weight = weight[..., :2].amin(-1)
-        if unlabelled_depth is not None and bool(unlabelled_depth.any()):
-            div_xy, has_xy = _divergence_to_gaussian(p.sum(2), target_cells[..., :2].detach().to(dtype), sigma, kind)
-            div = torch.where(unlabelled_depth, div_xy, div)
-            has_target = torch.where(unlabelled_depth, has_xy, has_target)
     if weight is None:
         weight = torch.ones_like(div)
     if weight.shape != div.shape:
-        raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d), got {tuple(weight.shape)}")
+        raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d) = "
+                         f"{(*div.shape, nd)}, got {tuple(weight.shape)}")
+    if unlabelled_depth is not None and bool(unlabelled_depth.any()):
+        div_xy, has_xy = _divergence_to_gaussian(p.sum(2), target_cells[..., :2].detach().to(dtype), sigma, kind)
+        div = torch.where(unlabelled_depth, div_xy, div)
+        has_target = torch.where(unlabelled_depth, has_xy, has_target)
     return _weighted_mean(div, weight.to(dtype) * has_target)
 
 
