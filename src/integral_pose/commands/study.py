@@ -47,10 +47,9 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--no-2d and --no-3d together leave nothing to run")
     setting = replace(SETTINGS[name], seed=int(args.seed), with_2d=not args.no_2d, with_3d=not args.no_3d,
                       head_init=args.head_init, labelled_3d=args.labelled_3d)
-    half = setting.train_images // 2
-    if setting.labelled_3d is not None and not 1 <= setting.labelled_3d <= half:
-        raise UserError(f"--labelled-3d {setting.labelled_3d}: expected 1 ... {half} (half the {name} setting's "
-                        f"{setting.train_images} training people)")
+    problem = setting.labelled_3d_error()
+    if problem:
+        raise UserError(f"--labelled-3d {setting.labelled_3d}: {problem}")
     if args.threads:
         torch.set_num_threads(int(args.threads))
     if args.poses is not None:

@@ -50,8 +50,8 @@ __all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resum
 
 # Keys that say how a run uses this machine, not what it trains: a resumed run may change them
 # (another thread count, no progress bar in a log file, side by side or not, how many epoch
-# checkpoints to keep). Everything else must
-# equal the run's stored config.yaml, or the checkpoints would continue a different experiment.
+# checkpoints to keep). Everything else must equal the run's stored config.yaml, or the
+# checkpoints would continue a different experiment.
 RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers",
                           "train.keep_checkpoints"})
 

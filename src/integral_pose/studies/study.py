@@ -112,6 +112,13 @@ class StudySetting:
     labelled_3d: int | None = None
     head_init: str = "integral"  # model.head_init of every run (integral_pose.models.pose_net.HEAD_INITS)
 
+    def labelled_3d_error(self) -> str | None:
+        """Why ``labelled_3d`` does not fit this setting (it must leave set B, the other half, whole), or None."""
+        half = self.train_images // 2
+        if self.labelled_3d is None or 1 <= self.labelled_3d <= half:
+            return None
+        return f"expected 1 ... {half} (half the {self.name} setting's {self.train_images} training people)"
+
     @property
     def steps_2d(self) -> int:
         return self.epochs_2d * (self.train_images // self.batch_size)
@@ -257,9 +264,9 @@ PINNED: dict[str, dict[str, Any]] = {
     "data": {"rotation": 20.0, "scale": 0.25, "flip": True, "box_padding": 1.25, "num_workers": 0,
              "limit_train": None, "limit_val": None},
     "train": {"optimizer": "adam", "weight_decay": 0.0, "lr_factor": 0.1, "coord_loss": "l1", "coord_weight": 1.0,
-              "heatmap_weight": 1.0, "js_weight": 1.0, "regularizer": "js",
-              "regularizer_sigma": None, "integral_readout": "plain", "axis_weights": None, "combine": False, "switch_epoch": None, "max_steps": -1,
-              "max_time_s": None, "compare_modes": [], "progress_bar": False,
+              "heatmap_weight": 1.0, "js_weight": 1.0, "regularizer": "js", "regularizer_sigma": None,
+              "integral_readout": "plain", "axis_weights": None, "combine": False, "switch_epoch": None,
+              "max_steps": -1, "max_time_s": None, "compare_modes": [], "progress_bar": False,
               # bf16 autocast where the CPU has native bf16 (or on a GPU); a run repeats exactly on one
               # machine at a fixed thread count either way
               "precision": "auto",
@@ -370,10 +377,11 @@ def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
 def run_3d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: Any = print) -> list[dict[str, Any]]:
     """(a) 3D labels on set A (``setting.labelled_3d`` people, default half), (b) A + set B (the other
     half) with 2D labels only (1:1), (c) A + B both with 3D labels."""
+    problem = setting.labelled_3d_error()
+    if problem:
+        raise ValueError(f"labelled_3d = {setting.labelled_3d}: {problem}")
     half = len(train) // 2
-    n_a = half if setting.labelled_3d is None else int(setting.labelled_3d)
-    if not 1 <= n_a <= half:
-        raise ValueError(f"labelled_3d = {n_a}: expected 1 ... {half} (half the {len(train)} training people)")
+    n_a = half if setting.labelled_3d is None else setting.labelled_3d
     idx_a, idx_b = range(0, n_a), range(half, 2 * half)
     res, d = setting.resolution_3d, setting.depth_bins
     cfg = _config(setting, "integral", res, d, setting.epochs_3d)
@@ -384,11 +392,12 @@ def run_3d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
     b_3d = Subset(train.with_transform(_transform(cfg, True)), idx_b)
     # Every run draws `half` items per epoch, so all three take the same optimiser steps.
     a_alone = a_3d if n_a == half else MixedDataset([a_3d], length=half, seed=setting.seed)
-    what_a = "half the poses" if n_a == half else f"{n_a} poses"
     runs = [
-        (f"3D labels on {what_a}", "a", a_alone),
-        ("+ other half with 2D labels only (1:1)", "b", MixedDataset([a_3d, b_2d], ratios=[1, 1], length=half, seed=setting.seed)),
-        ("reference: 3D labels on all poses" if n_a == half else "reference: + other half with 3D labels", "c", MixedDataset([a_3d, b_3d], ratios=[1, 1], length=half, seed=setting.seed)),
+        ("3D labels on half the poses" if n_a == half else f"3D labels on {n_a} poses", "a", a_alone),
+        ("+ other half with 2D labels only (1:1)", "b",
+         MixedDataset([a_3d, b_2d], ratios=[1, 1], length=half, seed=setting.seed)),
+        ("reference: 3D labels on all poses" if n_a == half else "reference: + other half with 3D labels", "c",
+         MixedDataset([a_3d, b_3d], ratios=[1, 1], length=half, seed=setting.seed)),
     ]
     rows = []
     for label, key, ds in runs:
