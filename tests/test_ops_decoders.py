@@ -146,8 +146,8 @@ def test_gradcheck_integral_methods(nd):
 
 
 def test_debiased_gradient_is_finite_on_untrained_maps():
-    # Maps of an untrained network: noise with no bump. Backpropagating through the unrolled
-    # Newton fit made NaN gradients on about one batch in ten of these (the debiased loss diverged).
+    # Maps of an untrained network: noise with no bump, where the fit's Hessian is near-singular and
+    # a gradient taken through the unrolled Newton steps overflows to NaN.
     for seed in range(200):
         g = torch.Generator().manual_seed(seed)
         x = (torch.randn(4, 17, 16, 16, generator=g) * (0.5 + seed % 4)).requires_grad_(True)
