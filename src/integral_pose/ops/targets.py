@@ -95,26 +95,24 @@ def render_heatmaps(
         weights = weights & (visible > 0)
     safe = torch.where(weights.unsqueeze(-1), coords, torch.zeros_like(coords))
 
-    # Per-axis log-terms -(p - c)^2 / (2 sigma^2), each shaped to broadcast over (..., K, *size).
+    # Per-axis factors, each shaped to broadcast over (..., K, *size): exp(-(p - c)^2 / (2 sigma^2))
+    # for "gaussian", its normalised log for "log_gaussian". Weight-0 joints are zeroed on these
+    # small factors (the first one for a product), so the full-size map is written once.
     inv = 1.0 / (2.0 * sigma * sigma)
+    keep = weights.to(dtype)[..., None]
     terms = []
     for a in range(d):  # a = 0 is x, the last tensor axis
         n = size[-1 - a]
         grid = torch.arange(n, dtype=dtype, device=coords.device)
         t = -((grid - safe[..., a, None]) ** 2) * inv[..., None]  # (..., K, n)
         if kind == "log_gaussian":
-            t = t - torch.logsumexp(t, dim=-1, keepdim=True)
+            t = (t - torch.logsumexp(t, dim=-1, keepdim=True)) * keep
+        else:
+            t = t.exp() * keep if a == 0 else t.exp()
         view = list(lead) + [1] * d
         view[len(lead) + d - 1 - a] = n
         terms.append(t.view(view))
-    if kind == "gaussian":
-        out = terms[0].exp()
-        for t in terms[1:]:
-            out = out * t.exp()
-    else:
-        out = terms[0]
-        for t in terms[1:]:
-            out = out + t
-    out = out.expand(*lead, *size)
-    out = torch.where(weights.view(*lead, *([1] * d)), out, torch.zeros((), dtype=dtype, device=coords.device))
-    return out.contiguous(), weights.to(dtype)
+    out = terms[0]
+    for t in terms[1:]:
+        out = out * t if kind == "gaussian" else out + t
+    return out.expand(*lead, *size).contiguous(), weights.to(dtype)
