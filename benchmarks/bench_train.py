@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py [--threads 2] [--quick] [--out benchmarks/bench_train.json]
     python benchmarks/bench_train.py --layouts [--quick]
     python benchmarks/bench_train.py --precision [--quick]
+    python benchmarks/bench_train.py --memory [--threads 1] [--quick]
 
 Measures, for the default demo model ("tiny", 64x64 input) and the paper-sized ResNet-50 at
 256x192 (H x W):
@@ -24,6 +25,13 @@ and under CPU bf16 autocast (what ``train.precision: bf16-mixed`` runs), side by
 process: the two alternate in rounds, so a change in the machine's load hits both alike. It
 prints each one's images/s (median over the rounds), their ratio, the CPU's bf16 flags and the
 load average before and after (``os.getloadavg``, what ``uptime`` shows).
+
+``--memory`` measures the engine's own training step (``PoseLightningModule``'s network and loss
+for ``configs/synthetic_2d.yaml`` and ``configs/synthetic_3d.yaml``, channels-last, the precision
+``train.precision: auto`` picks, Adam) on random images with and without
+``train.keep_freed_memory`` (``engine.train.keep_freed_memory``: glibc keeps freed blocks for
+reuse). The setting is process-wide, so every measurement runs in a fresh spawned process, the two
+settings alternating in rounds; it prints the median images/s of each and their ratio.
 """
 from __future__ import annotations
 
@@ -168,6 +176,63 @@ def bench_precision(rounds: int, steps: int) -> dict:
             "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
 
 
+def _memory_worker(config: str, keep: bool, threads: int, steps: int, results) -> None:
+    from integral_pose.engine.config import load_config
+    from integral_pose.engine.module import PoseLightningModule
+    from integral_pose.engine.train import _precision, keep_freed_memory
+
+    torch.set_num_threads(threads)
+    if keep:
+        keep_freed_memory()
+    torch.manual_seed(0)
+    cfg = load_config(config)
+    module = PoseLightningModule(cfg, 17, "h36m" if cfg["model"]["depth_bins"] else "coco")
+    model = module.model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    w, h = cfg["data"]["input_size"]
+    x = torch.rand(cfg["data"]["batch_size"], 3, h, w)
+    bf16 = _precision(cfg) == "bf16-mixed"
+    with torch.no_grad():
+        size = model(x[:1]).shape[2:]
+    target = torch.rand(x.shape[0], 17, len(size)) * (torch.tensor(list(reversed(size))) - 1)
+    weight = torch.ones(x.shape[0], 17, len(size))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss, _ = module.compute_loss(logits, {"target": target, "target_weight": weight}, "integral")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    results.put(x.shape[0] / statistics.median(_timeit(step, warmup=3, reps=steps)))
+
+
+def bench_memory(threads: int, rounds: int, steps: int) -> list[dict]:
+    """The engine's training step with and without keep_freed_memory, fresh processes alternating."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for config in ("configs/synthetic_2d.yaml", "configs/synthetic_3d.yaml"):
+        load_before = os.getloadavg()
+        speeds: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(rounds):
+            for keep in (False, True):
+                results = ctx.Queue()
+                proc = ctx.Process(target=_memory_worker, args=(config, keep, threads, steps, results))
+                proc.start()
+                speeds[keep].append(results.get())
+                proc.join()
+            print(f"{config} round {r + 1}/{rounds}: default {speeds[False][-1]:.0f} img/s, "
+                  f"keep_freed_memory {speeds[True][-1]:.0f} img/s", flush=True)
+        med = {k: statistics.median(v) for k, v in speeds.items()}
+        rows.append({"config": config, "threads": threads, "img_s_default": med[False], "img_s_keep": med[True],
+                     "ratio": med[True] / med[False], "rounds": {str(k): v for k, v in speeds.items()},
+                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -175,7 +240,17 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/bench_train.json")
     ap.add_argument("--layouts", action="store_true", help="processes x threads x memory format for the demo model")
     ap.add_argument("--precision", action="store_true", help="demo model, 1 thread: fp32 vs CPU bf16 autocast side by side")
+    ap.add_argument("--memory", action="store_true", help="the engine's 2D and 3D training steps with and without train.keep_freed_memory")
     args = ap.parse_args()
+    if args.memory:
+        rows = bench_memory(args.threads, rounds=2 if args.quick else 5, steps=10 if args.quick else 30)
+        print(f"\n{_cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), channels-last, train.precision auto\n")
+        print("| config | default img/s | keep_freed_memory img/s | ratio | load avg before / after |")
+        print("| --- | ---: | ---: | ---: | --- |")
+        for r in rows:
+            print(f"| {r['config']} | {r['img_s_default']:.0f} | {r['img_s_keep']:.0f} | {r['ratio']:.2f}x | "
+                  f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f} |")
+        return
     if args.precision:
         r = bench_precision(rounds=3 if args.quick else 7, steps=10 if args.quick else 30)
         print(f"\n{r['cpu']}, torch {r['torch']}, 1 thread, channels-last, batch 32; CPU flags {r['bf16_flags']}; "

@@ -100,6 +100,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.strategy", "auto", "Lightning strategy: auto (DDP when more than one process) | ddp | ddp_spawn | ..."),
     ("train.sync_batchnorm", True, "Synchronise BatchNorm statistics across processes under DDP (keeps DDP equal to one big batch)."),
     ("train.threads", "auto", "torch CPU threads per process: an int, null (torch's default) or auto = the cores not already busy (cores minus the 1-minute load average, at least 1). More threads than free cores make every op wait for descheduled threads."),
+    ("train.keep_freed_memory", True, "CPU training: let the C library (glibc) keep freed blocks up to 32 MB for reuse instead of returning them to the OS, so a step's tensors do not page-fault fresh memory every step (engine.train.keep_freed_memory). The process keeps its peak memory. No effect on GPUs or without glibc."),
     ("train.checkpoint_every_n_steps", 0, "Also write last.ckpt every N steps (for mid-epoch resume); 0 = only each epoch."),
     ("train.keep_checkpoints", 3, "Epoch checkpoints (checkpoints/epochNNN.ckpt) kept beside last.ckpt, the newest ones; -1 = all, 0 = none."),
     ("train.log_every_n_steps", 20, "Logging interval in steps."),

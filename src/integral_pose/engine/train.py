@@ -17,6 +17,8 @@ under ``torchrun`` or ``srun`` Lightning reads the launcher's environment). The 
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import functools
 import io
 import os
@@ -53,7 +55,7 @@ __all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resum
 # checkpoints to keep). Everything else must equal the run's stored config.yaml, or the
 # checkpoints would continue a different experiment.
 RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers",
-                          "train.keep_checkpoints"})
+                          "train.keep_checkpoints", "train.keep_freed_memory"})
 
 
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of CPUs with native bf16 math
@@ -84,6 +86,34 @@ def cpu_bf16_native(flags: Iterable[str]) -> bool:
         (True, False)
     """
     return not CPU_BF16_FLAGS.isdisjoint(flags)
+
+
+# glibc's mallopt() parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the largest value glibc accepts on 64-bit systems
+_TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Make this process's C allocator keep freed tensor memory for reuse (glibc only); True if set.
+
+    A training step on a CPU allocates and frees the same tensors of a few MB every step. With
+    glibc's defaults, blocks of that size are mmap'ed and returned to the kernel when freed (the
+    dynamic mmap threshold grows only up to the largest block freed so far, and the heap's top is
+    trimmed above 128 kB), so the next step page-faults fresh zeroed pages for them again; on
+    small models that is a large share of the step. Serving blocks up to 32 MB (the most glibc
+    allows) from the heap and trimming only above 1 GB free removes that: the process keeps its
+    peak memory instead. The setting is process-wide and made once; False (nothing changed) where
+    the C library has no ``mallopt`` (macOS, Windows, musl's stub).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 def _precision(cfg: dict[str, Any]) -> str:
@@ -279,6 +309,8 @@ def run_training(
     resume_step = int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["global_step"]) if last else None
     if isinstance(t["threads"], int) and t["threads"] > 0:  # "auto" is the CPU demo's (engine.cpu_runs)
         torch.set_num_threads(t["threads"])
+    if t["keep_freed_memory"] and not on_gpu(cfg):
+        keep_freed_memory()
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     skeleton = dataset_skeleton(cfg)
     notice = depth_notice(cfg)
