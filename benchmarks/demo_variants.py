@@ -47,6 +47,7 @@ from integral_pose.engine.evaluate import decoders_for_mode, evaluate_model
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import PoseLightningModule, build_model_from_config, current_mode, lr_factor
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableSampler
+from integral_pose.engine.train import keep_freed_memory
 from integral_pose.models.pose_net import IMAGENET_MEAN, IMAGENET_STD
 from integral_pose.models.resnet import BasicBlock, ResNet
 
@@ -151,6 +152,8 @@ def main() -> None:
     overrides += [f"model.{k}={v}" for k, v in (("width", a.width), ("head_channels", a.head_channels),
                                                   ("num_deconv", a.num_deconv)) if v is not None]
     cfg = load_config(None, overrides)
+    if cfg["train"]["keep_freed_memory"]:  # as engine.train.run_training does for CPU runs
+        keep_freed_memory()
     lr = a.lr if a.lr is not None else float(cfg["train"]["lr"])
     d = cfg["data"]
     tag = json.dumps([cfg["seed"], d["synthetic_train"], d["synthetic_val"], d["synthetic_image_size"],
