@@ -4,7 +4,6 @@
     python benchmarks/bench_train.py --layouts [--quick]
     python benchmarks/bench_train.py --precision [--quick]
     python benchmarks/bench_train.py --memory [--threads 1] [--quick]
-    python benchmarks/bench_train.py --loss [--threads 1] [--quick]
 
 Measures, for the default demo model ("tiny", 64x64 input) and the paper-sized ResNet-50 at
 256x192 (H x W):
@@ -33,12 +32,6 @@ for ``configs/synthetic_2d.yaml`` and ``configs/synthetic_3d.yaml``, channels-la
 ``train.keep_freed_memory`` (``engine.train.keep_freed_memory``: glibc keeps freed blocks for
 reuse). The setting is process-wide, so every measurement runs in a fresh spawned process, the two
 settings alternating in rounds; it prints the median images/s of each and their ratio.
-
-``--loss`` times the default integral loss's soft-argmax and DSNT JS regulariser, forward and
-backward, on the 2D demo's maps (32, 17, 16, 16) and the 3D config's volumes (32, 17, 16, 16, 16)
-(bf16 logits as under autocast): ``losses.soft_argmax_regularized`` (what ``CombinedLoss`` runs)
-against ``soft_argmax`` + ``map_regularizer`` through autograd, alternating in rounds in one
-process; it prints the median milliseconds of each and their ratio.
 """
 from __future__ import annotations
 
@@ -240,36 +233,6 @@ def bench_memory(threads: int, rounds: int, steps: int) -> list[dict]:
     return rows
 
 
-def bench_loss(rounds: int, reps: int) -> list[dict]:
-    """Fused vs separate soft-argmax + JS regulariser, forward + backward, alternating ``rounds`` times."""
-    from integral_pose.losses import map_regularizer, soft_argmax_regularized
-
-    def fused(x, t, w):
-        coords, reg = soft_argmax_regularized(x, t, 1.0, w)
-        (coords.sum() + reg).backward()
-
-    def separate(x, t, w):
-        (soft_argmax(x).sum() + map_regularizer(x, t, 1.0, w)).backward()
-
-    rows = []
-    for shape in ((32, 17, 16, 16), (32, 17, 16, 16, 16)):
-        torch.manual_seed(0)
-        x = (3 * torch.randn(shape)).to(torch.bfloat16).requires_grad_()
-        n = torch.tensor(list(reversed(shape[2:])), dtype=torch.float32)
-        t = torch.rand(shape[0], shape[1], len(shape) - 2) * (n - 1)
-        w = torch.ones(shape[0], shape[1])
-        load_before = os.getloadavg()
-        ms: dict[str, list[float]] = {"fused": [], "separate": []}
-        for _ in range(rounds):
-            for name, fn in (("fused", fused), ("separate", separate)):
-                ms[name].append(1000 * statistics.median(_timeit(lambda: fn(x, t, w), warmup=2, reps=reps)))
-        med = {k: statistics.median(v) for k, v in ms.items()}
-        rows.append({"shape": shape, "ms": med, "ratio": med["separate"] / med["fused"],
-                     "loadavg_before": load_before, "loadavg_after": os.getloadavg()})
-        print(rows[-1], flush=True)
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -278,18 +241,7 @@ def main() -> None:
     ap.add_argument("--layouts", action="store_true", help="processes x threads x memory format for the demo model")
     ap.add_argument("--precision", action="store_true", help="demo model, 1 thread: fp32 vs CPU bf16 autocast side by side")
     ap.add_argument("--memory", action="store_true", help="the engine's 2D and 3D training steps with and without train.keep_freed_memory")
-    ap.add_argument("--loss", action="store_true", help="fused vs separate soft-argmax + JS regulariser, forward + backward")
     args = ap.parse_args()
-    if args.loss:
-        torch.set_num_threads(args.threads)
-        rows = bench_loss(rounds=3 if args.quick else 7, reps=5 if args.quick else 20)
-        print(f"\n{_cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), bf16 logits\n")
-        print("| logits (B, K, *S) | fused ms | separate ms | separate / fused | load avg before / after |")
-        print("| --- | ---: | ---: | ---: | --- |")
-        for r in rows:
-            print(f"| {tuple(r['shape'])} | {r['ms']['fused']:.1f} | {r['ms']['separate']:.1f} | {r['ratio']:.2f}x | "
-                  f"{r['loadavg_before'][0]:.2f} / {r['loadavg_after'][0]:.2f} |")
-        return
     if args.memory:
         rows = bench_memory(args.threads, rounds=2 if args.quick else 5, steps=10 if args.quick else 30)
         print(f"\n{_cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), channels-last, train.precision auto\n")

@@ -49,10 +49,8 @@ def test_default_integral_loss_is_the_engines_sum():
                                        cells_to_normalized(batch["target"], size), batch["target_weight"], "l1")
         js = losses.js_regularizer(logits, batch["target"], 1.5, batch["target_weight"])
         total, parts = m.compute_loss(logits, batch, "integral")
-        # the engine's loss computes soft-argmax and JS in one fused pass: equal up to float rounding
-        torch.testing.assert_close(total, 2.0 * coord + 0.5 * js, atol=1e-6, rtol=1e-6)
-        assert set(parts) == {"coord", "js"}
-        torch.testing.assert_close(parts["coord"], 2.0 * coord, atol=1e-6, rtol=1e-6)
+        assert torch.equal(total, 0.0 + 2.0 * coord + 0.5 * js)
+        assert set(parts) == {"coord", "js"} and torch.equal(parts["coord"], 2.0 * coord)
         torch.testing.assert_close(sum(parts.values()), total)
 
 

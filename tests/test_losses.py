@@ -319,17 +319,11 @@ def test_axis_weights_scale_each_axis_of_the_coordinate_term():
         CombinedLoss(axis_weights=(1, -1, 1))
 
 
-def _textbook_soft_argmax_and_regularizer(logits, target, sigma, weight, beta, kind):
-    """Autograd through the plain expressions (float64): the reference for the fused path."""
-    x = logits.double() * beta
-    p = torch.softmax(x.flatten(2), -1)
-    size = logits.shape[2:]
-    grids = [torch.arange(n, dtype=torch.float64) for n in reversed(size)]
-    pm = p.view_as(x)
-    spatial = list(range(2, 2 + len(size)))
-    coords = torch.stack([(pm.sum([d for d in spatial if d != axis]) * g).sum(-1)
-                          for axis, g in zip(reversed(spatial), grids)], -1)
-    log_q, has = render_heatmaps(target.double(), tuple(size), sigma, "log_gaussian")
+
+def _textbook_regularizer(logits, target, sigma, weight, beta, kind):
+    """Autograd through the plain expressions (float64): the reference for map_regularizer's own gradient."""
+    p = torch.softmax((logits.double() * beta).flatten(2), -1)
+    log_q, has = render_heatmaps(target.double(), tuple(logits.shape[2:]), sigma, "log_gaussian")
     q = torch.softmax(log_q.flatten(2), -1)
     eps = 1e-24
     if kind == "js":
@@ -339,12 +333,12 @@ def _textbook_soft_argmax_and_regularizer(logits, target, sigma, weight, beta, k
         div = (p * ((p + eps).log() - (q + eps).log())).sum(-1)
     w = weight.double() * has
     div = torch.where(w > 0, div, torch.zeros_like(div))
-    return coords, (div * w).sum() / w.sum()
+    return (div * w).sum() / w.sum()
 
 
 @pytest.mark.parametrize("size,kind", [((7, 9), "js"), ((5, 6, 7), "js"), ((7, 9), "kl"), ((5, 6, 7), "kl")])
-def test_soft_argmax_regularized_equals_the_textbook_expressions(size, kind):
-    from integral_pose.losses import soft_argmax_regularized
+def test_map_regularizer_gradient_equals_the_textbook_expressions(size, kind):
+    from integral_pose.losses import map_regularizer
 
     d = len(size)
     g = torch.Generator().manual_seed(d + len(kind))
@@ -355,60 +349,25 @@ def test_soft_argmax_regularized_equals_the_textbook_expressions(size, kind):
     target[1, 2, 0] = n[0] + 3  # outside the map: left out
     weight = torch.ones(3, 4, dtype=torch.float64)
     weight[2, 3] = 0.0
-    r = torch.randn(3, 4, d, generator=g, dtype=torch.float64)  # arbitrary upstream gradient on the coordinates
-    coords, reg = soft_argmax_regularized(logits, target, 1.3, weight, beta=1.5, kind=kind)
-    ref_coords, ref_reg = _textbook_soft_argmax_and_regularizer(logits, target, 1.3, weight, 1.5, kind)
-    torch.testing.assert_close(coords, ref_coords, atol=1e-10, rtol=0)
-    torch.testing.assert_close(reg, ref_reg, atol=1e-10, rtol=0)
-    grad, = torch.autograd.grad((coords * r).sum() + 3.0 * reg, logits)
-    ref_grad, = torch.autograd.grad((ref_coords * r).sum() + 3.0 * ref_reg, logits)
+    reg = map_regularizer(logits, target, 1.3, weight, beta=1.5, kind=kind)
+    ref = _textbook_regularizer(logits, target, 1.3, weight, 1.5, kind)
+    torch.testing.assert_close(reg, ref, atol=1e-10, rtol=0)
+    grad, = torch.autograd.grad(3.0 * reg, logits)
+    ref_grad, = torch.autograd.grad(3.0 * ref, logits)
     torch.testing.assert_close(grad, ref_grad, atol=1e-9, rtol=1e-7)
-    # each output alone (the other's gradient is None in backward)
-    assert torch.autograd.gradcheck(lambda z: soft_argmax_regularized(z, target[1:2, :2], 1.3, weight[1:2, :2], 1.5, kind)[1],
-                                    (logits.detach()[1:2, :2].clone().requires_grad_(),))
-    assert torch.autograd.gradcheck(lambda z: soft_argmax_regularized(z, target[:1, :2], 1.3, None, 1.5, kind)[0],
-                                    (logits.detach()[:1, :2].clone().requires_grad_(),))
 
 
-def test_soft_argmax_regularized_reads_bf16_channels_last_volumes_in_fp32():
-    from integral_pose.losses import map_regularizer, soft_argmax_regularized
+def test_map_regularizer_reads_bf16_channels_last_volumes_in_fp32():
+    from integral_pose.losses import map_regularizer
     from integral_pose.ops.soft_argmax import split_depth_channels
 
     g = torch.Generator().manual_seed(5)
     flat = (4 * torch.randn(2, 3 * 8, 8, 8, generator=g)).to(torch.bfloat16).to(memory_format=torch.channels_last)
     logits = split_depth_channels(flat, 3).requires_grad_()  # a 3D head's non-contiguous view
     target = torch.rand(2, 3, 3, generator=g) * 7
-    coords, reg = soft_argmax_regularized(logits, target, 1.0)
-    assert coords.dtype == reg.dtype == torch.float32
-    torch.testing.assert_close(coords, soft_argmax(logits), atol=1e-5, rtol=0)
-    torch.testing.assert_close(reg, map_regularizer(logits, target, 1.0), atol=1e-6, rtol=0)
-    (coords.sum() + reg).backward()
+    reg = map_regularizer(logits, target, 1.0)
+    assert reg.dtype == torch.float32
+    torch.testing.assert_close(reg, _textbook_regularizer(logits.detach().float(), target, 1.0, torch.ones(2, 3), 1.0, "js").float(),
+                               atol=1e-6, rtol=0)
+    reg.backward()
     assert logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad.float()).all()
-
-
-def test_soft_argmax_regularized_regularises_2d_only_joints_on_the_image_plane_marginal():
-    from integral_pose.losses import map_regularizer, soft_argmax_regularized
-
-    g = torch.Generator().manual_seed(6)
-    logits = torch.randn(2, 3, 4, 5, 6, generator=g, dtype=torch.float64)
-    target = torch.rand(2, 3, 3, generator=g, dtype=torch.float64) * 3
-    weight = torch.ones(2, 3, 3, dtype=torch.float64)
-    weight[1, 0, 2] = 0.0  # a 2D-only label
-    coords, reg = soft_argmax_regularized(logits, target, 1.0, weight)
-    torch.testing.assert_close(reg, map_regularizer(logits, target, 1.0, weight), atol=1e-12, rtol=0)
-    weight[1, 0, 2] = 1.0
-    assert not torch.allclose(soft_argmax_regularized(logits, target, 1.0, weight)[1], reg)
-
-
-def test_combined_loss_takes_the_fused_path_with_equal_results():
-    g = torch.Generator().manual_seed(7)
-    logits = torch.randn(2, 3, 6, 7, generator=g, dtype=torch.float64, requires_grad=True)
-    target = torch.rand(2, 3, 2, generator=g, dtype=torch.float64) * 5
-    w = torch.ones(2, 3, dtype=torch.float64)
-    out = CombinedLoss(js_weight=2.0, sigma=1.0)(logits, target, w)
-    grad, = torch.autograd.grad(out["loss"], logits)
-    coords, reg = _textbook_soft_argmax_and_regularizer(logits, target, 1.0, w, 1.0, "js")
-    ref = coordinate_loss(cells_to_normalized(coords, (6, 7)), cells_to_normalized(target, (6, 7)), w, "l1") + 2.0 * reg
-    ref_grad, = torch.autograd.grad(ref, logits)
-    torch.testing.assert_close(out["loss"], ref, atol=1e-12, rtol=0)
-    torch.testing.assert_close(grad, ref_grad, atol=1e-10, rtol=1e-8)

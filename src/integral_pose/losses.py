@@ -26,12 +26,11 @@ from torch import Tensor, nn
 
 from integral_pose.ops.coordinates import cells_to_normalized
 from integral_pose.ops.decoders import decode, spread
-from integral_pose.ops.soft_argmax import check_logits, expectation, marginals, soft_argmax, spatial_softmax
+from integral_pose.ops.soft_argmax import check_logits, soft_argmax, spatial_softmax
 from integral_pose.ops.targets import DEFAULT_SIGMA, render_heatmaps
 
 __all__ = [
-    "coordinate_loss", "nll_loss", "heatmap_mse", "js_regularizer", "map_regularizer", "soft_argmax_regularized",
-    "integral_coordinates",
+    "coordinate_loss", "nll_loss", "heatmap_mse", "js_regularizer", "map_regularizer", "integral_coordinates",
     "map_scale", "CombinedLoss", "COORD_LOSS_KINDS", "NLL_KINDS", "READOUTS", "REGULARIZERS", "NLL_SCALES",
 ]
 
@@ -206,20 +205,6 @@ def map_regularizer(
         >>> float(map_regularizer(logits, t, 1.0, kind="kl")) < 1e-6
         True
     """
-    nd = _check_regularizer_args(logits, target_cells, kind)
-    weight, unlabelled_depth = _regularizer_weight(weight, logits, nd)
-    p = spatial_softmax(logits, beta)
-    dtype = p.dtype
-    div, has_target = _divergence_to_gaussian(p, target_cells.detach().to(dtype), sigma, kind)
-    if unlabelled_depth is not None:
-        div_xy, has_xy = _divergence_to_gaussian(p.sum(2), target_cells[..., :2].detach().to(dtype), sigma, kind)
-        div = torch.where(unlabelled_depth, div_xy, div)
-        has_target = torch.where(unlabelled_depth, has_xy, has_target)
-    return _weighted_mean(div, weight.to(dtype) * has_target)
-
-
-def _check_regularizer_args(logits: Tensor, target_cells: Tensor, kind: str) -> int:
-    """Check :func:`map_regularizer`'s arguments; the number of spatial dims."""
     if kind not in REGULARIZERS:
         raise ValueError(f"kind must be one of {REGULARIZERS}, got {kind!r}")
     nd = check_logits(logits)
@@ -228,74 +213,65 @@ def _check_regularizer_args(logits: Tensor, target_cells: Tensor, kind: str) -> 
             f"target_cells must have shape (B, K, {nd}) = {(*logits.shape[:2], nd)} for logits "
             f"{tuple(logits.shape)}, got {tuple(target_cells.shape)}"
         )
-    return nd
-
-
-def _regularizer_weight(weight: Tensor | None, logits: Tensor, nd: int) -> tuple[Tensor, Tensor | None]:
-    """The regulariser's (B, K) joint weights from None, (B, K) or per-axis (B, K, d) weights, and the
-    (B, K) mask of volume joints without a depth label (None when there are none)."""
-    bk = tuple(logits.shape[:2])
+    p = spatial_softmax(logits, beta)
+    dtype = p.dtype
+    div, has_target = _divergence_to_gaussian(p, target_cells.detach().to(dtype), sigma, kind)
     unlabelled_depth = None
-    if weight is not None and weight.shape == (*bk, nd):  # per-axis weights
-        if nd == 3 and bool((weight[..., 2] <= 0).any()):
+    if weight is not None and weight.shape == (*div.shape, nd):  # per-axis weights
+        if nd == 3:
             unlabelled_depth = weight[..., 2] <= 0
         weight = weight[..., :2].amin(-1)
     if weight is None:
-        return torch.ones(bk, device=logits.device), None
-    if weight.shape != bk:
-        raise ValueError(f"weight must have shape (B, K) = {bk} or (B, K, d) = {(*bk, nd)}, got {tuple(weight.shape)}")
-    return weight, unlabelled_depth
-
-
-def _gaussian_target(target_cells: Tensor, size: Sequence[int], sigma: float) -> tuple[Tensor, Tensor]:
-    """(B, K, N) discretised normalised Gaussians of std ``sigma`` at ``target_cells`` (B, K, d) on maps of
-    spatial shape ``size``, flattened, and (B, K) whether each joint has one."""
-    # Joints with a NaN target or one outside the map have no Gaussian target: render_heatmaps
-    # gives them weight 0 (and constant logits), and they are left out of the mean.
-    log_q, has_target = render_heatmaps(target_cells, tuple(size), sigma, kind="log_gaussian")
-    # log_q is normalised per axis, so exp(log_q) is already the softmax (one pass instead of three);
-    # a joint without a target gets q = 1 everywhere, finite and left out by has_target. Far cells
-    # are floored at e^-69 (~1e-30, far below the 1e-24 guard of the divergence, so no value moves):
-    # below ~1e-38 floats are subnormal, and arithmetic on them is many times slower on CPUs.
-    return log_q.flatten(2).clamp_min_(-69.0).exp_(), has_target
+        weight = torch.ones_like(div)
+    if weight.shape != div.shape:
+        raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d) = "
+                         f"{(*div.shape, nd)}, got {tuple(weight.shape)}")
+    if unlabelled_depth is not None and bool(unlabelled_depth.any()):
+        div_xy, has_xy = _divergence_to_gaussian(p.sum(2), target_cells[..., :2].detach().to(dtype), sigma, kind)
+        div = torch.where(unlabelled_depth, div_xy, div)
+        has_target = torch.where(unlabelled_depth, has_xy, has_target)
+    return _weighted_mean(div, weight.to(dtype) * has_target)
 
 
 def _divergence_to_gaussian(p: Tensor, target_cells: Tensor, sigma: float, kind: str) -> tuple[Tensor, Tensor]:
     """(B, K) divergence of the distributions ``p`` (B, K, *S) from Gaussians at ``target_cells``, and
     (B, K) whether each joint has a Gaussian target."""
-    q, has_target = _gaussian_target(target_cells, p.shape[2:], sigma)
+    # Joints with a NaN target or one outside the map have no Gaussian target: render_heatmaps
+    # gives them weight 0 (and constant logits), and they are left out of the mean.
+    log_q, has_target = render_heatmaps(target_cells, tuple(p.shape[2:]), sigma, kind="log_gaussian")
+    # log_q is normalised per axis, so exp(log_q) is already the softmax (one pass instead of three);
+    # a joint without a target gets q = 1 everywhere, finite and left out by has_target. Far cells
+    # are floored at e^-69 (~1e-30, far below the 1e-24 guard of the divergence, so no value moves):
+    # below ~1e-38 floats are subnormal, and arithmetic on them is many times slower on CPUs.
+    q = log_q.flatten(2).clamp_min_(-69.0).exp_()
     return _Divergence.apply(p.flatten(2), q, kind), has_target
-
-
-def _divergence_parts(p: Tensor, q: Tensor, kind: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``(D, dD/dp, sum(p * dD/dp))`` for the divergence ``D`` (B, K) of ``p`` from ``q`` (both (B, K, N)).
-
-    Autograd through the textbook expression keeps a dozen full-size intermediates and runs four
-    logarithms forward and their derivatives backward; on a (32, 17, 16, 16, 16) volume that made
-    the loss half of a training step. Here two logarithms run without a graph and the derivative is
-    closed-form: ``log(p/m) / 2`` for JS (the terms from ``m``'s dependence on ``p`` cancel) and
-    ``log(p/q) + 1`` for KL. dsntnn's guard ``eps`` (0 * log 0 = 0) enters the values as before.
-    """
-    eps = 1e-24
-    with torch.no_grad():
-        if kind == "js":
-            m_eps = (p + q).mul_(0.5).add_(eps)
-            log_pm = (p + eps).div_(m_eps).log_()
-            log_qm = (q + eps).div_(m_eps).log_()
-            kl_pm = (p * log_pm).sum(-1)
-            return 0.5 * (kl_pm + (q * log_qm).sum(-1)), log_pm.mul_(0.5), 0.5 * kl_pm
-        log_pq = (p + eps).div_(q + eps).log_()
-        div = (p * log_pq).sum(-1)
-        return div, log_pq.add_(1.0), div + p.sum(-1)
 
 
 class _Divergence(torch.autograd.Function):
     """(B, K) JS or KL divergence of ``p`` from ``q`` (both (B, K, N) distributions), differentiable in
-    ``p`` (:func:`_divergence_parts`); ``q`` is a constant target."""
+    ``p``; ``q`` is a constant target.
+
+    Autograd through the textbook expression keeps a dozen full-size intermediates and runs four
+    logarithms forward and their derivatives backward, which on a 3D head's volumes dominates the
+    loss. Here two logarithms run without a graph and the one tensor kept is ``dD/dp``, in closed
+    form: ``log(p/m) / 2`` for JS (the terms from ``m``'s dependence on ``p`` cancel) and
+    ``log(p/q) + 1`` for KL. dsntnn's guard ``eps`` (0 * log 0 = 0) enters the values as before.
+    """
 
     @staticmethod
     def forward(ctx, p: Tensor, q: Tensor, kind: str) -> Tensor:  # type: ignore[override]
-        div, grad, _ = _divergence_parts(p, q, kind)
+        eps = 1e-24
+        with torch.no_grad():
+            if kind == "js":
+                m_eps = (p + q).mul_(0.5).add_(eps)
+                log_pm = (p + eps).div_(m_eps).log_()
+                log_qm = (q + eps).div_(m_eps).log_()
+                div = 0.5 * ((p * log_pm).sum(-1) + (q * log_qm).sum(-1))
+                grad = log_pm.mul_(0.5)
+            else:
+                grad = (p + eps).div_(q + eps).log_()
+                div = (p * grad).sum(-1)
+                grad.add_(1.0)
         ctx.save_for_backward(grad)
         return div
 
@@ -303,79 +279,6 @@ class _Divergence(torch.autograd.Function):
     def backward(ctx, grad_div: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         (grad,) = ctx.saved_tensors
         return grad * grad_div.unsqueeze(-1), None, None
-
-
-class _SoftArgmaxDivergence(torch.autograd.Function):
-    """Soft-argmax of ``x`` (B, K, *S) and the divergence of ``softmax(x)`` from ``q`` (B, K, N): the
-    two terms of the default integral loss in one forward and one backward pass.
-
-    Forward: ``p = softmax(x)``, coordinates (B, K, d) as :func:`soft_argmax`, divergence (B, K) as
-    :func:`_divergence_parts`. Backward: ``dL/dp = g_div * dD/dp + sum_a g_a * grid_a`` and the softmax's
-    ``dL/dx = p * (dL/dp - sum(p * dL/dp))``, whose sum is known from the forward pass
-    (``g_div * sum(p dD/dp) + sum_a g_a * E[a]``): five full-size passes where autograd through
-    softmax, marginals and divergence runs about twenty.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, q: Tensor, kind: str) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        with torch.no_grad():
-            p = torch.softmax(x.flatten(2), -1)
-            coords = torch.stack([expectation(m) for m in marginals(p.view_as(x))], dim=-1)
-            div, grad, p_grad = _divergence_parts(p, q, kind)
-        ctx.save_for_backward(p, grad, p_grad, coords)
-        ctx.size = tuple(x.shape[2:])
-        return coords, div
-
-    @staticmethod
-    def backward(ctx, g_coords: Tensor | None, g_div: Tensor | None) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        p, grad, p_grad, coords = ctx.saved_tensors
-        size, nd = ctx.size, len(ctx.size)
-        lead = p.shape[:2]
-        g_div = torch.zeros_like(p_grad) if g_div is None else g_div
-        g_coords = torch.zeros_like(coords) if g_coords is None else g_coords
-        t = (grad * g_div.unsqueeze(-1)).view(*lead, *size)
-        for a in range(nd):  # a = 0 is x, the last tensor axis
-            n = size[-1 - a]
-            view = [*lead] + [1] * nd
-            view[2 + nd - 1 - a] = n
-            t.add_((g_coords[..., a, None] * torch.arange(n, dtype=p.dtype, device=p.device)).view(view))
-        c = g_div * p_grad + (g_coords * coords).sum(-1)
-        t.sub_(c.view(*lead, *[1] * nd)).mul_(p.view_as(t))
-        return t, None, None
-
-
-def soft_argmax_regularized(
-    logits: Tensor, target_cells: Tensor, sigma: float, weight: Tensor | None = None, beta: float = 1.0,
-    kind: str = "js",
-) -> tuple[Tensor, Tensor]:
-    """``(soft_argmax(logits, beta), map_regularizer(logits, target_cells, sigma, weight, beta, kind))``
-    computed together: one softmax, and a backward pass written out (:class:`_SoftArgmaxDivergence`)
-    instead of autograd through both; equal values and gradients, about half the time on volumes.
-
-    Volume joints without a depth label (per-axis weights with depth weight 0) are regularised on their
-    image-plane marginal (:func:`map_regularizer`); a batch with such joints takes the two separate
-    functions.
-
-    Example:
-        >>> logits = torch.randn(2, 3, 8, 8)
-        >>> t = torch.rand(2, 3, 2) * 7
-        >>> coords, reg = soft_argmax_regularized(logits, t, 1.0)
-        >>> torch.allclose(coords, soft_argmax(logits), atol=1e-6)
-        True
-        >>> torch.allclose(reg, map_regularizer(logits, t, 1.0), atol=1e-6)
-        True
-    """
-    nd = _check_regularizer_args(logits, target_cells, kind)
-    joint_weight, unlabelled_depth = _regularizer_weight(weight, logits, nd)
-    if unlabelled_depth is not None:
-        return soft_argmax(logits, beta), map_regularizer(logits, target_cells, sigma, weight, beta, kind)
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    x = logits.to(dtype, memory_format=torch.contiguous_format)
-    if beta != 1.0:
-        x = x * beta
-    q, has_target = _gaussian_target(target_cells.detach().to(dtype), logits.shape[2:], sigma)
-    coords, div = _SoftArgmaxDivergence.apply(x, q, kind)
-    return coords, _weighted_mean(div, joint_weight.to(dtype) * has_target)
 
 
 def js_regularizer(
@@ -555,11 +458,7 @@ class CombinedLoss(nn.Module):
     ) -> dict[str, Tensor]:
         check_logits(logits)
         size: Sequence[int] = tuple(logits.shape[2:])
-        reg = None
-        if self.js_weight and self.readout == "plain":
-            pred, reg = soft_argmax_regularized(logits, target, self.sigma, target_weight, self.beta, self.regularizer)
-        else:
-            pred = integral_coordinates(logits, self.readout, self.beta)
+        pred = integral_coordinates(logits, self.readout, self.beta)
         out: dict[str, Tensor] = {"pred": pred}
         total = pred.new_zeros(())
         if self.coord_weight:
@@ -588,9 +487,7 @@ class CombinedLoss(nn.Module):
             out["heatmap"] = heatmap_mse(logits.float(), heatmap, heatmap_weight)
             total = total + self.heatmap_weight * out["heatmap"]
         if self.js_weight:
-            if reg is None:
-                reg = map_regularizer(logits, target, self.sigma, target_weight, self.beta, self.regularizer)
-            out[self.regularizer] = reg
+            out[self.regularizer] = map_regularizer(logits, target, self.sigma, target_weight, self.beta, self.regularizer)
             total = total + self.js_weight * out[self.regularizer]
         out["loss"] = total
         return out
