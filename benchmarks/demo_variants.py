@@ -5,7 +5,7 @@ variants of its setting and of its training recipe.
         [--set train.coord_loss=laplace_nll] [--set train.mode=heatmap --set data.heatmap_sigma=1.5] \
         [--width 24 --head-channels 96] [--num-deconv 3] [--skip-head] [--channels-last] \
         [--precision bf16-mixed] [--steps 1500] \
-        [--batch-size 16] [--lr 0.008] [--schedule cosine] [--out runs/demo_variants.jsonl]
+        [--batch-size 16] [--lr 0.008] [--schedule cosine] [--out runs/demo_variants.jsonl] [--save-model model.pt]
 
 One run = the demo's training in the config's ``train.mode`` (the engine's loss through
 ``PoseLightningModule.compute_loss``: for integral models every ``train`` recipe key applies; Adam,
@@ -139,6 +139,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache-dir", default="/tmp/integral_pose_renders")
     p.add_argument("--out", default="runs/demo_variants.jsonl")
+    p.add_argument("--save-model", help="also write the trained weights (state_dict) to this .pt file")
     a = p.parse_args()
     if a.table:
         print(markdown_table([json.loads(line) for line in Path(a.table).read_text().splitlines() if line.strip()]))
@@ -203,6 +204,9 @@ def main() -> None:
         epoch += 1
         print(f"{a.name}: epoch {epoch}, step {step}, {time.perf_counter() - t0:.0f} s, loss {loss.item():.4f}", flush=True)
     train_s = time.perf_counter() - t0
+    if a.save_model:
+        Path(a.save_model).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), a.save_model)
     model.eval()
     methods = decoders_for_mode(cfg)
     methods += [m for m in ("argmax", "dark") if m not in methods]  # heatmap decoders on any model's maps

@@ -229,7 +229,8 @@ def test_combined_regulariser_counts_joints_by_their_xy_weights():
     torch.testing.assert_close(out["kl"], map_regularizer(marginal_logits[:, :1], target[:, :1, :2], 1.0, kind="kl"))
 
 
-def test_regulariser_leaves_an_unlabelled_depth_free():
+@pytest.mark.parametrize("kind", ["js", "ce"])
+def test_regulariser_leaves_an_unlabelled_depth_free(kind):
     """A 2D-only joint's placeholder depth exerts no pull: any depth profile over the right image
     position scores zero, while the same volume with a depth label elsewhere does not."""
     from integral_pose.losses import map_regularizer
@@ -240,12 +241,12 @@ def test_regulariser_leaves_an_unlabelled_depth_free():
     logits = (xy_logits[:, :, None] + depth_profile[:, None, None]).requires_grad_(True)  # (1, 1, 5, 6, 7)
     for placeholder in (0.0, 2.0, 4.0):  # the depth a 2D-only label carries is arbitrary
         target = torch.tensor([[[2.0, 3.0, placeholder]]], dtype=torch.float64)
-        div = map_regularizer(logits, target, 1.0, torch.tensor([[[1.0, 1.0, 0.0]]], dtype=torch.float64))
+        div = map_regularizer(logits, target, 1.0, torch.tensor([[[1.0, 1.0, 0.0]]], dtype=torch.float64), kind=kind)
         assert div.item() < 1e-12
         (grad,) = torch.autograd.grad(div, logits)
         assert grad.abs().max().item() < 1e-10  # nothing pushes the depth profile
     labelled = map_regularizer(logits, torch.tensor([[[2.0, 3.0, 2.0]]], dtype=torch.float64), 1.0,
-                               torch.tensor([[[1.0, 1.0, 1.0]]], dtype=torch.float64))
+                               torch.tensor([[[1.0, 1.0, 1.0]]], dtype=torch.float64), kind=kind)
     assert labelled.item() > 0.05
     assert CombinedLoss(js_weight=2.0, regularizer="kl").weights == {"coord": 1.0, "heatmap": 0.0, "kl": 2.0}
 
@@ -329,14 +330,17 @@ def _textbook_regularizer(logits, target, sigma, weight, beta, kind):
     if kind == "js":
         m = 0.5 * (p + q)
         div = 0.5 * (p * ((p + eps).log() - (m + eps).log())).sum(-1) + 0.5 * (q * ((q + eps).log() - (m + eps).log())).sum(-1)
-    else:
+    elif kind == "kl":
         div = (p * ((p + eps).log() - (q + eps).log())).sum(-1)
+    else:
+        div = (q * ((q + eps).log() - (p + eps).log())).sum(-1)
     w = weight.double() * has
     div = torch.where(w > 0, div, torch.zeros_like(div))
     return (div * w).sum() / w.sum()
 
 
-@pytest.mark.parametrize("size,kind", [((7, 9), "js"), ((5, 6, 7), "js"), ((7, 9), "kl"), ((5, 6, 7), "kl")])
+@pytest.mark.parametrize("size,kind", [((7, 9), "js"), ((5, 6, 7), "js"), ((7, 9), "kl"), ((5, 6, 7), "kl"),
+                                       ((7, 9), "ce"), ((5, 6, 7), "ce")])
 def test_map_regularizer_gradient_equals_the_textbook_expressions(size, kind):
     from integral_pose.losses import map_regularizer
 
@@ -371,3 +375,29 @@ def test_map_regularizer_reads_bf16_channels_last_volumes_in_fp32():
                                atol=1e-6, rtol=0)
     reg.backward()
     assert logits.grad.dtype == torch.bfloat16 and torch.isfinite(logits.grad.float()).all()
+
+
+def test_cross_entropy_keeps_pulling_a_confident_wrong_peak():
+    """The "ce" map loss's gradient on the logits is p - q, also where softmax(logits) underflows to 0
+    at the target (a map that is sure of the wrong cell); the JS divergence is saturated there and
+    gives almost no gradient. The value is KL(q || p) = -sum q log p - H(q)."""
+    from integral_pose.losses import map_regularizer
+
+    logits = torch.zeros(1, 1, 9, 9)
+    logits[0, 0, 0, 0] = 200.0  # all mass at cell (0, 0); exp(-200) underflows in float32
+    logits.requires_grad_()
+    target = torch.tensor([[[6.0, 5.0]]])
+    ce = map_regularizer(logits, target, 0.5, kind="ce")
+    (grad,) = torch.autograd.grad(ce, logits)
+    log_q, _ = render_heatmaps(target, (9, 9), 0.5, "log_gaussian")
+    q = log_q.flatten(2).softmax(-1).view(1, 1, 9, 9)
+    p = torch.zeros(1, 1, 9, 9)
+    p[0, 0, 0, 0] = 1.0
+    torch.testing.assert_close(grad, p - q, atol=1e-6, rtol=0)
+    assert grad[0, 0, 5, 6].item() < -0.5  # the target cell is pulled up
+    log_p = torch.full((9, 9), -200.0)
+    log_p[0, 0] = 0.0
+    entropy = -(q * q.clamp_min(1e-30).log()).sum()
+    assert ce.item() == pytest.approx(float(-(q[0, 0] * log_p).sum() - entropy), rel=1e-5)
+    (js_grad,) = torch.autograd.grad(map_regularizer(logits, target, 0.5, kind="js"), logits)
+    assert js_grad.abs().max().item() < 1e-6

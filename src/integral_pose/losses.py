@@ -10,7 +10,7 @@ Recipes (docs/training.md, "Integral recipes"), each an argument of :class:`Comb
   background- and border-corrected expectation (``ops.decoders``'s ``integral_debiased``) with the
   target instead of the plain soft-argmax;
 - combined supervision: ``heatmap_weight`` adds heatmap MSE on Gaussian targets, ``js_weight`` the
-  DSNT divergence (``regularizer`` "js" or "kl") towards a Gaussian of std ``sigma`` cells;
+  DSNT divergence (``regularizer`` "js", "kl" or "ce", or the cross-entropy "ce") towards a Gaussian of std ``sigma`` cells;
 - uncertainty-aware coordinates (the simplest form of RLE, Li et al., ICCV 2021): ``coord_kind``
   "laplace_nll" / "gaussian_nll" with a per-joint, per-axis scale from the map's spread
   (``ops.decoders.spread``), optionally times a learned per-joint factor (``nll_scale="learned"``).
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from integral_pose.ops.coordinates import cells_to_normalized
 from integral_pose.ops.decoders import decode, spread
-from integral_pose.ops.soft_argmax import check_logits, soft_argmax, spatial_softmax
+from integral_pose.ops.soft_argmax import check_logits, soft_argmax, spatial_log_softmax, spatial_softmax
 from integral_pose.ops.targets import DEFAULT_SIGMA, render_heatmaps
 
 __all__ = [
@@ -37,7 +37,7 @@ __all__ = [
 COORD_LOSS_KINDS = ("l1", "l2", "smooth_l1")
 NLL_KINDS = ("laplace_nll", "gaussian_nll")
 READOUTS = ("plain", "debiased")
-REGULARIZERS = ("js", "kl")
+REGULARIZERS = ("js", "kl", "ce")
 NLL_SCALES = ("spread", "learned")
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -183,8 +183,12 @@ def map_regularizer(
     centred at ``target_cells`` (``render_heatmaps(..., kind="log_gaussian")`` softmaxed), so it
     uses the same cell-centre grid as :func:`soft_argmax`; ``p = softmax(beta * logits)``.
     Natural log. ``"js"``: ``JS = KL(p||m)/2 + KL(q||m)/2`` with ``m = (p + q)/2``, in [0, log 2];
-    ``"kl"``: ``KL(p||q)`` (dsntnn's ``kl_reg_losses``). Averaged over joints with weight > 0
-    (dsntnn's per-joint losses followed by a masked mean give the same number).
+    ``"kl"``: ``KL(p||q)`` (dsntnn's ``kl_reg_losses``); ``"ce"``: ``KL(q||p)``, the cross-entropy
+    of ``p`` against the soft label ``q`` less ``q``'s entropy (SimCC / RTMPose's loss on 1D
+    vectors, here on the whole map). JS is bounded by log 2 and its gradient fades where ``p`` puts
+    its mass away from ``q`` (a confident wrong peak); the cross-entropy's gradient on the logits is
+    ``p - q`` however far off the peak is. Averaged over joints with weight > 0 (dsntnn's per-joint
+    losses followed by a masked mean give the same number).
 
     Per-axis weights (B, K, d): a joint counts when its x and y are weighted. On volumes (d = 3) a
     joint whose depth weight is 0 (a 2D-only label) is compared on its image-plane marginal, the
@@ -197,12 +201,14 @@ def map_regularizer(
         sigma: target std in cells.
         weight: (B, K) joint weights, or (B, K, d) per-axis weights (see above).
         beta: inverse temperature multiplying the logits.
-        kind: "js" or "kl".
+        kind: "js", "kl" or "ce".
 
     Example:
         >>> t = torch.tensor([[[3.0, 4.0]]])
         >>> logits, _ = render_heatmaps(t, (9, 9), 1.0, "log_gaussian")
         >>> float(map_regularizer(logits, t, 1.0, kind="kl")) < 1e-6
+        True
+        >>> float(map_regularizer(logits, t, 1.0, kind="ce")) < 1e-6
         True
     """
     if kind not in REGULARIZERS:
@@ -213,7 +219,8 @@ def map_regularizer(
             f"target_cells must have shape (B, K, {nd}) = {(*logits.shape[:2], nd)} for logits "
             f"{tuple(logits.shape)}, got {tuple(target_cells.shape)}"
         )
-    p = spatial_softmax(logits, beta)
+    # "ce" works on log p (finite where p underflows), the others on p.
+    p = spatial_log_softmax(logits, beta) if kind == "ce" else spatial_softmax(logits, beta)
     dtype = p.dtype
     div, has_target = _divergence_to_gaussian(p, target_cells.detach().to(dtype), sigma, kind)
     unlabelled_depth = None
@@ -227,15 +234,16 @@ def map_regularizer(
         raise ValueError(f"weight must have shape (B, K) = {tuple(div.shape)} or (B, K, d) = "
                          f"{(*div.shape, nd)}, got {tuple(weight.shape)}")
     if unlabelled_depth is not None and bool(unlabelled_depth.any()):
-        div_xy, has_xy = _divergence_to_gaussian(p.sum(2), target_cells[..., :2].detach().to(dtype), sigma, kind)
+        p_xy = p.logsumexp(2) if kind == "ce" else p.sum(2)
+        div_xy, has_xy = _divergence_to_gaussian(p_xy, target_cells[..., :2].detach().to(dtype), sigma, kind)
         div = torch.where(unlabelled_depth, div_xy, div)
         has_target = torch.where(unlabelled_depth, has_xy, has_target)
     return _weighted_mean(div, weight.to(dtype) * has_target)
 
 
 def _divergence_to_gaussian(p: Tensor, target_cells: Tensor, sigma: float, kind: str) -> tuple[Tensor, Tensor]:
-    """(B, K) divergence of the distributions ``p`` (B, K, *S) from Gaussians at ``target_cells``, and
-    (B, K) whether each joint has a Gaussian target."""
+    """(B, K) divergence of the distributions ``p`` (B, K, *S; their logarithms for ``kind="ce"``)
+    from Gaussians at ``target_cells``, and (B, K) whether each joint has a Gaussian target."""
     # Joints with a NaN target or one outside the map have no Gaussian target: render_heatmaps
     # gives them weight 0 (and constant logits), and they are left out of the mean.
     log_q, has_target = render_heatmaps(target_cells, tuple(p.shape[2:]), sigma, kind="log_gaussian")
@@ -243,7 +251,12 @@ def _divergence_to_gaussian(p: Tensor, target_cells: Tensor, sigma: float, kind:
     # a joint without a target gets q = 1 everywhere, finite and left out by has_target. Far cells
     # are floored at e^-69 (~1e-30, far below the 1e-24 guard of the divergence, so no value moves):
     # below ~1e-38 floats are subnormal, and arithmetic on them is many times slower on CPUs.
-    q = log_q.flatten(2).clamp_min_(-69.0).exp_()
+    log_q = log_q.flatten(2).clamp_min_(-69.0)
+    q = log_q.exp()
+    if kind == "ce":
+        # KL(q||p) = sum q (log q - log p): autograd keeps q alone, and the softmax turns its
+        # gradient -q into p - q on the logits.
+        return (q * log_q).sum(-1) - (q * p.flatten(2)).sum(-1), has_target
     return _Divergence.apply(p.flatten(2), q, kind), has_target
 
 
@@ -353,7 +366,7 @@ class CombinedLoss(nn.Module):
     ``exp(theta_k)``, a learned per-joint, per-axis factor, ``num_joints`` and ``ndim`` needed).
     With ``normalized=True`` (the paper's choice) coordinates are compared in normalised units
     (each axis divided by its map extent, :func:`~integral_pose.ops.coordinates.cells_to_normalized`),
-    otherwise in cells. The regulariser (:func:`map_regularizer`, ``regularizer`` "js" or "kl",
+    otherwise in cells. The regulariser (:func:`map_regularizer`, ``regularizer`` "js", "kl" or "ce",
     std ``sigma`` cells) counts a joint when its x and y weights are > 0; on volumes, a joint
     without a depth label is regularised on its image-plane marginal (:func:`map_regularizer`).
 
@@ -365,7 +378,7 @@ class CombinedLoss(nn.Module):
         normalized: compare coordinates in normalised units.
         beta: inverse temperature multiplying the logits.
         readout: "plain" or "debiased".
-        regularizer: "js" or "kl".
+        regularizer: "js", "kl" or "ce".
         nll_scale: "spread" or "learned" (likelihood kinds only).
         num_joints, ndim: K and d, for the learned scale's parameter.
         axis_weights: optional (d,) factors of the coordinate term per axis (x, y[, z]), multiplying

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from integral_pose.files import UserError, atomic_write_text
+from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, READOUTS, REGULARIZERS
 from integral_pose.models import list_models
 from integral_pose.ops.decoders import DECODE_METHODS
 
@@ -79,7 +80,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.heatmap_weight", 1.0, "Weight of the heatmap MSE on Gaussian targets (heatmap modes; also added to integral when > 0 and combine = true)."),
     ("train.combine", False, "Integral modes, 2D: add heatmap_weight x heatmap MSE on Gaussians of std data.heatmap_sigma to the coordinate loss (combined supervision on the same maps)."),
     ("train.js_weight", 1.0, "Weight of the DSNT regulariser (train.regularizer) towards a Gaussian of std train.regularizer_sigma (integral modes); 0 = off (plain L1 as in the paper)."),
-    ("train.regularizer", "js", "DSNT regulariser (Nibali et al. 2018) between the softmaxed map and the Gaussian: js (Jensen-Shannon) | kl (KL(map || Gaussian))."),
+    ("train.regularizer", "js", "Map loss between the softmaxed map and the Gaussian: js (Jensen-Shannon, DSNT: Nibali et al. 2018) | kl (KL(map || Gaussian), DSNT) | ce (cross-entropy against the Gaussian as a soft label, i.e. KL(Gaussian || map): SimCC / RTMPose's loss on the whole map)."),
     ("train.regularizer_sigma", 0.5, "Std in heatmap cells of the regulariser's Gaussian; null = data.heatmap_sigma. The default suits the demo's 16x16 maps (benchmarks/RESULTS.md)."),
     ("train.switch_epoch", None, "heatmap_then_integral: epoch at which the loss switches to integral; null = half of max_epochs."),
     ("train.max_epochs", 32, "Training epochs; under train.max_time_s an upper bound (the demo's is high enough that its time cap ends the run on a 2-core machine), without it the fixed length of the run."),
@@ -216,10 +217,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 
 _CHOICES = {
     "train.mode": ("integral", "heatmap", "heatmap_then_integral"),
-    "train.coord_loss": ("l1", "l2", "smooth_l1", "laplace_nll", "gaussian_nll"),
-    "train.integral_readout": ("plain", "debiased"),
-    "train.nll_scale": ("spread", "learned"),
-    "train.regularizer": ("js", "kl"),
+    "train.coord_loss": COORD_LOSS_KINDS + NLL_KINDS,
+    "train.integral_readout": READOUTS,
+    "train.nll_scale": NLL_SCALES,
+    "train.regularizer": REGULARIZERS,
     "train.optimizer": ("adam", "sgd"),
     "model.head_init": ("auto", "simple_baselines", "integral"),
     "data.dataset": ("synthetic", "coco", "mpii", "h36m", "h36m_mpii"),

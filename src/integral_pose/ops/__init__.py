@@ -10,6 +10,7 @@ from integral_pose.ops.soft_argmax import (
     expectation,
     marginals,
     soft_argmax,
+    spatial_log_softmax,
     spatial_softmax,
     split_depth_channels,
 )
@@ -18,6 +19,6 @@ from integral_pose.ops.targets import render_heatmaps
 __all__ = [
     "cells_to_normalized", "normalized_to_cells", "depth_cells_to_mm", "depth_mm_to_cells",
     "DECODE_METHODS", "decode", "spread",
-    "expectation", "marginals", "soft_argmax", "spatial_softmax", "split_depth_channels",
+    "expectation", "marginals", "soft_argmax", "spatial_log_softmax", "spatial_softmax", "split_depth_channels",
     "render_heatmaps",
 ]

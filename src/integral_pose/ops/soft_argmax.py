@@ -13,6 +13,7 @@ from torch import Tensor
 
 __all__ = [
     "spatial_softmax",
+    "spatial_log_softmax",
     "marginals",
     "expectation",
     "soft_argmax",
@@ -70,6 +71,29 @@ def spatial_softmax(logits: Tensor, beta: float = 1.0) -> Tensor:
         x = x * beta
     flat = x.flatten(2)
     return torch.softmax(flat, dim=-1).view_as(x)
+
+
+def spatial_log_softmax(logits: Tensor, beta: float = 1.0) -> Tensor:
+    """Log of :func:`spatial_softmax`, computed stably (``log_softmax``): finite where the softmax
+    underflows to 0, so a cross-entropy through it keeps its gradient ``p - q`` on every cell.
+
+    Args:
+        logits: (B, K, *S) with 1 <= len(S) <= 3, any floating dtype.
+        beta: inverse temperature; it always *multiplies* the logits.
+
+    Returns:
+        (B, K, *S) log-probabilities in float32 (float64 for float64 input).
+
+    Example:
+        >>> lp = spatial_log_softmax(torch.tensor([[[0.0, 200.0]]]))
+        >>> lp.tolist()
+        [[[-200.0, 0.0]]]
+    """
+    check_logits(logits)
+    x = logits.to(_compute_dtype(logits))
+    if beta != 1.0:
+        x = x * beta
+    return torch.log_softmax(x.flatten(2), dim=-1).view_as(x)
 
 
 def marginals(probs: Tensor) -> tuple[Tensor, ...]:
