@@ -5,14 +5,15 @@ variants of its setting and of its training recipe.
         [--set train.coord_loss=laplace_nll] [--set train.mode=heatmap --set data.heatmap_sigma=1.5] \
         [--width 24 --head-channels 96] [--num-deconv 3] [--skip-head] [--channels-last] \
         [--precision bf16-mixed] [--steps 1500] \
-        [--batch-size 16] [--lr 0.008] [--schedule cosine] [--out runs/demo_variants.jsonl] [--save-model model.pt]
+        [--batch-size 16] [--lr 0.008] [--schedule cosine] [--out runs/demo_variants.jsonl] [--save-model model.pt | --load-model model.pt]
 
 One run = the demo's training in the config's ``train.mode`` (the engine's loss through
 ``PoseLightningModule.compute_loss``: for integral models every ``train`` recipe key applies; Adam,
 the engine's data pipeline on the cached synthetic renders) for ``--time`` seconds of wall clock
 (or exactly ``--steps`` steps) on one thread, then the engine's held-out evaluation (500 images,
-flip test) with every readout: an integral model with ``integral``, ``integral_debiased``,
-``argmax`` and ``dark`` (the logit readouts first), a heatmap model with ``argmax`` and ``dark``.
+flip test) with every readout: an integral model with every logit readout
+(``ops.decoders.LOGIT_METHODS``), then ``argmax`` and ``dark``; a heatmap model with ``argmax`` and
+``dark``. ``--load-model`` evaluates saved weights the same way without training.
 A plain loop instead of the Lightning trainer, so a run is nothing but training steps: variants
 compare by what they learn in the same time. The learning rate follows the engine's schedule
 (``engine.module.lr_factor``: warm-up by step, step decay at the fractions ``train.lr_steps /
@@ -105,7 +106,7 @@ def lr_at(step: int, fraction: float, lr: float, schedule: str, train_cfg: dict)
 def markdown_table(rows: list[dict]) -> str:
     """The rows of a ``--out`` file as a markdown table: PCK and mean error of every readout."""
     pck = next(k for k in rows[0] if k.startswith("pck@"))
-    readouts = ("integral", "integral_debiased", "argmax", "dark")
+    readouts = ("integral", "integral_debiased", "integral_local", "argmax", "dark")
     head = ["run", "trained readout"] + [f"{r} {pck} / px" for r in readouts] + ["final loss", "steps", "epochs", "s", "load avg (1 min, before/after)"]
     lines = ["| " + " | ".join(head) + " |", "| --- | --- | " + " | ".join(["---:"] * (len(head) - 2)) + " |"]
     for r in rows:
@@ -140,6 +141,7 @@ def main() -> None:
     p.add_argument("--cache-dir", default="/tmp/integral_pose_renders")
     p.add_argument("--out", default="runs/demo_variants.jsonl")
     p.add_argument("--save-model", help="also write the trained weights (state_dict) to this .pt file")
+    p.add_argument("--load-model", help="evaluate these weights (a --save-model file, same --set keys) instead of training")
     a = p.parse_args()
     if a.table:
         print(markdown_table([json.loads(line) for line in Path(a.table).read_text().splitlines() if line.strip()]))
@@ -181,6 +183,9 @@ def main() -> None:
     bf16 = a.precision == "bf16-mixed"
     load_before = os.getloadavg()
     t0, step, epoch, done, recent = time.perf_counter(), 0, 0, False, []
+    if a.load_model:
+        model.load_state_dict(torch.load(a.load_model))
+        done = True
     model.train()
     while not done:
         sampler.set_epoch(epoch)

@@ -17,17 +17,21 @@ def test_runs_trains_and_appends_one_json_row(tmp_path):
     base = [sys.executable, str(REPO / "benchmarks" / "demo_variants.py"), "--time", "3", "--out", str(out),
             "--cache-dir", str(tmp_path / "renders"), "--set", "data.synthetic_train=64", "--set",
             "data.synthetic_val=16", "--set", "data.synthetic_image_size=64", "--batch-size", "8"]
-    for extra in (["--name", "plain"], ["--name", "skip", "--skip-head", "--channels-last", "--schedule", "cosine"],
-                  ["--name", "hm", "--steps", "5", "--set", "train.mode=heatmap", "--precision", "bf16-mixed"]):
+    for extra in (["--name", "plain", "--save-model", str(tmp_path / "plain.pt")], ["--name", "skip", "--skip-head", "--channels-last", "--schedule", "cosine"],
+                  ["--name", "hm", "--steps", "5", "--set", "train.mode=heatmap", "--precision", "bf16-mixed"],
+                  ["--name", "reread", "--load-model", str(tmp_path / "plain.pt")]):
         r = subprocess.run(base + extra, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["name"] for r in rows] == ["plain", "skip", "hm"]
-    for r in rows:
+    assert [r["name"] for r in rows] == ["plain", "skip", "hm", "reread"]
+    # saved weights, evaluated again without training: the same numbers
+    assert rows[3]["steps"] == 0 and rows[3]["by_decoder"] == rows[0]["by_decoder"]
+    for r in rows[:3]:
         assert r["steps"] > 0 and 0.0 <= r["pck@0.2"] <= 100.0 and r["mean_error_px"] > 0
     assert rows[1]["params"] != rows[0]["params"]  # the skip head is a different network
     # every readout: the logit readouts (the trained one first) and the heatmap decoders on the same maps
-    assert rows[0]["decoder"] == "integral" and list(rows[0]["by_decoder"]) == ["integral", "integral_debiased", "argmax", "dark"]
+    assert rows[0]["decoder"] == "integral" and list(rows[0]["by_decoder"]) == [
+        "integral", "integral_debiased", "integral_local", "argmax", "dark"]
     assert rows[0]["by_decoder"]["integral"]["pck@0.2"] == rows[0]["pck@0.2"]
     # a heatmap model, a fixed number of steps, bf16 autocast
     assert rows[2]["steps"] == 5 and rows[2]["precision"] == "bf16-mixed"
@@ -35,5 +39,5 @@ def test_runs_trains_and_appends_one_json_row(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "demo_variants.py"), "--table", str(out)], env=env,
                        capture_output=True, text=True, timeout=120)
     table = r.stdout.splitlines()
-    assert r.returncode == 0 and len(table) == 2 + 3 and table[4].startswith("| hm | argmax | — | — |")
+    assert r.returncode == 0 and len(table) == 2 + 4 and table[4].startswith("| hm | argmax | — | — | — |")
     assert len(list((tmp_path / "renders").glob("*.pkl"))) == 1  # rendered once, reused by the second run

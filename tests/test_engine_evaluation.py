@@ -51,7 +51,7 @@ def test_integral_models_are_evaluated_with_every_logit_readout():
     cfg = load_config(None)
     assert decoders_for_mode(cfg) == list(LOGIT_METHODS)  # plain soft-argmax first: the one trained through
     cfg["train"]["integral_readout"] = "debiased"
-    assert decoders_for_mode(cfg) == ["integral_debiased", "integral"]
+    assert decoders_for_mode(cfg) == ["integral_debiased", "integral", "integral_local"]
     cfg["train"]["mode"] = "heatmap_then_integral"
     assert set(decoders_for_mode(cfg)) == set(LOGIT_METHODS)
     cfg["train"]["mode"] = "heatmap"

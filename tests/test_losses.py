@@ -401,3 +401,23 @@ def test_cross_entropy_keeps_pulling_a_confident_wrong_peak():
     assert ce.item() == pytest.approx(float(-(q[0, 0] * log_p).sum() - entropy), rel=1e-5)
     (js_grad,) = torch.autograd.grad(map_regularizer(logits, target, 0.5, kind="js"), logits)
     assert js_grad.abs().max().item() < 1e-6
+
+
+def test_local_readout_trains_the_stronger_mode_not_the_mean_between_two():
+    """train.integral_readout "local": a map with the stronger mode on the joint and a weaker one on
+    its mirror partner already reads right, so the coordinate loss is ~0 and pushes nothing; through
+    the plain readout the same map is off by the weaker mode's pull."""
+    from integral_pose.losses import READOUT_DECODERS, integral_coordinates
+    from integral_pose.ops.decoders import decode
+
+    size = (16, 16)
+    joint, mirror = torch.tensor([[[4.2, 8.0]]]), torch.tensor([[[11.0, 8.0]]])
+    a, _ = render_heatmaps(joint, size, 0.5, "log_gaussian")
+    b, _ = render_heatmaps(mirror, size, 0.5, "log_gaussian")
+    logits = torch.logaddexp(a + math.log(0.7), b + math.log(0.3)).requires_grad_()
+    local = CombinedLoss(readout="local")(logits, joint, torch.ones(1, 1))
+    plain = CombinedLoss(readout="plain")(logits, joint, torch.ones(1, 1))
+    assert local["coord"].item() < 2e-3 < 0.05 < plain["coord"].item()
+    torch.testing.assert_close(integral_coordinates(logits, "local"), decode(logits, READOUT_DECODERS["local"])[0])
+    (grad,) = torch.autograd.grad(local["loss"], logits)
+    assert torch.isfinite(grad).all()

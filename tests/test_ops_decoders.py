@@ -276,7 +276,7 @@ def test_bad_input(bad, kwargs, exc, match):
 
 def test_method_lists():
     assert set(SCORE_METHODS) | set(LOGIT_METHODS) == set(DECODE_METHODS)
-    assert DECODE_METHODS == ("argmax", "argmax_quarter", "dark", "integral", "integral_debiased")
+    assert DECODE_METHODS == ("argmax", "argmax_quarter", "dark", "integral", "integral_debiased", "integral_local")
 
 
 def test_debiased_on_one_cell_peaks_and_noise_stays_at_the_peak():
@@ -296,3 +296,26 @@ def test_debiased_on_one_cell_peaks_and_noise_stays_at_the_peak():
     assert (coords >= -0.5).all() and (coords[..., 0] <= 12.5).all() and (coords[..., 1] <= 8.5).all()
     # pure noise has no bump to fit; the readout must not collapse onto the corner cell
     assert (coords.norm(dim=-1) < 0.5).float().mean() < 0.05
+
+
+def test_integral_local_stays_on_the_stronger_mode_and_equals_soft_argmax_on_one_bump():
+    """Two bumps (a joint confused with its mirror partner): the plain expectation lands between
+    them, on neither; the local readout stays on the stronger one. One narrow bump: both agree."""
+    size = (16, 16)
+    strong, _ = render_heatmaps(torch.tensor([[[3.3, 7.6]]], dtype=torch.float64), size, 0.6, "log_gaussian")
+    weak, _ = render_heatmaps(torch.tensor([[[11.2, 7.6]]], dtype=torch.float64), size, 0.6, "log_gaussian")
+    two = torch.logaddexp(strong + math.log(0.6), weak + math.log(0.4))
+    plain, _ = decode(two, "integral")
+    local, score = decode(two, "integral_local")
+    assert abs(plain[0, 0, 0].item() - (0.6 * 3.3 + 0.4 * 11.2)) < 0.05  # between the modes
+    torch.testing.assert_close(local, decode(strong, "integral")[0], atol=1e-3, rtol=0)
+    assert score.item() == pytest.approx(0.6, abs=1e-3)  # the stronger mode's mass
+    for nd, n in ((1, 16), (2, 16), (3, 12)):
+        g = torch.Generator().manual_seed(nd)
+        c = 2.5 + torch.rand(3, 4, nd, generator=g, dtype=torch.float64) * (n - 6)  # >= 2.5 cells from the edges
+        x, _ = render_heatmaps(c, (n,) * nd, 0.5, "log_gaussian")
+        torch.testing.assert_close(decode(x, "integral_local")[0], decode(x, "integral")[0], atol=1e-4, rtol=0)
+    # a far background floor pulls the plain readout, not the local one
+    floor = torch.logaddexp(strong, torch.full_like(strong, -7.0))
+    assert (decode(floor, "integral")[0] - decode(strong, "integral")[0]).abs().max() > 0.5
+    torch.testing.assert_close(decode(floor, "integral_local")[0], decode(strong, "integral")[0], atol=0.02, rtol=0)

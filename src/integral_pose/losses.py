@@ -31,12 +31,15 @@ from integral_pose.ops.targets import DEFAULT_SIGMA, render_heatmaps
 
 __all__ = [
     "coordinate_loss", "nll_loss", "heatmap_mse", "js_regularizer", "map_regularizer", "integral_coordinates",
-    "map_scale", "CombinedLoss", "COORD_LOSS_KINDS", "NLL_KINDS", "READOUTS", "REGULARIZERS", "NLL_SCALES",
+    "map_scale", "CombinedLoss", "COORD_LOSS_KINDS", "NLL_KINDS", "READOUTS", "READOUT_DECODERS", "REGULARIZERS",
+    "NLL_SCALES",
 ]
 
 COORD_LOSS_KINDS = ("l1", "l2", "smooth_l1")
 NLL_KINDS = ("laplace_nll", "gaussian_nll")
-READOUTS = ("plain", "debiased")
+# The training readouts and the decoder (ops.decoders) each one is.
+READOUT_DECODERS = {"plain": "integral", "debiased": "integral_debiased", "local": "integral_local"}
+READOUTS = tuple(READOUT_DECODERS)
 REGULARIZERS = ("js", "kl", "ce")
 NLL_SCALES = ("spread", "learned")
 
@@ -314,7 +317,9 @@ def integral_coordinates(logits: Tensor, readout: str = "plain", beta: float = 1
     ``"plain"``: :func:`soft_argmax` (the paper). ``"debiased"``: the expectation with the
     background and border-truncation biases removed (Gu, Yang, Yao, ICCV 2021; the correction is
     ``ops.decoders``'s ``"integral_debiased"`` readout, differentiable), so the loss rewards maps whose
-    *corrected* mean hits the target and the training and evaluation readouts agree.
+    *corrected* mean hits the target and the training and evaluation readouts agree. ``"local"``:
+    the expectation within a window around the most probable cell (``"integral_local"``): where a
+    map has two modes the loss moves the stronger one instead of rewarding a mean between them.
 
     Example:
         >>> t = torch.tensor([[[0.4, 5.0]]])  # near the left border, where the plain mean is pulled inward
@@ -328,7 +333,7 @@ def integral_coordinates(logits: Tensor, readout: str = "plain", beta: float = 1
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     if readout == "plain":
         return soft_argmax(logits, beta)
-    coords, _ = decode(logits, "integral_debiased", beta)
+    coords, _ = decode(logits, READOUT_DECODERS[readout], beta)
     return coords
 
 
@@ -377,7 +382,7 @@ class CombinedLoss(nn.Module):
         sigma: target std in cells for the regulariser.
         normalized: compare coordinates in normalised units.
         beta: inverse temperature multiplying the logits.
-        readout: "plain" or "debiased".
+        readout: "plain", "debiased" or "local" (:func:`integral_coordinates`).
         regularizer: "js", "kl" or "ce".
         nll_scale: "spread" or "learned" (likelihood kinds only).
         num_joints, ndim: K and d, for the learned scale's parameter.

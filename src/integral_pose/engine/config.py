@@ -75,7 +75,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.coord_loss", "l1", "Coordinate loss for integral training: l1 (the paper) | l2 | smooth_l1 | laplace_nll | gaussian_nll (likelihood with a per-joint scale from the map's spread, RLE's simplest form: Li et al., ICCV 2021; docs/training.md)."),
     ("train.coord_weight", 1.0, "Weight of the coordinate loss (integral modes)."),
     ("train.axis_weights", None, "Per-axis factors of the coordinate loss, [x, y] (2D) or [x, y, z] (3D), in normalised units; e.g. [1, 1, 2] weighs depth errors twice. null = all ones."),
-    ("train.integral_readout", "plain", "Readout the integral loss trains through: plain (soft-argmax, the paper) | debiased (background- and border-corrected expectation, Gu, Yang, Yao, ICCV 2021: the integral_debiased decoder)."),
+    ("train.integral_readout", "plain", "Readout the integral loss trains through: plain (soft-argmax, the paper) | debiased (background- and border-corrected expectation, Gu, Yang, Yao, ICCV 2021: the integral_debiased decoder) | local (the expectation in a window around the most probable cell: the integral_local decoder)."),
     ("train.nll_scale", "spread", "Scale of the likelihood coord_loss kinds: spread (the map's std per axis) | learned (spread times a learned per-joint factor)."),
     ("train.heatmap_weight", 1.0, "Weight of the heatmap MSE on Gaussian targets (heatmap modes; also added to integral when > 0 and combine = true)."),
     ("train.combine", False, "Integral modes, 2D: add heatmap_weight x heatmap MSE on Gaussians of std data.heatmap_sigma to the coordinate loss (combined supervision on the same maps)."),
@@ -111,7 +111,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.parallel_compare", True, "CPU, one process per run: train the compare_modes at the same time as the main run, each in its own process with an equal share of train.threads (and its own max_time_s), instead of one after the other. Small CPU models use two cores better as two 1-thread processes than as one 2-thread process (benchmarks/bench_train.py --layouts), and each run keeps the whole time cap. GPU and multi-process runs stay sequential."),
     # evaluation
     ("eval.flip_test", True, "Average the prediction with that of the mirrored image (joints swapped back)."),
-    ("eval.decoders", ["argmax", "dark"], "Heatmap modes: readouts evaluated (argmax, argmax_quarter, dark, integral, integral_debiased)."),
+    ("eval.decoders", ["argmax", "dark"], "Heatmap modes: readouts evaluated (" + ", ".join(DECODE_METHODS) + ")."),
     ("eval.pck_threshold", 0.2, "PCK threshold, a fraction of the torso diameter."),
     ("eval.batch_size", 64, "Evaluation batch size."),
 ]

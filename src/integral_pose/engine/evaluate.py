@@ -21,6 +21,7 @@ from integral_pose.engine.config import ConfigError, apply_overrides, flatten, l
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
 from integral_pose.metrics.coco import coco_keypoint_ap, keypoint_results
+from integral_pose.losses import READOUT_DECODERS
 from integral_pose.ops.decoders import LOGIT_METHODS
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text
@@ -35,16 +36,17 @@ def decoders_for_mode(cfg: dict[str, Any]) -> list[str]:
 
     Heatmap training: ``eval.decoders``. Integral training: every logit readout
     (``ops.decoders.LOGIT_METHODS``), led by the one the loss trained through
-    (``train.integral_readout``: plain -> "integral", debiased -> "integral_debiased").
+    (``train.integral_readout``, by ``losses.READOUT_DECODERS``: plain -> "integral", debiased ->
+    "integral_debiased", local -> "integral_local").
 
     Example:
         >>> decoders_for_mode({"train": {"mode": "integral", "integral_readout": "debiased"}, "eval": {}})
-        ['integral_debiased', 'integral']
+        ['integral_debiased', 'integral', 'integral_local']
     """
     mode = cfg["train"]["mode"]
     if mode == "heatmap":
         return list(cfg["eval"]["decoders"] or ["argmax"])
-    primary = "integral_debiased" if cfg["train"].get("integral_readout") == "debiased" else "integral"
+    primary = READOUT_DECODERS[cfg["train"].get("integral_readout") or "plain"]
     return [primary] + [m for m in LOGIT_METHODS if m != primary]
 
 

@@ -6,7 +6,7 @@ probabilities or Gaussian scores" is a classic mistake, so the docstrings say wh
 - **score maps** (peak ~1, background ~0, e.g. trained with heatmap MSE on "gaussian" targets):
   "argmax", "argmax_quarter", "dark";
 - **logits** (anything whose softmax is the joint's distribution, e.g. "log_gaussian" targets or an
-  integral-trained network): "integral", "integral_debiased".
+  integral-trained network): "integral", "integral_debiased", "integral_local".
 
 Non-finite input: a joint whose map contains NaN or +inf, or is -inf everywhere, gets NaN
 coordinates and score 0; every other joint is decoded normally (no exception is raised). Isolated
@@ -26,13 +26,15 @@ from integral_pose.ops.targets import DEFAULT_SIGMA
 __all__ = ["decode", "spread", "DECODE_METHODS", "SCORE_METHODS", "LOGIT_METHODS", "DECODE_LABELS"]
 
 SCORE_METHODS = ("argmax", "argmax_quarter", "dark")
-LOGIT_METHODS = ("integral", "integral_debiased")
+LOGIT_METHODS = ("integral", "integral_debiased", "integral_local")
 DECODE_METHODS = SCORE_METHODS + LOGIT_METHODS
 # How tables name each readout.
 DECODE_LABELS = {"argmax": "argmax", "argmax_quarter": "argmax + 1/4 shift", "dark": "DARK",
-                 "integral": "soft-argmax (integral)", "integral_debiased": "debiased soft-argmax"}
+                 "integral": "soft-argmax (integral)", "integral_debiased": "debiased soft-argmax",
+                 "integral_local": "local soft-argmax"}
 
 _SCORE_WINDOW = 2  # integral scores: probability mass within +-2 cells of the mode (a 5^d window)
+_LOCAL_SIGMAS = 3.0  # integral_local's window: +-max(2, 3 sigma0) cells around the mode
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -189,6 +191,28 @@ def _integral_scores(probs: Tensor) -> Tensor:
     return window.flatten(2).sum(-1)
 
 
+def _decode_integral_local(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """Soft-argmax of the softmax restricted to a window around the most probable cell, half-width
+    ``max(2, 3 sigma0)`` cells per axis (``sigma0`` from the half-maximum region, as for
+    integral_debiased); score as for "integral"."""
+    size = tuple(logits.shape[2:])
+    d = len(size)
+    probs = torch.softmax((logits * beta).flatten(2), -1)  # (B, K, N)
+    peak = probs.amax(-1, keepdim=True)
+    mode = _unravel(probs.argmax(-1), size).to(probs.dtype)  # (B, K, d)
+    sigma0 = ((probs >= 0.5 * peak).sum(-1).to(probs.dtype) / _HALF_MAX_VOLUME[d]) ** (1.0 / d)
+    half = (_LOCAL_SIGMAS * sigma0).clamp(min=float(_SCORE_WINDOW))  # (B, K)
+    grids = torch.meshgrid(*[torch.arange(n, dtype=probs.dtype, device=probs.device) for n in size], indexing="ij")
+    cells = torch.stack([g.flatten() for g in reversed(grids)], -1)  # (N, d) ordered (x, y[, z])
+    inside = ((cells - mode[..., None, :]).abs() <= half[..., None, None]).all(-1)  # (B, K, N)
+    w = probs * inside
+    coords = (w[..., None] * cells).sum(-2) / w.sum(-1, keepdim=True)
+    # A constant map has no mode (argmax would pick cell 0): its expectation, the map centre.
+    flat = peak.squeeze(-1) == probs.amin(-1)
+    coords = torch.where(flat[..., None], soft_argmax(logits, beta), coords)
+    return coords, _integral_scores(probs.view_as(logits))
+
+
 def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple[Tensor, Tensor, Tensor]:
     """(mu, sigma, good) of the Gaussian whose cell-sampled restriction to ``support`` has q's moments.
 
@@ -342,6 +366,16 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: floa
       locally concave; the step is limited to 1 cell. Score = original peak clipped to [0, 1].
     - ``"integral"`` (logits): plain soft-argmax, :func:`soft_argmax` of ``beta * logits``.
     - ``"integral_debiased"`` (logits): soft-argmax with both of its biases removed; see below.
+    - ``"integral_local"`` (logits): soft-argmax of the probabilities in a window around the most
+      probable cell, half-width ``max(2, 3 sigma0)`` cells per axis, ``sigma0`` the map's width
+      from its half-maximum region (kornia's ``conv_soft_argmax2d`` and keypoint detectors such as
+      ALIKE read windowed soft-argmaxes the same way). Where a map is not unimodal -- a joint the
+      network cannot tell from its mirror partner, or an occluded one -- the plain expectation
+      lands between the modes, on neither; this readout stays on the stronger mode and keeps the
+      sub-cell expectation around it. On a unimodal map narrower than the window it equals the
+      plain soft-argmax, minus the far background's pull; a constant map gives its centre, as the
+      plain readout does. Differentiable in the logits (the window's position is piecewise
+      constant).
 
     Integral scores: the softmax probability mass within +-2 cells of the most probable cell
     (a 5^d window): near 1 for a sharp unimodal map, ~0 for a flat one.
@@ -410,6 +444,8 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: floa
     elif method == "integral":
         coords = soft_argmax(x, beta)
         scores = _integral_scores(torch.softmax((x * beta).flatten(2), -1).view_as(x))
+    elif method == "integral_local":
+        coords, scores = _decode_integral_local(x, beta)
     else:
         coords, scores = _decode_integral_debiased(x, beta)
     scores = scores.clamp(0.0, 1.0)

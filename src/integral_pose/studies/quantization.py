@@ -118,12 +118,13 @@ def plot(result: dict, path: Path) -> None:
     centres = 0.5 * (bins[1:] + bins[:-1])
     which = np.digitize(edge, bins) - 1
     fig, axes = plt.subplots(1, len(levels), figsize=(5.2 * len(levels), 4.4), dpi=110, sharey=True, squeeze=False)
-    styles = {"argmax": ":", "argmax_quarter": "-.", "dark": "--", "integral": "-", "integral_debiased": "-"}
+    styles = {"argmax": ":", "argmax_quarter": "-.", "dark": "--", "integral": "-", "integral_debiased": "-",
+              "integral_local": (0, (5, 1))}
     for ax, level in zip(axes[0], levels):
         for method in DECODE_METHODS:
             e = result["errors"][(level, method)]
             mean = np.array([e[which == b].mean() if (which == b).any() else np.nan for b in range(len(centres))])
-            ax.plot(centres, np.maximum(mean, 1e-6), styles[method], lw=2.2 if method == "integral_debiased" else 1.6,
+            ax.plot(centres, np.maximum(mean, 1e-6), linestyle=styles[method], lw=2.2 if method == "integral_debiased" else 1.6,
                     label=method)
         ax.axvline(3 * result["sigma"] * stride, color="grey", lw=0.8)
         ax.text(3 * result["sigma"] * stride, 0.03, " 3σ: border | interior", color="grey", va="bottom",
