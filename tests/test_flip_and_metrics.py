@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -16,7 +17,8 @@ from scipy.linalg import orthogonal_procrustes
 
 from integral_pose.engine.inference import compute_metrics, decode_with_flip
 from integral_pose.geometry import heatmap_to_input
-from integral_pose.ops.decoders import DECODE_METHODS
+from integral_pose import decode, render_heatmaps
+from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
 from integral_pose.skeletons import H36M17, flip_permutation, get_skeleton
 
 SKELETONS = ("coco17", "mpii16", "h36m17")
@@ -130,6 +132,33 @@ def test_the_flipped_prediction_is_mapped_back_by_w_minus_1_minus_x():
     torch.testing.assert_close(coords.double(), torch.tensor([[[2.5, 4.0], [8.5, 6.0]]], dtype=torch.float64))
     with pytest.raises(ValueError, match="flip_perm"):
         decode_with_flip(logits, "integral", flipped, None)
+
+
+@pytest.mark.parametrize("method", ["argmax", "dark", "integral_local"])
+def test_the_flip_test_picks_the_mode_both_views_agree_on(method):
+    """The original view is sure of cell A (0.9), the mirrored one slightly prefers cell B (0.55 vs
+    0.45): together A wins (0.675), and a mode-picking readout returns A. Averaging the two
+    decoded coordinates would give the point between A and B, on neither."""
+    w, h, perm = 13, 9, [0]
+    a, b = torch.tensor([[[3.0, 4.0]]], dtype=torch.float64), torch.tensor([[[9.0, 4.0]]], dtype=torch.float64)
+    kind = "log_gaussian" if method in LOGIT_METHODS else "gaussian"
+    ga, _ = render_heatmaps(a, (h, w), 0.8, kind)
+    gb, _ = render_heatmaps(b, (h, w), 0.8, kind)
+
+    def mix(pa: float) -> torch.Tensor:
+        if kind == "gaussian":
+            return pa * ga + (1 - pa) * gb
+        return torch.logaddexp(ga + math.log(pa), gb + math.log(1 - pa))
+
+    original, mirrored_back = mix(0.9), mix(0.45)
+    coords, _ = decode_with_flip(original, method, mirrored_back.flip(-1), perm, dark_sigma=0.8)
+    assert (coords - a).abs().max().item() < 0.1, coords
+    # the same as decoding the mean map by hand: the mean of the score maps, or of the two softmaxes
+    if kind == "gaussian":
+        mean = 0.5 * (original + mirrored_back)
+    else:
+        mean = (0.5 * (original.flatten(2).softmax(-1) + mirrored_back.flatten(2).softmax(-1))).log().view_as(original)
+    torch.testing.assert_close(coords, decode(mean, method, dark_sigma=0.8)[0].to(coords.dtype), rtol=0, atol=1e-6)
 
 
 def test_mirroring_cells_is_mirroring_the_crop_pixels():

@@ -110,7 +110,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("train.compare_modes", ["heatmap"], "Also train these modes with the same setting and print a comparison table (the demo)."),
     ("train.parallel_compare", True, "CPU, one process per run: train the compare_modes at the same time as the main run, each in its own process with an equal share of train.threads (and its own max_time_s), instead of one after the other. Small CPU models use two cores better as two 1-thread processes than as one 2-thread process (benchmarks/bench_train.py --layouts), and each run keeps the whole time cap. GPU and multi-process runs stay sequential."),
     # evaluation
-    ("eval.flip_test", True, "Average the prediction with that of the mirrored image (joints swapped back)."),
+    ("eval.flip_test", True, "Flip test: decode the mean of the maps of the image and of its mirror image (mapped back, joints swapped)."),
     ("eval.decoders", ["argmax", "dark"], "Heatmap modes: readouts evaluated (" + ", ".join(DECODE_METHODS) + ")."),
     ("eval.pck_threshold", 0.2, "PCK threshold, a fraction of the torso diameter."),
     ("eval.batch_size", 64, "Evaluation batch size."),

@@ -1,11 +1,12 @@
 """The readout path shared by training-time evaluation, ``evaluate``, ``predict`` and benchmarks.
 
-image crop -> network -> logits -> decoder (cells) -> [flip test] -> crop pixels -> original-image
+image crop -> network -> logits -> [flip test: mean map] -> decoder (cells) -> crop pixels -> original-image
 pixels -> metrics. Everything here is a plain function over tensors or a plain loop over a
 DataLoader, so the path from a checkpoint to a number can be read in one sitting.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from integral_pose.ops.coordinates import depth_cells_to_mm
-from integral_pose.ops.decoders import decode, spread
+from integral_pose.ops.decoders import LOGIT_METHODS, decode, spread
+from integral_pose.ops.soft_argmax import spatial_log_softmax
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
 __all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "Readout", "model_readout",
@@ -60,28 +62,31 @@ def decode_with_flip(
     flip_perm: Sequence[int] | None = None,
     dark_sigma: float = DEFAULT_SIGMA,
 ) -> tuple[Tensor, Tensor]:
-    """Decode; with the mirrored image's logits, average the two predictions (the flip test).
+    """Decode; with the mirrored image's logits, decode the average of the two maps (the flip test).
 
     The mirrored image's heatmap is exactly mirrored in cells (cell x <-> W - 1 - x, centre-aligned
-    grids), so its coordinates are mapped back by ``x -> W - 1 - x`` and left/right joints swapped
-    by ``flip_perm``; no half-pixel shift is needed.
+    grids), so it is mapped back by flipping its last axis and swapping left/right joints by
+    ``flip_perm``; no half-pixel shift is needed. Then the two maps are averaged before decoding,
+    as Simple Baselines and HRNet average heatmaps: score maps (argmax, DARK) as they are, logits
+    as distributions (the log of the mean of the two softmaxes). For the plain soft-argmax this
+    equals averaging the two coordinates (the expectation is linear); for the readouts that pick
+    a mode (argmax, DARK, integral_local) it picks the mode of both views together, where averaging
+    coordinates would land between two different picks.
 
     Returns:
         coords (B, K, d) in heatmap cells, scores (B, K).
     """
-    coords, scores = decode_logits(logits, method, dark_sigma)
-    if flipped_logits is not None:
-        if flip_perm is None:
-            raise ValueError("flip test needs flip_perm (the skeleton's left/right permutation)")
-        w = logits.shape[-1]
-        cf, sf = decode_logits(flipped_logits, method, dark_sigma)
-        perm = torch.as_tensor(list(flip_perm), device=cf.device)
-        cf = cf[:, perm].clone()
-        sf = sf[:, perm]
-        cf[..., 0] = (w - 1) - cf[..., 0]
-        coords = 0.5 * (coords + cf)
-        scores = 0.5 * (scores + sf)
-    return coords, scores
+    if flipped_logits is None:
+        return decode_logits(logits, method, dark_sigma)
+    if flip_perm is None:
+        raise ValueError("flip test needs flip_perm (the skeleton's left/right permutation)")
+    perm = torch.as_tensor(list(flip_perm), device=flipped_logits.device)
+    back = flipped_logits[:, perm].flip(-1)
+    if method in LOGIT_METHODS:
+        mean = torch.logaddexp(spatial_log_softmax(logits), spatial_log_softmax(back)) - math.log(2.0)
+    else:
+        mean = 0.5 * (logits.float() + back.float())
+    return decode_logits(mean, method, dark_sigma)
 
 
 def predict_cells(
