@@ -4,6 +4,7 @@
     python benchmarks/bench_train.py --layouts [--quick]
     python benchmarks/bench_train.py --precision [--quick]
     python benchmarks/bench_train.py --memory [--threads 1] [--quick]
+    python benchmarks/bench_train.py --recipes [--quick]
 
 Measures, for the default demo model ("tiny", 64x64 input) and the paper-sized ResNet-50 at
 256x192 (H x W):
@@ -32,6 +33,13 @@ for ``configs/synthetic_2d.yaml`` and ``configs/synthetic_3d.yaml``, channels-la
 ``train.keep_freed_memory`` (``engine.train.keep_freed_memory``: glibc keeps freed blocks for
 reuse). The setting is process-wide, so every measurement runs in a fresh spawned process, the two
 settings alternating in rounds; it prints the median images/s of each and their ratio.
+
+``--recipes`` measures what the training loss costs: the engine's step (``PoseLightningModule``:
+the demo's network, ``compute_loss`` with its targets, Adam) for the demo's integral recipe (L1 +
+JS), the same with the cross-entropy map loss (``train.regularizer: ce``) and the heatmap
+baseline (MSE on Gaussians rendered per batch), one thread, channels-last, ``train.precision:
+auto``, ``train.keep_freed_memory`` on, on random images. The recipes alternate in rounds in one
+process; it prints each one's median images/s and its ratio to the first.
 """
 from __future__ import annotations
 
@@ -179,7 +187,7 @@ def bench_precision(rounds: int, steps: int) -> dict:
 def _memory_worker(config: str, keep: bool, threads: int, steps: int, results) -> None:
     from integral_pose.engine.config import load_config
     from integral_pose.engine.module import PoseLightningModule
-    from integral_pose.engine.train import _precision, keep_freed_memory
+    from integral_pose.engine.train import keep_freed_memory, resolve_precision
 
     torch.set_num_threads(threads)
     if keep:
@@ -191,7 +199,7 @@ def _memory_worker(config: str, keep: bool, threads: int, steps: int, results) -
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     w, h = cfg["data"]["input_size"]
     x = torch.rand(cfg["data"]["batch_size"], 3, h, w)
-    bf16 = _precision(cfg) == "bf16-mixed"
+    bf16 = resolve_precision(cfg) == "bf16-mixed"
     with torch.no_grad():
         size = model(x[:1]).shape[2:]
     target = torch.rand(x.shape[0], 17, len(size)) * (torch.tensor(list(reversed(size))) - 1)
@@ -206,6 +214,57 @@ def _memory_worker(config: str, keep: bool, threads: int, steps: int, results) -
         opt.step()
 
     results.put(x.shape[0] / statistics.median(_timeit(step, warmup=3, reps=steps)))
+
+
+RECIPES = {
+    "integral, L1 + JS (the demo)": [],
+    "integral, L1 + CE": ["train.regularizer=ce"],
+    "heatmap, MSE": ["train.mode=heatmap"],
+}
+
+
+def bench_recipes(rounds: int, steps: int) -> dict:
+    """The demo's training step for each of :data:`RECIPES`, alternating ``rounds`` times (1 thread)."""
+    from integral_pose.engine.config import load_config
+    from integral_pose.engine.module import PoseLightningModule
+    from integral_pose.engine.train import keep_freed_memory, resolve_precision
+
+    torch.set_num_threads(1)
+    keep_freed_memory()
+    load_before = os.getloadavg()
+    steps_by = {}
+    for name, overrides in RECIPES.items():
+        cfg = load_config(None, overrides)
+        torch.manual_seed(0)
+        module = PoseLightningModule(cfg, 17, "h36m17")
+        model = module.model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        w, h = cfg["data"]["input_size"]
+        x = torch.rand(cfg["data"]["batch_size"], 3, h, w)
+        bf16 = resolve_precision(cfg) == "bf16-mixed"
+        with torch.no_grad():
+            size = model(x[:1]).shape[2:]
+        batch = {"target": torch.rand(x.shape[0], 17, 2) * (torch.tensor(list(reversed(size))) - 1),
+                 "target_weight": torch.ones(x.shape[0], 17, 2)}
+        mode = cfg["train"]["mode"]
+
+        def step(model=model, module=module, opt=opt, x=x, batch=batch, mode=mode, bf16=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+            loss, _ = module.compute_loss(logits, batch, mode)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps_by[name] = (step, x.shape[0])
+    speeds: dict[str, list[float]] = {name: [] for name in RECIPES}
+    for r in range(rounds):
+        for name, (step, batch_size) in steps_by.items():
+            speeds[name].append(batch_size / statistics.median(_timeit(step, warmup=3, reps=steps)))
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {v[-1]:.0f} img/s" for n, v in speeds.items()), flush=True)
+    med = {name: statistics.median(v) for name, v in speeds.items()}
+    return {"cpu": _cpu_name(), "torch": torch.__version__, "img_s": med, "rounds": speeds,
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
 
 
 def bench_memory(threads: int, rounds: int, steps: int) -> list[dict]:
@@ -241,7 +300,18 @@ def main() -> None:
     ap.add_argument("--layouts", action="store_true", help="processes x threads x memory format for the demo model")
     ap.add_argument("--precision", action="store_true", help="demo model, 1 thread: fp32 vs CPU bf16 autocast side by side")
     ap.add_argument("--memory", action="store_true", help="the engine's 2D and 3D training steps with and without train.keep_freed_memory")
+    ap.add_argument("--recipes", action="store_true", help="the demo's training step per loss recipe, 1 thread, side by side")
     args = ap.parse_args()
+    if args.recipes:
+        r = bench_recipes(rounds=2 if args.quick else 7, steps=10 if args.quick else 30)
+        print(f"\n{r['cpu']}, torch {r['torch']}, 1 thread, channels-last, train.precision auto, keep_freed_memory; "
+              f"load average before {r['loadavg_before'][0]:.2f}, after {r['loadavg_after'][0]:.2f}\n")
+        print("| recipe | train img/s (median of rounds) | ratio to the first | rounds |")
+        print("| --- | ---: | ---: | --- |")
+        first = next(iter(r["img_s"].values()))
+        for name, v in r["img_s"].items():
+            print(f"| {name} | {v:.0f} | {v / first:.2f}x | " + ", ".join(f"{x:.0f}" for x in r["rounds"][name]) + " |")
+        return
     if args.memory:
         rows = bench_memory(args.threads, rounds=2 if args.quick else 5, steps=10 if args.quick else 30)
         print(f"\n{_cpu_name()}, torch {torch.__version__}, {args.threads} thread(s), channels-last, train.precision auto\n")

@@ -107,7 +107,7 @@ def markdown_table(rows: list[dict]) -> str:
     """The rows of a ``--out`` file as a markdown table: PCK and mean error of every readout."""
     pck = next(k for k in rows[0] if k.startswith("pck@"))
     readouts = ("integral", "integral_debiased", "integral_local", "argmax", "dark")
-    head = ["run", "trained readout"] + [f"{r} {pck} / px" for r in readouts] + ["final loss", "steps", "epochs", "s", "load avg (1 min, before/after)"]
+    head = ["run", "primary readout"] + [f"{r} {pck} / px" for r in readouts] + ["final loss", "steps", "epochs", "s", "load avg (1 min, before/after)"]
     lines = ["| " + " | ".join(head) + " |", "| --- | --- | " + " | ".join(["---:"] * (len(head) - 2)) + " |"]
     for r in rows:
         cells = [r["name"], r.get("decoder", "integral")]

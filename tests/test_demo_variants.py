@@ -29,10 +29,10 @@ def test_runs_trains_and_appends_one_json_row(tmp_path):
     for r in rows[:3]:
         assert r["steps"] > 0 and 0.0 <= r["pck@0.2"] <= 100.0 and r["mean_error_px"] > 0
     assert rows[1]["params"] != rows[0]["params"]  # the skip head is a different network
-    # every readout: the logit readouts (the trained one first) and the heatmap decoders on the same maps
-    assert rows[0]["decoder"] == "integral" and list(rows[0]["by_decoder"]) == [
-        "integral", "integral_debiased", "integral_local", "argmax", "dark"]
-    assert rows[0]["by_decoder"]["integral"]["pck@0.2"] == rows[0]["pck@0.2"]
+    # every readout: the logit readouts and the heatmap decoders on the same maps
+    assert rows[0]["decoder"] == "integral_local" and list(rows[0]["by_decoder"]) == [
+        "integral_local", "integral", "integral_debiased", "argmax", "dark"]  # eval.integral_decoder first
+    assert rows[0]["by_decoder"]["integral_local"]["pck@0.2"] == rows[0]["pck@0.2"]
     # a heatmap model, a fixed number of steps, bf16 autocast
     assert rows[2]["steps"] == 5 and rows[2]["precision"] == "bf16-mixed"
     assert rows[2]["decoder"] == "argmax" and list(rows[2]["by_decoder"]) == ["argmax", "dark"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from integral_pose.commands.train import format_table
-from integral_pose.engine.config import load_config
+from integral_pose.engine.config import ConfigError, load_config
 from integral_pose.engine.evaluate import coco_metrics, decoders_for_mode, evaluate_model
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import build_model_from_config
@@ -49,9 +49,13 @@ def test_pck_key_and_the_table_follow_the_threshold():
 
 def test_integral_models_are_evaluated_with_every_logit_readout():
     cfg = load_config(None)
-    assert decoders_for_mode(cfg) == list(LOGIT_METHODS)  # plain soft-argmax first: the one trained through
+    assert decoders_for_mode(cfg) == ["integral_local", "integral", "integral_debiased"]  # eval.integral_decoder first
+    cfg["eval"]["integral_decoder"] = None  # then the one the loss trains through
+    assert decoders_for_mode(cfg) == list(LOGIT_METHODS)
     cfg["train"]["integral_readout"] = "debiased"
     assert decoders_for_mode(cfg) == ["integral_debiased", "integral", "integral_local"]
+    with pytest.raises(ConfigError, match="eval.integral_decoder = 'dark'"):
+        load_config(None, ["eval.integral_decoder=dark"])
     cfg["train"]["mode"] = "heatmap_then_integral"
     assert set(decoders_for_mode(cfg)) == set(LOGIT_METHODS)
     cfg["train"]["mode"] = "heatmap"
@@ -83,10 +87,11 @@ def test_evaluate_model_adds_coco_ap_for_coco_data(tmp_path):
     torch.manual_seed(0)
     model = build_model_from_config(cfg, 17)
     m = evaluate_model(model, ds, cfg, "coco17")
-    assert list(m["by_decoder"]) == list(LOGIT_METHODS) and m["decoder"] == "integral"
+    # every logit readout, eval.integral_decoder (the built-in integral_local) first
+    assert sorted(m["by_decoder"]) == sorted(LOGIT_METHODS) and m["decoder"] == "integral_local" == next(iter(m["by_decoder"]))
     for metrics in m["by_decoder"].values():
         assert 0.0 <= metrics["coco_ap"] <= 1.0 and "pck@0.1" in metrics and "pck@0.2" not in metrics
-    assert m["pck_threshold"] == 0.1 and m["coco_ap"] == m["by_decoder"]["integral"]["coco_ap"]
+    assert m["pck_threshold"] == 0.1 and m["coco_ap"] == m["by_decoder"]["integral_local"]["coco_ap"]
 
 
 # ------------------------------------------------------------------ one loop for every readout

@@ -386,9 +386,9 @@ def test_cpu_precision_auto_is_bf16_only_where_the_cpu_has_native_bf16(tmp_path,
     cfg = load_config(None, ["train.accelerator=cpu"])
     for flags, expected in (({"avx2", "amx_bf16"}, "bf16-mixed"), ({"avx2"}, "32-true")):
         monkeypatch.setattr(train_mod, "cpu_flags", lambda flags=flags: frozenset(flags))
-        assert train_mod._precision(cfg) == expected
+        assert train_mod.resolve_precision(cfg) == expected
     cfg["train"]["precision"] = "32-true"  # an explicit choice is kept
-    assert train_mod._precision(cfg) == "32-true"
+    assert train_mod.resolve_precision(cfg) == "32-true"
 
 
 def test_keep_freed_memory_serves_freed_tensors_without_new_page_faults():

@@ -167,10 +167,12 @@ def coco_run(tmp_path_factory):
 def test_predict_people_equals_the_evaluation_path(coco_run):
     """Each dataset person, predicted from its image and COCO box, gets the joints evaluate scores."""
     model, cfg, skeleton = load_checkpoint(coco_run)
+    decoder = cfg["eval"]["integral_decoder"]  # predict reads with the run's first readout
+    assert decoder == "integral_local"
     val = build_dataset(cfg, "val")
     perm = flip_permutation(skeleton).tolist()
     batch = default_collate([val[i] for i in range(len(val))])
-    col = collect_predictions(model, [batch], tuple(cfg["data"]["input_size"]), ["integral"], perm,
+    col = collect_predictions(model, [batch], tuple(cfg["data"]["input_size"]), [decoder], perm,
                               dark_sigma=float(cfg["data"]["heatmap_sigma"]))
     by_image: dict[str, list[int]] = {}
     for i, r in enumerate(val.records):
@@ -180,12 +182,12 @@ def test_predict_people_equals_the_evaluation_path(coco_run):
         rgb = cv2.cvtColor(cv2.imread(file), cv2.COLOR_BGR2RGB)
         boxes = np.stack([to_coco_box(val.records[i]["bbox"]) for i in idx])  # the file's COCO boxes
         res = predict_people(model, rgb, boxes, cfg, skeleton, flip_test=True, batch_size=3)
-        np.testing.assert_allclose(res["joints"], col["pred"]["integral"][idx], atol=1e-3)
-        np.testing.assert_allclose(res["scores"], col["scores"]["integral"][idx], atol=1e-5)
-        assert res["decoder"] == "integral" and res["depth"] == "none" and "depth_mm" not in res
+        np.testing.assert_allclose(res["joints"], col["pred"][decoder][idx], atol=1e-3)
+        np.testing.assert_allclose(res["scores"], col["scores"][decoder][idx], atol=1e-5)
+        assert res["decoder"] == decoder and res["depth"] == "none" and "depth_mm" not in res
     # without the flip test the joints differ (the flip test is really applied above)
     one = predict_people(model, rgb, boxes[:1], cfg, skeleton, flip_test=False)
-    assert not np.allclose(one["joints"], col["pred"]["integral"][idx[:1]], atol=1e-3)
+    assert not np.allclose(one["joints"], col["pred"][decoder][idx[:1]], atol=1e-3)
 
 
 @needs_coco

@@ -23,7 +23,7 @@ import yaml
 from integral_pose.files import UserError, atomic_write_text
 from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, READOUTS, REGULARIZERS
 from integral_pose.models import list_models
-from integral_pose.ops.decoders import DECODE_METHODS
+from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
 
 __all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "ConfigError", "schema_markdown"]
 
@@ -112,6 +112,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     # evaluation
     ("eval.flip_test", True, "Flip test: decode the mean of the maps of the image and of its mirror image (mapped back, joints swapped)."),
     ("eval.decoders", ["argmax", "dark"], "Heatmap modes: readouts evaluated (" + ", ".join(DECODE_METHODS) + ")."),
+    ("eval.integral_decoder", "integral_local", "Integral modes: the readout listed first, in the tables and metrics.json, and used by predict: integral | integral_debiased | integral_local (ops.decoders; every one is evaluated); null = the one train.integral_readout trains through. The demo's maps read best with integral_local (benchmarks/RESULTS.md)."),
     ("eval.pck_threshold", 0.2, "PCK threshold, a fraction of the torso diameter."),
     ("eval.batch_size", 64, "Evaluation batch size."),
 ]
@@ -345,6 +346,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
     steps = flat["train.lr_steps"]
     if not (isinstance(steps, (list, tuple)) and all(_is_number(s, True) and s >= 0 for s in steps)):
         raise ConfigError(f"train.lr_steps = {steps!r}: expected a list of epochs (integers >= 0), e.g. [6, 7]")
+    decoder = flat["eval.integral_decoder"]
+    if decoder is not None and decoder not in LOGIT_METHODS:
+        raise ConfigError(f"eval.integral_decoder = {decoder!r}: expected one of {', '.join(LOGIT_METHODS)} or null"
+                          f"{_closest(decoder, LOGIT_METHODS)}")
     for key, valid in (("train.compare_modes", _CHOICES["train.mode"]), ("eval.decoders", DECODE_METHODS)):
         entries = flat[key]
         if entries is None:

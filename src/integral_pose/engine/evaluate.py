@@ -35,18 +35,20 @@ def decoders_for_mode(cfg: dict[str, Any]) -> list[str]:
     """Readouts a run is evaluated with, the primary one first.
 
     Heatmap training: ``eval.decoders``. Integral training: every logit readout
-    (``ops.decoders.LOGIT_METHODS``), led by the one the loss trained through
-    (``train.integral_readout``, by ``losses.READOUT_DECODERS``: plain -> "integral", debiased ->
-    "integral_debiased", local -> "integral_local").
+    (``ops.decoders.LOGIT_METHODS``), led by ``eval.integral_decoder``, or where that is null by the
+    one the loss trained through (``train.integral_readout``, by ``losses.READOUT_DECODERS``: plain
+    -> "integral", debiased -> "integral_debiased", local -> "integral_local").
 
     Example:
         >>> decoders_for_mode({"train": {"mode": "integral", "integral_readout": "debiased"}, "eval": {}})
         ['integral_debiased', 'integral', 'integral_local']
+        >>> decoders_for_mode({"train": {"mode": "integral"}, "eval": {"integral_decoder": "integral_local"}})
+        ['integral_local', 'integral', 'integral_debiased']
     """
     mode = cfg["train"]["mode"]
     if mode == "heatmap":
         return list(cfg["eval"]["decoders"] or ["argmax"])
-    primary = READOUT_DECODERS[cfg["train"].get("integral_readout") or "plain"]
+    primary = cfg["eval"].get("integral_decoder") or READOUT_DECODERS[cfg["train"].get("integral_readout") or "plain"]
     return [primary] + [m for m in LOGIT_METHODS if m != primary]
 
 

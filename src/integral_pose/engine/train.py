@@ -48,7 +48,7 @@ from integral_pose.files import UserError, atomic_write_text
 from integral_pose.skeletons import get_skeleton
 
 __all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resume", "config_differences", "on_gpu", "launched_rank_zero",
-           "RUNTIME_KEYS"]
+           "resolve_precision", "keep_freed_memory", "RUNTIME_KEYS"]
 
 # Keys that say how a run uses this machine, not what it trains: a resumed run may change them
 # (another thread count, no progress bar in a log file, side by side or not, how many epoch
@@ -116,9 +116,14 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
-def _precision(cfg: dict[str, Any]) -> str:
+def resolve_precision(cfg: dict[str, Any]) -> str:
     """``train.precision`` -> a Lightning precision string. "auto": bf16-mixed on GPUs that support it
-    (else 16-mixed), bf16-mixed (autocast) on CPUs with native bf16 math, else 32-true."""
+    (else 16-mixed), bf16-mixed (autocast) on CPUs with native bf16 math, else 32-true.
+
+    Example:
+        >>> resolve_precision({"train": {"precision": "32-true"}})
+        '32-true'
+    """
     p = cfg["train"]["precision"]
     if p != "auto":
         return str(p)
@@ -342,7 +347,7 @@ def run_training(
         devices=t["devices"],
         num_nodes=t["num_nodes"],
         strategy=t["strategy"],
-        precision=_precision(cfg),
+        precision=resolve_precision(cfg),
         max_epochs=t["max_epochs"],
         max_steps=t["max_steps"],
         max_time={"seconds": float(t["max_time_s"])} if t["max_time_s"] else None,
