@@ -184,17 +184,15 @@ def bench_precision(rounds: int, steps: int) -> dict:
             "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
 
 
-def _memory_worker(config: str, keep: bool, threads: int, steps: int, results) -> None:
-    from integral_pose.engine.config import load_config
+def _engine_step(cfg: dict) -> tuple:
+    """The engine's training step for ``cfg`` on random images: ``PoseLightningModule``'s network
+    (channels-last) and ``compute_loss`` in ``train.mode``, Adam, the precision ``train.precision``
+    resolves to. Returns (step function, images per step)."""
     from integral_pose.engine.module import PoseLightningModule
-    from integral_pose.engine.train import keep_freed_memory, resolve_precision
+    from integral_pose.engine.train import resolve_precision
 
-    torch.set_num_threads(threads)
-    if keep:
-        keep_freed_memory()
     torch.manual_seed(0)
-    cfg = load_config(config)
-    module = PoseLightningModule(cfg, 17, "h36m" if cfg["model"]["depth_bins"] else "coco")
+    module = PoseLightningModule(cfg, 17, "h36m17")
     model = module.model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     w, h = cfg["data"]["input_size"]
@@ -202,18 +200,30 @@ def _memory_worker(config: str, keep: bool, threads: int, steps: int, results) -
     bf16 = resolve_precision(cfg) == "bf16-mixed"
     with torch.no_grad():
         size = model(x[:1]).shape[2:]
-    target = torch.rand(x.shape[0], 17, len(size)) * (torch.tensor(list(reversed(size))) - 1)
-    weight = torch.ones(x.shape[0], 17, len(size))
+    batch = {"target": torch.rand(x.shape[0], 17, len(size)) * (torch.tensor(list(reversed(size))) - 1),
+             "target_weight": torch.ones(x.shape[0], 17, len(size))}
+    mode = cfg["train"]["mode"]
 
-    def step():
+    def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
-        loss, _ = module.compute_loss(logits, {"target": target, "target_weight": weight}, "integral")
+        loss, _ = module.compute_loss(logits, batch, mode)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    results.put(x.shape[0] / statistics.median(_timeit(step, warmup=3, reps=steps)))
+    return step, x.shape[0]
+
+
+def _memory_worker(config: str, keep: bool, threads: int, steps: int, results) -> None:
+    from integral_pose.engine.config import load_config
+    from integral_pose.engine.train import keep_freed_memory
+
+    torch.set_num_threads(threads)
+    if keep:
+        keep_freed_memory()
+    step, batch_size = _engine_step(load_config(config))
+    results.put(batch_size / statistics.median(_timeit(step, warmup=3, reps=steps)))
 
 
 RECIPES = {
@@ -226,37 +236,12 @@ RECIPES = {
 def bench_recipes(rounds: int, steps: int) -> dict:
     """The demo's training step for each of :data:`RECIPES`, alternating ``rounds`` times (1 thread)."""
     from integral_pose.engine.config import load_config
-    from integral_pose.engine.module import PoseLightningModule
-    from integral_pose.engine.train import keep_freed_memory, resolve_precision
+    from integral_pose.engine.train import keep_freed_memory
 
     torch.set_num_threads(1)
     keep_freed_memory()
     load_before = os.getloadavg()
-    steps_by = {}
-    for name, overrides in RECIPES.items():
-        cfg = load_config(None, overrides)
-        torch.manual_seed(0)
-        module = PoseLightningModule(cfg, 17, "h36m17")
-        model = module.model.to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), 1e-3)
-        w, h = cfg["data"]["input_size"]
-        x = torch.rand(cfg["data"]["batch_size"], 3, h, w)
-        bf16 = resolve_precision(cfg) == "bf16-mixed"
-        with torch.no_grad():
-            size = model(x[:1]).shape[2:]
-        batch = {"target": torch.rand(x.shape[0], 17, 2) * (torch.tensor(list(reversed(size))) - 1),
-                 "target_weight": torch.ones(x.shape[0], 17, 2)}
-        mode = cfg["train"]["mode"]
-
-        def step(model=model, module=module, opt=opt, x=x, batch=batch, mode=mode, bf16=bf16):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = model(x)
-            loss, _ = module.compute_loss(logits, batch, mode)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        steps_by[name] = (step, x.shape[0])
+    steps_by = {name: _engine_step(load_config(None, overrides)) for name, overrides in RECIPES.items()}
     speeds: dict[str, list[float]] = {name: [] for name in RECIPES}
     for r in range(rounds):
         for name, (step, batch_size) in steps_by.items():
@@ -292,6 +277,18 @@ def bench_memory(threads: int, rounds: int, steps: int) -> list[dict]:
     return rows
 
 
+def _print_alternating(r: dict, label: str, setting: str) -> None:
+    """The markdown table of a side-by-side measurement (``bench_precision``, ``bench_recipes``):
+    each variant's median images/s, its ratio to the first variant and every round."""
+    print(f"\n{r['cpu']}, torch {r['torch']}, {setting}; "
+          f"load average before {r['loadavg_before'][0]:.2f}, after {r['loadavg_after'][0]:.2f}\n")
+    print(f"| {label} | train img/s (median of rounds) | ratio to the first | rounds |")
+    print("| --- | ---: | ---: | --- |")
+    first = next(iter(r["img_s"].values()))
+    for name, v in r["img_s"].items():
+        print(f"| {name} | {v:.0f} | {v / first:.2f}x | " + ", ".join(f"{x:.0f}" for x in r["rounds"][name]) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -304,13 +301,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.recipes:
         r = bench_recipes(rounds=2 if args.quick else 7, steps=10 if args.quick else 30)
-        print(f"\n{r['cpu']}, torch {r['torch']}, 1 thread, channels-last, train.precision auto, keep_freed_memory; "
-              f"load average before {r['loadavg_before'][0]:.2f}, after {r['loadavg_after'][0]:.2f}\n")
-        print("| recipe | train img/s (median of rounds) | ratio to the first | rounds |")
-        print("| --- | ---: | ---: | --- |")
-        first = next(iter(r["img_s"].values()))
-        for name, v in r["img_s"].items():
-            print(f"| {name} | {v:.0f} | {v / first:.2f}x | " + ", ".join(f"{x:.0f}" for x in r["rounds"][name]) + " |")
+        _print_alternating(r, "recipe", "1 thread, channels-last, train.precision auto, keep_freed_memory")
         return
     if args.memory:
         rows = bench_memory(args.threads, rounds=2 if args.quick else 5, steps=10 if args.quick else 30)
@@ -323,13 +314,7 @@ def main() -> None:
         return
     if args.precision:
         r = bench_precision(rounds=3 if args.quick else 7, steps=10 if args.quick else 30)
-        print(f"\n{r['cpu']}, torch {r['torch']}, 1 thread, channels-last, batch 32; CPU flags {r['bf16_flags']}; "
-              f"load average before {r['loadavg_before'][0]:.2f}, after {r['loadavg_after'][0]:.2f}\n")
-        print("| precision | train img/s (median of rounds) | rounds |")
-        print("| --- | ---: | --- |")
-        for name, v in r["img_s"].items():
-            print(f"| {name} | {v:.0f} | " + ", ".join(f"{x:.0f}" for x in r["rounds"][name]) + " |")
-        print(f"\nbf16-mixed / fp32 = {r['ratio_bf16_over_fp32']:.2f}x")
+        _print_alternating(r, "precision", f"1 thread, channels-last, batch 32; CPU flags {r['bf16_flags']}")
         return
     if args.layouts:
         rows = bench_layouts(steps=10 if args.quick else 40)
