@@ -271,7 +271,7 @@ PINNED: dict[str, dict[str, Any]] = {
               # machine at a fixed thread count either way
               "precision": "auto",
               "val_every_n_epochs": 0, "checkpoint_every_n_steps": 0, "channels_last": True},
-    "eval": {"pck_threshold": 0.2, "batch_size": 64},
+    "eval": {"pck_threshold": 0.2, "batch_size": 64, "integral_decoder": None},
 }
 PCK = pck_key(PINNED["eval"]["pck_threshold"])  # the metrics key of the study's PCK
 
