@@ -6,7 +6,6 @@ DataLoader, so the path from a checkpoint to a number can be read in one sitting
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -16,8 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from integral_pose.ops.coordinates import depth_cells_to_mm
-from integral_pose.ops.decoders import LOGIT_METHODS, decode, spread
-from integral_pose.ops.soft_argmax import spatial_log_softmax
+from integral_pose.ops.decoders import decode, spread
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
 __all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "Readout", "model_readout",
@@ -68,10 +66,10 @@ def decode_with_flip(
     grids), so it is mapped back by flipping its last axis and swapping left/right joints by
     ``flip_perm``; no half-pixel shift is needed. Then the two maps are averaged before decoding,
     as Simple Baselines and HRNet average heatmaps: score maps (argmax, DARK) as they are, logits
-    as distributions (the log of the mean of the two softmaxes). For the plain soft-argmax this
-    equals averaging the two coordinates (the expectation is linear); for the readouts that pick
-    a mode (argmax, DARK, integral_local) it picks the mode of both views together, where averaging
-    coordinates would land between two different picks.
+    as logits, so the distribution read is the normalised product of the two (each view's evidence
+    counts, and a mode only one view sees is damped). A readout that picks a mode (argmax, DARK,
+    integral_local) then picks the one both views agree on, where averaging two decoded coordinates
+    would land between two different picks.
 
     Returns:
         coords (B, K, d) in heatmap cells, scores (B, K).
@@ -82,11 +80,7 @@ def decode_with_flip(
         raise ValueError("flip test needs flip_perm (the skeleton's left/right permutation)")
     perm = torch.as_tensor(list(flip_perm), device=flipped_logits.device)
     back = flipped_logits[:, perm].flip(-1)
-    if method in LOGIT_METHODS:
-        mean = torch.logaddexp(spatial_log_softmax(logits), spatial_log_softmax(back)) - math.log(2.0)
-    else:
-        mean = 0.5 * (logits.float() + back.float())
-    return decode_logits(mean, method, dark_sigma)
+    return decode_logits(0.5 * (logits.float() + back.float()), method, dark_sigma)
 
 
 def predict_cells(
