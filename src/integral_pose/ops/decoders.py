@@ -194,23 +194,36 @@ def _integral_scores(probs: Tensor) -> Tensor:
 def _decode_integral_local(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]:
     """Soft-argmax of the softmax restricted to a window around the most probable cell, half-width
     ``max(2, 3 sigma0)`` cells per axis (``sigma0`` from the half-maximum region, as for
-    integral_debiased); score as for "integral"."""
+    integral_debiased); score as for "integral". Memory: a few (B, K, *S) maps, like the plain
+    readout (the window is a box, applied one axis at a time)."""
     size = tuple(logits.shape[2:])
     d = len(size)
-    probs = torch.softmax((logits * beta).flatten(2), -1)  # (B, K, N)
-    peak = probs.amax(-1, keepdim=True)
-    mode = _unravel(probs.argmax(-1), size).to(probs.dtype)  # (B, K, d)
-    sigma0 = ((probs >= 0.5 * peak).sum(-1).to(probs.dtype) / _HALF_MAX_VOLUME[d]) ** (1.0 / d)
+    b_, k_ = logits.shape[:2]
+    flat = torch.softmax((logits * beta).flatten(2), -1)  # (B, K, N)
+    peak = flat.amax(-1, keepdim=True)
+    mode = _unravel(flat.argmax(-1), size).to(flat.dtype)  # (B, K, d)
+    sigma0 = ((flat >= 0.5 * peak).sum(-1).to(flat.dtype) / _HALF_MAX_VOLUME[d]) ** (1.0 / d)
     half = (_LOCAL_SIGMAS * sigma0).clamp(min=float(_SCORE_WINDOW))  # (B, K)
-    grids = torch.meshgrid(*[torch.arange(n, dtype=probs.dtype, device=probs.device) for n in size], indexing="ij")
-    cells = torch.stack([g.flatten() for g in reversed(grids)], -1)  # (N, d) ordered (x, y[, z])
-    inside = ((cells - mode[..., None, :]).abs() <= half[..., None, None]).all(-1)  # (B, K, N)
-    w = probs * inside
-    coords = (w[..., None] * cells).sum(-2) / w.sum(-1, keepdim=True)
+    probs = flat.view_as(logits)
+    grids = [torch.arange(size[-1 - a], dtype=flat.dtype, device=flat.device) for a in range(d)]
+    window = probs
+    for a in range(d):  # axis a = 0 (x) is the last dim
+        view = [b_, k_] + [1] * d
+        view[2 + d - 1 - a] = size[-1 - a]
+        inside = ((grids[a] - mode[..., a, None]).abs() <= half[..., None]).to(flat.dtype)  # (B, K, n_a)
+        window = window * inside.view(view)
+    mass = window.flatten(2).sum(-1)
+    coords = []
+    for a in range(d):
+        axis = 2 + d - 1 - a
+        others = [dd for dd in range(2, 2 + d) if dd != axis]
+        marginal = window.sum(dim=others) if others else window
+        coords.append((marginal * grids[a]).sum(-1) / mass)
+    coords = torch.stack(coords, -1)
     # A constant map has no mode (argmax would pick cell 0): its expectation, the map centre.
-    flat = peak.squeeze(-1) == probs.amin(-1)
-    coords = torch.where(flat[..., None], soft_argmax(logits, beta), coords)
-    return coords, _integral_scores(probs.view_as(logits))
+    constant = peak.squeeze(-1) == flat.amin(-1)
+    coords = torch.where(constant[..., None], soft_argmax(logits, beta), coords)
+    return coords, _integral_scores(probs)
 
 
 def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple[Tensor, Tensor, Tensor]:
