@@ -10,7 +10,7 @@ Recipes (docs/training.md, "Integral recipes"), each an argument of :class:`Comb
   background- and border-corrected expectation (``ops.decoders``'s ``integral_debiased``) with the
   target instead of the plain soft-argmax;
 - combined supervision: ``heatmap_weight`` adds heatmap MSE on Gaussian targets, ``js_weight`` the
-  DSNT divergence (``regularizer`` "js", "kl" or "ce", or the cross-entropy "ce") towards a Gaussian of std ``sigma`` cells;
+  DSNT divergence (``regularizer`` "js" or "kl", or the cross-entropy "ce") towards a Gaussian of std ``sigma`` cells;
 - uncertainty-aware coordinates (the simplest form of RLE, Li et al., ICCV 2021): ``coord_kind``
   "laplace_nll" / "gaussian_nll" with a per-joint, per-axis scale from the map's spread
   (``ops.decoders.spread``), optionally times a learned per-joint factor (``nll_scale="learned"``).

@@ -35,6 +35,7 @@ DECODE_LABELS = {"argmax": "argmax", "argmax_quarter": "argmax + 1/4 shift", "da
 
 _SCORE_WINDOW = 2  # integral scores: probability mass within +-2 cells of the mode (a 5^d window)
 _LOCAL_SIGMAS = 3.0  # integral_local's window: +-max(2, 3 sigma0) cells around the mode
+_HALF_MAX_VOLUME = {1: 2 * 1.1774, 2: math.pi * 1.1774**2, 3: 4 / 3 * math.pi * 1.1774**3}  # per sigma^d
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -191,6 +192,12 @@ def _integral_scores(probs: Tensor) -> Tensor:
     return window.flatten(2).sum(-1)
 
 
+def _half_max_width(w: Tensor, peak: Tensor, d: int) -> Tensor:
+    """(B, K) width sigma0 in cells of each map ``w`` (B, K, N) from its cells above half its ``peak``
+    (B, K, 1): a Gaussian's cells above half its peak fill a ball of radius 1.1774 sigma."""
+    return ((w >= 0.5 * peak).sum(-1).to(w.dtype) / _HALF_MAX_VOLUME[d]) ** (1.0 / d)
+
+
 def _decode_integral_local(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]:
     """Soft-argmax of the softmax restricted to a window around the most probable cell, half-width
     ``max(2, 3 sigma0)`` cells per axis (``sigma0`` from the half-maximum region, as for
@@ -202,8 +209,7 @@ def _decode_integral_local(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]
     flat = torch.softmax((logits * beta).flatten(2), -1)  # (B, K, N)
     peak = flat.amax(-1, keepdim=True)
     mode = _unravel(flat.argmax(-1), size).to(flat.dtype)  # (B, K, d)
-    sigma0 = ((flat >= 0.5 * peak).sum(-1).to(flat.dtype) / _HALF_MAX_VOLUME[d]) ** (1.0 / d)
-    half = (_LOCAL_SIGMAS * sigma0).clamp(min=float(_SCORE_WINDOW))  # (B, K)
+    half = (_LOCAL_SIGMAS * _half_max_width(flat, peak, d)).clamp(min=float(_SCORE_WINDOW))  # (B, K)
     probs = flat.view_as(logits)
     grids = [torch.arange(size[-1 - a], dtype=flat.dtype, device=flat.device) for a in range(d)]
     window = probs
@@ -303,7 +309,6 @@ def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple
 
 _WINDOW_SIGMAS = 6.0  # fitting window: +-(6 sigma + 1) cells around the estimate
 _WINDOW_PASSES = 2
-_HALF_MAX_VOLUME = {1: 2 * 1.1774, 2: math.pi * 1.1774**2, 3: 4 / 3 * math.pi * 1.1774**3}  # per sigma^d
 
 
 def _decode_integral_debiased(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]:
@@ -316,10 +321,9 @@ def _decode_integral_debiased(logits: Tensor, beta: float) -> tuple[Tensor, Tens
     C = w.sum(-1, keepdim=True)
     w_min = w.min(-1).values
     dev = x.device
-    # First window: centred on the mode, sized from the half-maximum region (a Gaussian's cells
-    # above half its peak fill a ball of radius 1.1774 sigma).
+    # First window: centred on the mode, sized from the half-maximum region.
     mode = _unravel(w.argmax(-1), size).to(x.dtype)  # (B, K, d)
-    sigma0 = ((w >= 0.5).sum(-1).to(x.dtype) / _HALF_MAX_VOLUME[d]) ** (1.0 / d)
+    sigma0 = _half_max_width(w, w.new_ones(()), d)  # w's peak is 1
     half = [(_WINDOW_SIGMAS * sigma0).clamp(min=2.0) + 1.0 for _ in range(d)]
     grids = [torch.arange(size[-1 - a], dtype=x.dtype, device=dev) for a in range(d)]
     support = [(grids[a] - mode[..., a, None]).abs() <= half[a][..., None] for a in range(d)]

@@ -50,6 +50,13 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _scaled(logits: Tensor, beta: float) -> Tensor:
+    """Checked ``beta * logits`` in the compute dtype (float32; float64 for float64 input)."""
+    check_logits(logits)
+    x = logits.to(_compute_dtype(logits))
+    return x * beta if beta != 1.0 else x
+
+
 def spatial_softmax(logits: Tensor, beta: float = 1.0) -> Tensor:
     """Softmax of ``beta * logits`` jointly over all spatial dims of each joint's map.
 
@@ -65,12 +72,8 @@ def spatial_softmax(logits: Tensor, beta: float = 1.0) -> Tensor:
         >>> torch.allclose(p.sum((-2, -1)), torch.ones(1, 2))
         True
     """
-    check_logits(logits)
-    x = logits.to(_compute_dtype(logits))
-    if beta != 1.0:
-        x = x * beta
-    flat = x.flatten(2)
-    return torch.softmax(flat, dim=-1).view_as(x)
+    x = _scaled(logits, beta)
+    return torch.softmax(x.flatten(2), dim=-1).view_as(x)
 
 
 def spatial_log_softmax(logits: Tensor, beta: float = 1.0) -> Tensor:
@@ -89,10 +92,7 @@ def spatial_log_softmax(logits: Tensor, beta: float = 1.0) -> Tensor:
         >>> lp.tolist()
         [[[-200.0, 0.0]]]
     """
-    check_logits(logits)
-    x = logits.to(_compute_dtype(logits))
-    if beta != 1.0:
-        x = x * beta
+    x = _scaled(logits, beta)
     return torch.log_softmax(x.flatten(2), dim=-1).view_as(x)
 
 
