@@ -79,11 +79,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["coco5"].write_text(json.dumps({"images": [{"id": 1, "file_name": "1.png", "width": 64, "height": 64}],
                                       "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 30, 50],
                                                        "keypoints": [10, 10, 2] * 5, "num_keypoints": 5}]}))
-    for name in ("full_run", "photos", "nockpt", "changed"):
+    for name in ("full_run", "photos", "nockpt", "changed", "evaluated", "predicted"):
         f[name] = d / name
         f[name].mkdir()
     (f["full_run"] / "config.yaml").write_text("name: earlier\n")
     (f["photos"] / "a.jpg").write_bytes(b"not a run")
+    (f["evaluated"] / "metrics.json").write_text('{"pck@0.2": 0.9}\n')  # an earlier evaluation's (or a training run's)
+    (f["predicted"] / "img.png").write_bytes(b"an earlier prediction")
     (f["nockpt"] / "config.yaml").write_text("name: earlier\n")
     dump_config(load_config(None, TINY_RUN), f["changed"] / "config.yaml")
     (f["changed"] / "checkpoints").mkdir()
@@ -142,6 +144,13 @@ ROWS = [
     ("predict box outside the image", ["predict", "--checkpoint", "{good}", "{image}", "--box", "2000,2000,100,100", "--output",
                                        "{dir}/p"], "lies outside the 640x425 image"),
     ("predict input missing", ["predict", "--checkpoint", "{good}", "{dir}/none.jpg", "--output", "{dir}/p"], "none.jpg' not found"),
+    ("predict output folder holds earlier predictions", ["predict", "--checkpoint", "{good}", "{image}", "--output", "{predicted}"],
+     "--output '{predicted}' already holds img.png (an earlier result); choose another --output, or pass --overwrite"),
+    ("evaluate output folder holds metrics.json", ["evaluate", "--checkpoint", "{good}", "--output", "{evaluated}"],
+     "--output '{evaluated}' already holds metrics.json (an earlier result)"),
+    ("evaluate output folder holds metrics.json (prediction files)",
+     ["evaluate", "--pred", "{pred}", "--gt", "{gt}", "--metric", "pck", "--norm", "bbox", "--output", "{evaluated}"],
+     "--output '{evaluated}' already holds metrics.json (an earlier result)"),
     # checkpoints (evaluate, export; predict loads them the same way)
     ("checkpoint missing", ["evaluate", "--checkpoint", "{dir}/none.ckpt"], "none.ckpt' not found"),
     ("checkpoint is a folder", ["evaluate", "--checkpoint", "{ckpt_dir}"], "is a folder"),

@@ -14,10 +14,11 @@ from torch.utils.data import default_collate
 from integral_pose import soft_argmax
 from integral_pose.cli import main as cli
 from integral_pose.engine.data import build_dataset
-from integral_pose.engine.evaluate import evaluate_checkpoint, load_checkpoint
-from integral_pose.engine.inference import collect_predictions
+from integral_pose.engine.evaluate import evaluate_checkpoint, load_checkpoint, read_predictions
+from integral_pose.engine.inference import collect_predictions, compute_metrics
+from integral_pose.files import UserError
 from integral_pose.metrics.coco import to_coco_box
-from integral_pose.skeletons import flip_permutation
+from integral_pose.skeletons import flip_permutation, get_skeleton
 
 TINY = [
     "model.width=8", "model.head_channels=16", "data.synthetic_image_size=80", "data.synthetic_train=32",
@@ -98,10 +99,24 @@ def test_export_onnx_round_trip(run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_evaluate_checkpoint_writes_metrics(run, tmp_path):
-    m = evaluate_checkpoint(run / "checkpoints" / "last.ckpt", overrides=["eval.flip_test=false"], output=tmp_path)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    m = evaluate_checkpoint(ckpt, overrides=["eval.flip_test=false"], output=tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["pck@0.2"] == pytest.approx(m["pck@0.2"]) and 0.0 <= m["pck@0.2"] <= 1.0
     assert saved["flip_test"] is False
+    # the per-sample predictions come with it, and score the same
+    col = read_predictions(tmp_path / "predictions.npz")
+    _, cfg, skeleton = load_checkpoint(ckpt)
+    again = compute_metrics(col, get_skeleton(skeleton), m["decoder"], cfg["eval"]["pck_threshold"])
+    assert again["pck@0.2"] == pytest.approx(m["pck@0.2"]) and again["mean_error_px"] == pytest.approx(m["mean_error_px"])
+    # an earlier result is kept: the training run's own metrics.json, or this evaluation's
+    for folder in (run, tmp_path):
+        before = {f: (folder / f).read_bytes() for f in ("metrics.json", "predictions.npz")}
+        with pytest.raises(UserError, match="already holds metrics.json, predictions.npz"):
+            evaluate_checkpoint(ckpt, output=folder)
+        assert {f: (folder / f).read_bytes() for f in before} == before
+    flipped = evaluate_checkpoint(ckpt, output=tmp_path, overwrite=True)  # unless told to replace it
+    assert json.loads((tmp_path / "metrics.json").read_text())["flip_test"] is True and flipped["flip_test"] is True
     with pytest.raises(ValueError, match="model keys cannot change"):
         evaluate_checkpoint(run / "checkpoints" / "last.ckpt", overrides=["model.width=16"])
 

@@ -142,13 +142,15 @@ def test_cli_bad_combinations(tmp_path, capsys):
 def test_cli_checkpoint_calls_engine(monkeypatch, capsys):
     calls = {}
 
-    def fake_evaluate_checkpoint(checkpoint, config=None, overrides=(), output=None):
-        calls.update(checkpoint=checkpoint, config=config, overrides=tuple(overrides), output=output)
+    def fake_evaluate_checkpoint(checkpoint, config=None, overrides=(), output=None, overwrite=False):
+        calls.update(checkpoint=checkpoint, config=config, overrides=tuple(overrides), output=output, overwrite=overwrite)
         return {"PCKh": {"Mean": 91.25}, "num_samples": 7}
 
     monkeypatch.setattr(evaluate_command, "evaluate_checkpoint", fake_evaluate_checkpoint)
     # --set accumulates, as in train: every override reaches the engine, in order
     assert run(["--checkpoint", "c.ckpt", "--config", "cfg.yaml", "--set", "a=1", "--set", "b=2", "--output", "o"]) == 0
-    assert calls == {"checkpoint": "c.ckpt", "config": "cfg.yaml", "overrides": ("a=1", "b=2"), "output": "o"}
+    assert calls == {"checkpoint": "c.ckpt", "config": "cfg.yaml", "overrides": ("a=1", "b=2"), "output": "o", "overwrite": False}
     out = capsys.readouterr().out
     assert _value(out, "PCKh.Mean") == 91.25 and _value(out, "num_samples") == 7
+    assert run(["--checkpoint", "c.ckpt", "--output", "o", "--overwrite"]) == 0
+    assert calls["overwrite"] is True

@@ -7,6 +7,8 @@
 - :func:`atomic_write_text` / :func:`atomic_write_bytes`: write a file so that readers see the old
   content or the new one, never half of it (a temporary file in the same folder, then an atomic
   rename); an interrupted run leaves no half-written result.
+- :func:`refuse_overwrite`: a command that writes results into a folder checks first that it would
+  replace none (unless told to), so an earlier result is never lost by accident.
 
 Example:
     >>> import tempfile, pathlib
@@ -24,10 +26,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UserError", "MissingFileError", "BadFileError", "read_json", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["UserError", "MissingFileError", "BadFileError", "read_json", "atomic_write_text", "atomic_write_bytes",
+           "refuse_overwrite"]
 
 
 class UserError(Exception):
@@ -95,3 +99,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (creating the parent folder)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def refuse_overwrite(paths: Sequence[str | Path]) -> None:
+    """Raise :class:`UserError` if any of ``paths`` (the files a command is about to write into its
+    ``--output`` folder) exists.
+
+    The message names the folder, the files found (at most three) and the way out: another
+    ``--output``, or ``--overwrite``. Call it before any work, so a refused command costs nothing.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> refuse_overwrite([d / "metrics.json"])  # nothing there yet: no error
+        >>> atomic_write_text(d / "metrics.json", "{}")
+        >>> try:
+        ...     refuse_overwrite([d / "metrics.json", d / "predictions.npz"])
+        ... except UserError as e:
+        ...     print(str(e).replace(str(d), "DIR"))
+        --output 'DIR' already holds metrics.json (an earlier result); choose another --output, or pass --overwrite to replace it
+    """
+    found = [Path(p) for p in paths if Path(p).exists()]
+    if not found:
+        return
+    names = ", ".join(p.name for p in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    raise UserError(f"--output {str(found[0].parent)!r} already holds {names} (an earlier result); "
+                    "choose another --output, or pass --overwrite to replace it")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from integral_pose.engine.evaluate import evaluate_checkpoint, write_json
-from integral_pose.files import UserError, read_json
+from integral_pose.files import UserError, read_json, refuse_overwrite
 from integral_pose.metrics import (COCO_STAT_NAMES, MPII_GROUPS, align_prediction, approx_head_boxes, bbox_size,
                                    bbox_size_from_joints, coco_keypoint_ap, curve_auc, head_size_from_boxes,
                                    load_mpii_json, mpii_pckh, mpjpe_breakdown, pck, pck_curve, torso_size)
@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="with --checkpoint: override a config key, e.g. --set eval.flip_test=false "
                              "(repeatable; see docs/configs.md)")
-    parser.add_argument("--output", "-o", metavar="DIR", help="write metrics.json into this folder")
+    parser.add_argument("--output", "-o", metavar="DIR",
+                        help="write metrics.json into this folder (with --checkpoint also predictions.npz); "
+                             "files already there are kept unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace metrics.json / predictions.npz in --output")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,6 +307,8 @@ def _validate(args: argparse.Namespace) -> None:
         return
     if args.config or args.overrides:
         raise UserError("--config/--set apply only with --checkpoint")
+    if args.output and not args.overwrite:
+        refuse_overwrite([Path(args.output) / "metrics.json"])
     missing = [f"--{n}" for n in ("pred", "gt", "metric") if not getattr(args, n)]
     if missing:
         raise UserError(f"missing {', '.join(missing)}: give --pred FILE --gt FILE --metric {{{'|'.join(METRICS)}}}, or --checkpoint C")
@@ -312,7 +317,8 @@ def _validate(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     _validate(args)
     if args.checkpoint:
-        result = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.overrides, output=args.output)
+        result = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.overrides, output=args.output,
+                                     overwrite=args.overwrite)
         title = f"checkpoint {args.checkpoint}"
     else:
         try:

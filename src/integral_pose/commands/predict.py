@@ -8,7 +8,8 @@ person box (and the output says so). Boxes are COCO boxes: x, y of the top-left 
 spanning ``[0, W] x [0, H]``. Writes ``DIR/<name>.png`` per input (all its people drawn) and ONE
 ``DIR/keypoints.json`` in the COCO keypoint results format, which ``integral-pose evaluate --pred
 DIR/keypoints.json --gt ANN --metric coco`` scores. Every argument, file, image and box is checked
-before anything is written. The matching rules are in docs/predict.md.
+before anything is written, and a file of those names already in DIR is kept (an error) unless
+``--overwrite``. The matching rules are in docs/predict.md.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import numpy as np
 from integral_pose.engine.data import depth_supervised
 from integral_pose.engine.evaluate import decoders_for_mode, load_checkpoint
 from integral_pose.engine.predict import check_box, predict_people, whole_image_box
-from integral_pose.files import UserError, atomic_write_bytes, atomic_write_text, read_json
+from integral_pose.files import UserError, atomic_write_bytes, atomic_write_text, read_json, refuse_overwrite
 from integral_pose.metrics.coco import keypoint_results
 from integral_pose.viz import draw_skeleton, put_label
 
@@ -76,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", metavar="ANN",
                         help="COCO annotation JSON whose 'images' give each input's image id (matched by file name)")
     parser.add_argument("--no-flip", action="store_true", help="disable the flip test")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace keypoints.json and drawings of the same names already in --output")
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -238,11 +241,13 @@ def main(args: argparse.Namespace) -> int:
     paths = resolve_inputs(args.images)
     if args.det_threshold and not args.detections:
         raise UserError("--det-threshold needs --detections")
+    names = output_names(paths)
+    out_dir = Path(args.output)
+    if not args.overwrite:
+        refuse_overwrite([out_dir / "keypoints.json"] + [out_dir / f"{name}.png" for name in names])
     model, cfg, skeleton = load_checkpoint(args.checkpoint)  # a UserError naming the file when it is wrong
     ids = image_ids(paths, args.gt)
     jobs = plan(args, paths, ids)
-    names = output_names(paths)
-    out_dir = Path(args.output)
 
     if jobs and jobs[0]["source"] == "whole image":
         print("no --box or --detections: the whole image is the person box")

@@ -24,7 +24,7 @@ from integral_pose.metrics.coco import coco_keypoint_ap, keypoint_results
 from integral_pose.losses import READOUT_DECODERS
 from integral_pose.ops.decoders import LOGIT_METHODS
 from integral_pose.engine.module import build_model_from_config
-from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text
+from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text, refuse_overwrite
 from integral_pose.skeletons import flip_permutation, get_skeleton
 
 __all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json",
@@ -295,6 +295,7 @@ def evaluate_checkpoint(
     config: str | Path | None = None,
     overrides: Iterable[str] = (),
     output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a training checkpoint on the validation set of its config (or of ``config``).
 
@@ -303,11 +304,18 @@ def evaluate_checkpoint(
         config: optional YAML config whose data / eval sections replace the checkpoint's (the model
             section always comes from the checkpoint).
         overrides: ``key=value`` strings applied last (e.g. ``eval.flip_test=false``).
-        output: directory (or a .json path) for metrics.json; None = do not write.
+        output: a folder for metrics.json and predictions.npz (:func:`write_predictions`, what
+            ``studies.run_report`` draws from), or a .json path for the metrics alone; None = do not write.
+        overwrite: replace those files if they exist; otherwise an existing one (say, the training
+            run's own metrics.json) is a :class:`UserError`, raised before any work.
 
     Returns:
         The metrics dict (also written to ``output``).
     """
+    out = Path(output) if output is not None else None
+    targets = [] if out is None else [out] if out.suffix == ".json" else [out / "metrics.json", out / "predictions.npz"]
+    if not overwrite:
+        refuse_overwrite(targets)
     model, ckpt_cfg, skeleton = load_checkpoint(checkpoint)
     if config is not None:
         cfg = load_config(config)
@@ -324,9 +332,9 @@ def evaluate_checkpoint(
     validate(cfg)
     dataset = build_dataset(cfg, "val", skeleton=skeleton)  # the checkpoint's, not a file the config names
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    metrics = evaluate_model(model, dataset, cfg, skeleton, device=device)
+    predictions = targets[1] if len(targets) == 2 else None
+    metrics = evaluate_model(model, dataset, cfg, skeleton, device=device, predictions_path=predictions)
     metrics["checkpoint"] = str(checkpoint)
-    if output is not None:
-        out = Path(output)
-        write_json(metrics, out if out.suffix == ".json" else out / "metrics.json")
+    if targets:
+        write_json(metrics, targets[0])
     return metrics
