@@ -184,10 +184,11 @@ def _decode_dark(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
     return coords, maxval
 
 
-def _integral_scores(probs: Tensor) -> Tensor:
-    """Probability mass in the (2r+1)^d window around each joint's most probable cell."""
-    size = tuple(probs.shape[2:])
-    mode = _unravel(probs.flatten(2).argmax(-1), size)
+def _integral_scores(probs: Tensor, mode: Tensor | None = None) -> Tensor:
+    """Probability mass in the (2r+1)^d window around each joint's most probable cell (``mode``,
+    (B, K, d) integer cells, when the caller has found it already)."""
+    if mode is None:
+        mode = _unravel(probs.flatten(2).argmax(-1), tuple(probs.shape[2:]))
     window = _local_patches(probs, mode, _SCORE_WINDOW)  # zero outside the map
     return window.flatten(2).sum(-1)
 
@@ -208,7 +209,8 @@ def _decode_integral_local(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]
     b_, k_ = logits.shape[:2]
     flat = torch.softmax((logits * beta).flatten(2), -1)  # (B, K, N)
     peak = flat.amax(-1, keepdim=True)
-    mode = _unravel(flat.argmax(-1), size).to(flat.dtype)  # (B, K, d)
+    mode_cell = _unravel(flat.argmax(-1), size)  # (B, K, d)
+    mode = mode_cell.to(flat.dtype)
     half = (_LOCAL_SIGMAS * _half_max_width(flat, peak, d)).clamp(min=float(_SCORE_WINDOW))  # (B, K)
     probs = flat.view_as(logits)
     grids = [torch.arange(size[-1 - a], dtype=flat.dtype, device=flat.device) for a in range(d)]
@@ -229,7 +231,7 @@ def _decode_integral_local(logits: Tensor, beta: float) -> tuple[Tensor, Tensor]
     # A constant map has no mode (argmax would pick cell 0): its expectation, the map centre.
     constant = peak.squeeze(-1) == flat.amin(-1)
     coords = torch.where(constant[..., None], soft_argmax(logits, beta), coords)
-    return coords, _integral_scores(probs)
+    return coords, _integral_scores(probs, mode_cell)
 
 
 def _fit_truncated_gaussian(q: Tensor, support: Tensor, iters: int = 8) -> tuple[Tensor, Tensor, Tensor]:
