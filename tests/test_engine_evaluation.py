@@ -142,6 +142,14 @@ def test_model_and_fixed_readouts_share_one_loop_and_keep_every_number():
     inside = np.abs(truth["joints_3d"][..., 2]) < 1000.0  # the depth axis covers +-1000 mm
     np.testing.assert_allclose(truth["depth_mm"]["truth"][inside], truth["joints_3d"][..., 2][inside], atol=1e-3)
     assert np.isnan(truth["spread_cells"]).all()  # no map, no spread
+    # px_per_cell: a prediction one cell off along x lands that many image pixels off (the held-out
+    # crops are not rotated); the person boxes come through as they are
+    shifted = collect_readouts(batches, lambda b: fixed_pose_readout(np.zeros((17, 3)), hm)(b)._replace(
+        coords={"truth": (b["target"] + torch.tensor([1.0, 0.0, 0.0]), torch.ones(b["target"].shape[:2]))}), (64, 64), depth_bins=8)
+    off = np.linalg.norm(shifted["pred"]["truth"] - truth["pred"]["truth"], axis=-1)
+    np.testing.assert_allclose(off, np.broadcast_to(truth["px_per_cell"][:, None], off.shape), rtol=1e-6)
+    assert np.all(truth["px_per_cell"] > 1.0)  # 80 px canvases cropped to 64 px, stride 4
+    np.testing.assert_array_equal(truth["bbox"], np.concatenate([b["bbox"].double().numpy() for b in batches]))
 
 
 class _Labels(torch.utils.data.Dataset):

@@ -20,14 +20,15 @@ from integral_pose import __version__
 from integral_pose.engine.config import ConfigError, apply_overrides, flatten, load_config, validate
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
-from integral_pose.metrics.coco import coco_keypoint_ap, keypoint_results
+from integral_pose.metrics.calibration import expected_oks, scale_calibration
+from integral_pose.metrics.coco import coco_ground_truth, coco_keypoint_ap, keypoint_results
 from integral_pose.losses import READOUT_DECODERS
 from integral_pose.ops.decoders import LOGIT_METHODS
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text, refuse_overwrite
 from integral_pose.skeletons import flip_permutation, get_skeleton
 
-__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json",
+__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json", "calibration_report",
            "write_predictions", "read_predictions"]
 
 
@@ -90,6 +91,57 @@ def coco_metrics(collected: dict[str, Any], ann_file: str | Path, method: str, s
     stats = coco_keypoint_ap(results, gt, sigmas=sigmas)
     return {"coco_ap": float(stats["AP"]), "coco_ap50": float(stats["AP50"]), "coco_ap75": float(stats["AP75"]),
             "coco_ar": float(stats["AR"])}
+
+
+def calibration_report(collected: dict[str, Any], skeleton: Any, method: str, bins: int = 5) -> dict[str, Any]:
+    """The map spread as an uncertainty of one readout's joints (docs/training.md, "Confidences").
+
+    Per labelled joint, the error is the mean over x and y of |prediction - truth| (image px) and the
+    scale the spread (``spread_cells`` times ``px_per_cell``: image px); for a Laplace likelihood
+    trained on that spread the two agree on average (E|e| = b). ``scale_calibration`` bins them; COCO
+    AP (pycocotools, OKS with the skeleton's sigmas, one person per crop, the person box's area)
+    ranks the persons by three scores: "constant" (no ranking), "readout" (the mean of the
+    readout's joint scores, what COCO results carry) and "spread" (the mean expected OKS under a
+    Gaussian error of std = the spread, ``metrics.calibration.expected_oks``).
+
+    Args:
+        collected: ``collect_readouts`` arrays (or :func:`read_predictions`) with "spread_cells",
+            "px_per_cell" and "bbox".
+        skeleton: the joints' skeleton (name, file or Skeleton): its OKS sigmas.
+        method: the readout.
+        bins: scale bins.
+
+    Returns:
+        ``scale_calibration``'s dict (errors and scales in image px) plus "ap": {score: COCO AP} and
+        "ap50" likewise.
+
+    Raises:
+        ValueError: no such readout, or arrays it needs that are missing or all NaN.
+    """
+    if method not in collected.get("pred", {}):
+        raise ValueError(f"readout {method!r} not among the predictions ({sorted(collected.get('pred', {}))})")
+    missing = [k for k in ("spread_cells", "px_per_cell", "bbox") if k not in collected]
+    if missing or not np.isfinite(np.asarray(collected["spread_cells"], dtype=np.float64)).any():
+        raise ValueError(f"the predictions carry no spread in image pixels (missing {missing or ['a finite spread_cells']}); "
+                         "evaluate the checkpoint again (integral-pose evaluate --checkpoint C --output DIR)")
+    pred = np.asarray(collected["pred"][method], dtype=np.float64)
+    gt = np.asarray(collected["gt"], dtype=np.float64)
+    vis = np.asarray(collected["visible"]) > 0
+    error = np.abs(pred - gt).mean(-1)
+    scale = np.asarray(collected["spread_cells"], dtype=np.float64) * np.asarray(collected["px_per_cell"])[:, None]
+    report = scale_calibration(error, scale, vis, bins)
+    sk = get_skeleton(skeleton)
+    ids = np.arange(len(gt))  # one person per crop, each its own "image"
+    truth = coco_ground_truth(ids, gt, vis, collected["bbox"])
+    boxes = np.asarray(collected["bbox"], dtype=np.float64)
+    joint_scores = {"constant": np.ones(vis.shape), "readout": np.asarray(collected["scores"][method], dtype=np.float64),
+                    "spread": expected_oks(scale, boxes[:, 2] * boxes[:, 3], sk.sigmas)}
+    report["ap"], report["ap50"] = {}, {}
+    for name, js in joint_scores.items():
+        person = np.nanmean(np.where(vis, js, np.nan), 1)
+        stats = coco_keypoint_ap(keypoint_results(ids, pred, np.nan_to_num(js), np.nan_to_num(person)), truth, sigmas=sk.sigmas)
+        report["ap"][name], report["ap50"][name] = float(stats["AP"]), float(stats["AP50"])
+    return report
 
 
 def _major(version: str) -> str:
@@ -221,7 +273,8 @@ def write_predictions(collected: dict[str, Any], path: str | Path) -> None:
     """Write collected predictions (``inference.collect_readouts``) as one .npz file, atomically.
 
     Keys: "gt" (N, K, 2) image px, "visible" (N, K), "index" (N,) (the sample's index in the
-    held-out set), "head_size", "joints_3d", "has_3d", "image_id", "spread_cells", and per readout
+    held-out set), "head_size", "joints_3d", "has_3d", "image_id", "spread_cells", "px_per_cell",
+    "bbox", and per readout
     "pred/<method>" (N, K, 2) image px, "scores/<method>" (N, K), "depth_mm/<method>" (3D).
     :func:`read_predictions` reads it back into the collected layout.
     """

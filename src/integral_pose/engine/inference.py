@@ -190,11 +190,13 @@ def collect_readouts(
     Returns:
         dict with "gt" (N, K, 2) image px, "visible" (N, K), "head_size" (N,), "joints_3d" (N, K, 3),
         "has_3d" (N,), "index" (N,), "image_id" (N,) (the sample's, -1 where it has none),
-        "spread_cells" (N, K) (NaN where the readout has none); and per method ``pred[method]``
+        "spread_cells" (N, K) (NaN where the readout has none), "px_per_cell" (N,) (image pixels per
+        heatmap cell of the sample's crop: spread_cells times it is the spread in image pixels),
+        "bbox" (N, 4) (the person box, image px; NaN where the batch has none); and per method ``pred[method]``
         (N, K, 2) image px, ``scores[method]`` (N, K), and for 3D ``depth_mm[method]`` (N, K).
     """
     out: dict[str, Any] = {"gt": [], "visible": [], "head_size": [], "joints_3d": [], "has_3d": [], "index": [],
-                           "image_id": [], "spread_cells": []}
+                           "image_id": [], "spread_cells": [], "px_per_cell": [], "bbox": []}
     preds: dict[str, list] = {}
     scores: dict[str, list] = {}
     depth: dict[str, list] = {}
@@ -217,6 +219,12 @@ def collect_readouts(
         out["image_id"].append(np.asarray(batch.get("image_id", torch.full((b,), -1)), dtype=np.int64).reshape(b))
         out["spread_cells"].append(r.spread_cells.float().cpu().numpy() if r.spread_cells is not None
                                    else np.full((b, k), np.nan, np.float32))
+        # the crop's image px per crop px (its affine is a rotation and a scale) times crop px per cell
+        lin = batch["crop_to_image"].double().numpy()[:, :, :2]
+        stride = np.sqrt(input_size[0] / r.heatmap_size[0] * input_size[1] / r.heatmap_size[1])
+        out["px_per_cell"].append(np.sqrt(np.abs(np.linalg.det(lin))) * stride)
+        out["bbox"].append(np.asarray(batch["bbox"], dtype=np.float64).reshape(b, 4) if "bbox" in batch
+                           else np.full((b, 4), np.nan))
     res = {k: np.concatenate(v) for k, v in out.items()}
     res["pred"] = {m: np.concatenate(v) for m, v in preds.items()}
     res["scores"] = {m: np.concatenate(v) for m, v in scores.items()}

@@ -4,10 +4,12 @@
   :func:`bbox_size_from_joints`, :func:`torso_size`, :func:`head_size_from_boxes`;
 - :func:`mpii_pckh` -- the MPII evaluator's PCKh table;
 - :func:`mpjpe`, :func:`mpjpe_breakdown` -- MPJPE, N-MPJPE, PA-MPJPE;
-- :func:`coco_keypoint_ap` -- COCO OKS AP/AR via pycocotools.
+- :func:`coco_keypoint_ap` -- COCO OKS AP/AR via pycocotools;
+- :func:`scale_calibration`, :func:`expected_oks` -- predicted per-joint scales against the errors.
 
 Boundary convention everywhere: a joint is correct when ``distance / norm <= thr``.
 """
+from .calibration import expected_oks, scale_calibration
 from .coco import COCO_STAT_NAMES, coco_keypoint_ap
 from .mpii import MPII_GROUPS, MPII_JOINT_NAMES, approx_head_boxes, load_mpii_json, mpii_pckh
 from .joint_error import align_prediction, mpjpe, mpjpe_breakdown
@@ -29,4 +31,5 @@ __all__ = [
     "mpii_pckh", "load_mpii_json", "approx_head_boxes", "MPII_JOINT_NAMES", "MPII_GROUPS",
     "mpjpe", "mpjpe_breakdown", "align_prediction",
     "coco_keypoint_ap", "COCO_STAT_NAMES",
+    "scale_calibration", "expected_oks",
 ]

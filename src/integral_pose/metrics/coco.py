@@ -18,7 +18,7 @@ import numpy as np
 from integral_pose.files import read_json
 from integral_pose.skeletons import COCO_OKS_SIGMAS, DEFAULT_OKS_SIGMA
 
-__all__ = ["coco_keypoint_ap", "COCO_STAT_NAMES", "from_coco_box", "to_coco_box", "keypoint_results"]
+__all__ = ["coco_keypoint_ap", "COCO_STAT_NAMES", "from_coco_box", "to_coco_box", "keypoint_results", "coco_ground_truth"]
 
 #: The ten statistics of ``COCOeval.summarize()`` for keypoints, in its order.
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -96,6 +96,55 @@ def keypoint_results(
         kp = np.concatenate([j[n], s[n, :, None]], axis=1).reshape(-1)
         out.append({"image_id": int(ids[n]), "category_id": int(category_id), "keypoints": [float(v) for v in kp], "score": float(ps[n])})
     return out
+
+
+def coco_ground_truth(image_ids: Any, joints: Any, visible: Any, boxes: Any, areas: Any = None) -> Any:
+    """A pycocotools ``COCO`` ground truth built from arrays, one person per entry (for
+    :func:`coco_keypoint_ap` on data without a COCO annotation file, e.g. the synthetic set).
+
+    Args:
+        image_ids: (N,) distinct image ids.
+        joints: (N, K, 2) joints in the project's image pixels (unchanged, as in COCO files).
+        visible: (N, K) > 0 where a joint is labelled (COCO visibility 2), else not labelled (0).
+        boxes: (N, 4) person boxes (x, y, w, h) in the project's convention (:func:`to_coco_box`).
+        areas: (N,) object areas for the OKS scale; default the box areas (COCO's are segment areas,
+            which data without masks does not have).
+
+    Example:
+        >>> import numpy as np
+        >>> j = np.array([[[10.0, 20.0], [30.0, 40.0]]])
+        >>> gt = coco_ground_truth([7], j, [[1, 0]], [[5.0, 5.0, 40.0, 50.0]])
+        >>> a = gt.loadAnns(gt.getAnnIds(imgIds=[7]))[0]
+        >>> a["keypoints"], a["num_keypoints"], a["area"]
+        ([10.0, 20.0, 2, 0.0, 0.0, 0], 1, 2000.0)
+    """
+    from pycocotools.coco import COCO
+
+    ids = np.asarray(image_ids).reshape(-1)
+    j = np.asarray(joints, dtype=np.float64)
+    v = np.asarray(visible) > 0
+    b = np.asarray(boxes, dtype=np.float64)
+    n = ids.shape[0]
+    if j.ndim != 3 or j.shape[0] != n or j.shape[-1] != 2 or v.shape != j.shape[:2] or b.shape != (n, 4):
+        raise ValueError(f"expected image_ids (N,), joints (N, K, 2), visible (N, K), boxes (N, 4); got "
+                         f"{ids.shape}, {j.shape}, {v.shape}, {b.shape}")
+    if len(set(ids.tolist())) != n:
+        raise ValueError("image_ids must be distinct (one person per image)")
+    a = b[:, 2] * b[:, 3] if areas is None else np.asarray(areas, dtype=np.float64).reshape(-1)
+    if a.shape != (n,) or not np.all(np.isfinite(a) & (a > 0)):
+        raise ValueError(f"areas must be (N,) = ({n},) finite and > 0")
+    anns = []
+    for i in range(n):
+        kp = np.concatenate([np.where(v[i, :, None], j[i], 0.0), np.where(v[i], 2, 0)[:, None]], 1).reshape(-1)
+        anns.append({"id": i + 1, "image_id": int(ids[i]), "category_id": 1, "iscrowd": 0, "area": float(a[i]),
+                     "bbox": [float(x) for x in to_coco_box(b[i])], "num_keypoints": int(v[i].sum()),
+                     "keypoints": [float(x) if k % 3 < 2 else int(x) for k, x in enumerate(kp)]})
+    gt = COCO()
+    gt.dataset = {"images": [{"id": int(i)} for i in ids], "annotations": anns,
+                  "categories": [{"id": 1, "name": "person"}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
 
 
 def _load_results(results: Any) -> list[dict]:
