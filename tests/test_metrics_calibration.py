@@ -104,6 +104,9 @@ def test_calibration_report_names_what_is_missing():
     col = _collected(np.random.default_rng(4), n=10)
     with pytest.raises(ValueError, match="readout 'dark' not among"):
         calibration_report(col, "h36m17", "dark")
+    col["bbox"][3] = np.nan
+    with pytest.raises(ValueError, match="1 of 10 samples have no person box"):
+        calibration_report(col, "h36m17", "integral")
     del col["px_per_cell"]
     with pytest.raises(ValueError, match=r"missing \['px_per_cell'\].*evaluate --checkpoint"):
         calibration_report(col, "h36m17", "integral")

@@ -124,6 +124,10 @@ def calibration_report(collected: dict[str, Any], skeleton: Any, method: str, bi
     if missing or not np.isfinite(np.asarray(collected["spread_cells"], dtype=np.float64)).any():
         raise ValueError(f"the predictions carry no spread in image pixels (missing {missing or ['a finite spread_cells']}); "
                          "evaluate the checkpoint again (integral-pose evaluate --checkpoint C --output DIR)")
+    boxes = np.asarray(collected["bbox"], dtype=np.float64)
+    if not np.all(np.isfinite(boxes) & (boxes[:, 2:] > 0).all(1, keepdims=True)):
+        raise ValueError(f"{int((~np.isfinite(boxes).all(1)).sum())} of {len(boxes)} samples have no person box "
+                         "(the OKS area of COCO AP comes from it)")
     pred = np.asarray(collected["pred"][method], dtype=np.float64)
     gt = np.asarray(collected["gt"], dtype=np.float64)
     vis = np.asarray(collected["visible"]) > 0
@@ -132,8 +136,7 @@ def calibration_report(collected: dict[str, Any], skeleton: Any, method: str, bi
     report = scale_calibration(error, scale, vis, bins)
     sk = get_skeleton(skeleton)
     ids = np.arange(len(gt))  # one person per crop, each its own "image"
-    truth = coco_ground_truth(ids, gt, vis, collected["bbox"])
-    boxes = np.asarray(collected["bbox"], dtype=np.float64)
+    truth = coco_ground_truth(ids, gt, vis, boxes)
     joint_scores = {"constant": np.ones(vis.shape), "readout": np.asarray(collected["scores"][method], dtype=np.float64),
                     "spread": expected_oks(scale, boxes[:, 2] * boxes[:, 3], sk.sigmas)}
     report["ap"], report["ap50"] = {}, {}
