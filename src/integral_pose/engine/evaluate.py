@@ -21,7 +21,7 @@ from integral_pose.engine.config import ConfigError, apply_overrides, flatten, l
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
 from integral_pose.metrics.calibration import expected_oks, scale_calibration
-from integral_pose.metrics.coco import coco_ground_truth, coco_keypoint_ap, keypoint_results
+from integral_pose.metrics.coco import coco_ground_truth, coco_index, coco_keypoint_ap, keypoint_results
 from integral_pose.losses import READOUT_DECODERS
 from integral_pose.ops.decoders import LOGIT_METHODS
 from integral_pose.engine.module import build_model_from_config
@@ -72,21 +72,13 @@ def coco_metrics(collected: dict[str, Any], ann_file: str | Path, method: str, s
     Returns:
         {"coco_ap", "coco_ap50", "coco_ap75", "coco_ar"} in [0, 1].
     """
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-
     ids = np.asarray(collected["image_id"]).reshape(-1)
     if ids.size == 0 or np.any(ids < 0):
         raise ValueError(f"COCO AP needs every sample's image_id; {int(np.sum(ids < 0))} of {ids.size} samples have none")
     data = json.loads(Path(ann_file).read_text())
     keep = {int(i) for i in ids}
-    gt = COCO()
-    gt.dataset = {**data, "images": [im for im in data["images"] if im["id"] in keep],
-                  "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
+    gt = coco_index({**data, "images": [im for im in data["images"] if im["id"] in keep],
+                     "annotations": [a for a in data["annotations"] if a["image_id"] in keep]})
     results = keypoint_results(ids, collected["pred"][method], collected["scores"][method])
     stats = coco_keypoint_ap(results, gt, sigmas=sigmas)
     return {"coco_ap": float(stats["AP"]), "coco_ap50": float(stats["AP50"]), "coco_ap75": float(stats["AP75"]),

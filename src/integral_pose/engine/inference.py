@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from integral_pose.geometry import apply_affine, compose_affine, heatmap_to_input, heatmap_to_input_affine
 from integral_pose.ops.coordinates import depth_cells_to_mm
 from integral_pose.ops.decoders import decode, spread
 from integral_pose.ops.targets import DEFAULT_SIGMA
@@ -98,8 +99,6 @@ def cells_to_image(coords: Tensor, heatmap_size: tuple[int, int], input_size: tu
 
     ``heatmap_size`` and ``input_size`` are (W, H); ``crop_to_image`` is (B, 2, 3).
     """
-    from integral_pose.geometry import apply_affine, heatmap_to_input
-
     px = heatmap_to_input(coords[..., :2].double(), heatmap_size, input_size)
     return apply_affine(px, crop_to_image.double())
 
@@ -219,10 +218,9 @@ def collect_readouts(
         out["image_id"].append(np.asarray(batch.get("image_id", torch.full((b,), -1)), dtype=np.int64).reshape(b))
         out["spread_cells"].append(r.spread_cells.float().cpu().numpy() if r.spread_cells is not None
                                    else np.full((b, k), np.nan, np.float32))
-        # the crop's image px per crop px (its affine is a rotation and a scale) times crop px per cell
-        lin = batch["crop_to_image"].double().numpy()[:, :, :2]
-        stride = np.sqrt(input_size[0] / r.heatmap_size[0] * input_size[1] / r.heatmap_size[1])
-        out["px_per_cell"].append(np.sqrt(np.abs(np.linalg.det(lin))) * stride)
+        # the scale of the cells -> image map (a rotation and a scale, as cells_to_image applies it)
+        to_image = compose_affine(batch["crop_to_image"].double().numpy(), heatmap_to_input_affine(r.heatmap_size, input_size))
+        out["px_per_cell"].append(np.sqrt(np.abs(np.linalg.det(to_image[:, :, :2]))))
         out["bbox"].append(np.asarray(batch["bbox"], dtype=np.float64).reshape(b, 4) if "bbox" in batch
                            else np.full((b, 4), np.nan))
     res = {k: np.concatenate(v) for k, v in out.items()}

@@ -18,7 +18,8 @@ import numpy as np
 from integral_pose.files import read_json
 from integral_pose.skeletons import COCO_OKS_SIGMAS, DEFAULT_OKS_SIGMA
 
-__all__ = ["coco_keypoint_ap", "COCO_STAT_NAMES", "from_coco_box", "to_coco_box", "keypoint_results", "coco_ground_truth"]
+__all__ = ["coco_keypoint_ap", "COCO_STAT_NAMES", "from_coco_box", "to_coco_box", "keypoint_results", "coco_ground_truth",
+           "coco_index"]
 
 #: The ten statistics of ``COCOeval.summarize()`` for keypoints, in its order.
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -118,8 +119,6 @@ def coco_ground_truth(image_ids: Any, joints: Any, visible: Any, boxes: Any, are
         >>> a["keypoints"], a["num_keypoints"], a["area"]
         ([10.0, 20.0, 2, 0.0, 0.0, 0], 1, 2000.0)
     """
-    from pycocotools.coco import COCO
-
     ids = np.asarray(image_ids).reshape(-1)
     j = np.asarray(joints, dtype=np.float64)
     v = np.asarray(visible) > 0
@@ -139,9 +138,17 @@ def coco_ground_truth(image_ids: Any, joints: Any, visible: Any, boxes: Any, are
         anns.append({"id": i + 1, "image_id": int(ids[i]), "category_id": 1, "iscrowd": 0, "area": float(a[i]),
                      "bbox": [float(x) for x in to_coco_box(b[i])], "num_keypoints": int(v[i].sum()),
                      "keypoints": [float(x) if k % 3 < 2 else int(x) for k, x in enumerate(kp)]})
+    return coco_index({"images": [{"id": int(i)} for i in ids], "annotations": anns,
+                       "categories": [{"id": 1, "name": "person"}]})
+
+
+def coco_index(dataset: dict) -> Any:
+    """A pycocotools ``COCO`` object over an annotation dict already in memory (pycocotools' printing
+    silenced): a file's content restricted to some images, or :func:`coco_ground_truth`'s."""
+    from pycocotools.coco import COCO
+
     gt = COCO()
-    gt.dataset = {"images": [{"id": int(i)} for i in ids], "annotations": anns,
-                  "categories": [{"id": 1, "name": "person"}]}
+    gt.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
     return gt
