@@ -2,9 +2,13 @@
 
 Usage (from the repository root):
     python benchmarks/bench_data.py [--n 400] [--workers 2] [--quick]
+    python benchmarks/bench_data.py --demo [--n 2000]
 
 Prints a markdown table of images (or samples) per second. Each configuration renders distinct
-indices, so nothing is served from a cache unless the row says so.
+indices, so nothing is served from a cache unless the row says so. ``--demo`` measures only the
+demo's per-sample work (cached renders through its TopDownTransform) and the engine's training
+loader for the demo's config (``PoseDataModule.train_dataloader``: shuffled, batched and collated,
+in the training process as the demo runs it), on ``--n`` cached renders.
 """
 from __future__ import annotations
 
@@ -45,9 +49,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=400, help="items per single-process measurement")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="small n, for a smoke run")
+    ap.add_argument("--demo", action="store_true", help="only the demo's transform and the engine's training loader")
     args = ap.parse_args()
     n = 40 if args.quick else args.n
     torch.set_num_threads(1)
+    if args.demo:
+        _print(_demo_rows(n))
+        return
     rows = []
 
     for size in (64, 128, 256):
@@ -72,14 +80,7 @@ def main() -> None:
     rows.append((f"cache() pre-render of {n} items (one-off)", "1 process", (n / cache_s, float("nan"))))
     rows.append(("cached SyntheticHumans + TopDownTransform", "1 process", _rate(lambda: [ds[i] for i in range(n)], n)))
 
-    # The demo's per-sample work: cached 80 px renders -> 64x64 crops, 2D targets in 16x16 cells,
-    # with and without a per-sample heatmap (the engine renders heatmap targets per batch instead).
-    demo = SyntheticHumans(n, image_size=80, seed=5, pose_amplitude=(0.25, 0.6), clutter=0).cache()
-    for label, sigma in (("", None), (" + per-sample heatmap (sigma 1)", 1.0)):
-        demo.transform = TopDownTransform(input_size=64, heatmap_size=16, train=True, scale_factor=0.1,
-                                          rotation_factor=0.0, heatmap_sigma=sigma, seed=0)
-        rows.append((f"demo: cached 80 px + TopDownTransform(64 -> 16){label}", "1 process",
-                     _rate(lambda: [demo[i] for i in range(n)], n)))
+    rows += _demo_rows(n)
 
     if (DATA / "coco" / "test_coco.json").is_file():
         tc = TopDownTransform(input_size=256, heatmap_size=64, seed=None, skeleton="coco")
@@ -87,6 +88,33 @@ def main() -> None:
         m = max(n // 4, len(coco))
         rows.append(("CocoKeypoints (JPEG decode) + TopDownTransform 256", "1 process", _rate(lambda: [coco[i % len(coco)] for i in range(m)], m)))
 
+    _print(rows)
+
+
+def _demo_rows(n: int) -> list[tuple]:
+    """The demo's per-sample work: cached 80 px renders -> 64x64 crops, 2D targets in 16x16 cells,
+    with and without a per-sample heatmap (the engine renders heatmap targets per batch instead);
+    then the engine's training loader for the demo's config (batches of 32, collated)."""
+    from integral_pose.engine.config import load_config
+    from integral_pose.engine.data import PoseDataModule
+
+    rows = []
+    demo = SyntheticHumans(n, image_size=80, seed=5, pose_amplitude=(0.25, 0.6), clutter=0).cache()
+    for label, sigma in (("", None), (" + per-sample heatmap (sigma 1)", 1.0)):
+        demo.transform = TopDownTransform(input_size=64, heatmap_size=16, train=True, scale_factor=0.1,
+                                          rotation_factor=0.0, heatmap_sigma=sigma, seed=0)
+        rows.append((f"demo: cached 80 px + TopDownTransform(64 -> 16){label}", "1 process",
+                     _rate(lambda: [demo[i] for i in range(n)], n)))
+    dm = PoseDataModule(load_config(None, [f"data.synthetic_train={n}", "data.synthetic_val=32"]))
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    batches = len(loader)
+    rows.append((f"demo: the engine's training loader ({batches} shuffled batches of 32, collated)", "1 process",
+                 _rate(lambda: [None for _ in loader], batches * 32)))
+    return rows
+
+
+def _print(rows: list[tuple]) -> None:
     cpu = "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout

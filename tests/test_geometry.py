@@ -102,3 +102,15 @@ def test_box_to_center_scale_and_bad_boxes():
         crop_transform((np.nan, 1.0), 10.0, 0.0, 8)
     with pytest.raises(ValueError, match="scale_px"):
         crop_transform((1.0, 1.0), 0.0, 0.0, 8)
+
+
+def test_invert_affine_of_one_matrix_equals_the_batched_inverse_and_keeps_its_dtype():
+    Ms = np.stack([crop_transform((311.3, 97.7), 143.0, rot, (48, 64), flip=rot > 0) for rot in (-20.0, 0.0, 47.0)])
+    batched = invert_affine(Ms)
+    for M, inv in zip(Ms, batched):
+        np.testing.assert_allclose(invert_affine(M), inv, rtol=0, atol=1e-12)
+    assert invert_affine(Ms[0].astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="singular"):
+        invert_affine(np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 2, 3\)"):
+        invert_affine(np.eye(3))

@@ -97,21 +97,23 @@ def crop_transform(
     """
     w, h = as_wh(output_size, "output_size")
     c = np.asarray(center, dtype=np.float64).reshape(-1)
-    if c.shape != (2,) or not np.all(np.isfinite(c)):
+    if c.shape != (2,) or not np.isfinite(c).all():
         raise ValueError(f"center must be 2 finite numbers (x, y), got {center}")
-    if not (np.isfinite(scale_px) and scale_px > 0):
+    if not (math.isfinite(scale_px) and scale_px > 0):
         raise ValueError(f"scale_px must be a positive finite number of image pixels, got {scale_px}")
-    if not np.isfinite(rotation_deg):
+    if not math.isfinite(rotation_deg):
         raise ValueError(f"rotation_deg must be finite, got {rotation_deg}")
+    # Python floats rather than small numpy arrays: the data pipeline calls this once per sample.
     k = max(w, h) / float(scale_px)  # crop px per image px
     a = math.radians(rotation_deg)
     cos, sin = math.cos(a), math.sin(a)
-    lin = k * np.array([[cos, sin], [-sin, cos]])
+    l00, l01, l10, l11 = k * cos, k * sin, k * -sin, k * cos
     if flip:
-        lin = np.array([[-1.0, 0.0], [0.0, 1.0]]) @ lin
-    out_c = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-    t = out_c - lin @ c
-    return np.concatenate([lin, t[:, None]], axis=1)
+        l00, l01 = -l00, -l01
+    cx, cy = float(c[0]), float(c[1])
+    tx = (w - 1) / 2.0 - (l00 * cx + l01 * cy)
+    ty = (h - 1) / 2.0 - (l10 * cx + l11 * cy)
+    return np.array([[l00, l01, tx], [l10, l11, ty]])
 
 
 def invert_affine(M: ArrayT) -> ArrayT:
@@ -124,6 +126,14 @@ def invert_affine(M: ArrayT) -> ArrayT:
     """
     if M.shape[-2:] != (2, 3):
         raise ValueError(f"affine matrix must have shape (..., 2, 3), got {tuple(M.shape)}")
+    if isinstance(M, np.ndarray) and M.ndim == 2:
+        # One matrix (the data pipeline's per-sample case): the same arithmetic on Python floats.
+        (a, b, tx), (c, d, ty) = M.tolist()
+        det = a * d - b * c
+        if det == 0:
+            raise ValueError("affine matrix is singular (zero determinant); cannot invert")
+        ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+        return np.array([[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]], dtype=M.dtype)
     a, b, tx = M[..., 0, 0], M[..., 0, 1], M[..., 0, 2]
     c, d, ty = M[..., 1, 0], M[..., 1, 1], M[..., 1, 2]
     det = a * d - b * c
@@ -257,14 +267,14 @@ def box_to_center_scale(
         >>> c.tolist(), s
         ([60.0, 120.0], 200.0)
     """
-    b = np.asarray(box, dtype=np.float64).reshape(-1)
-    if b.shape != (4,):
+    b = np.asarray(box, dtype=np.float64).reshape(-1).tolist()
+    if len(b) != 4:
         raise ValueError(f"box must be (x, y, w, h), got {box}")
-    if not np.all(np.isfinite(b)):
-        raise ValueError(f"box has non-finite values: {b.tolist()}")
+    if not all(map(math.isfinite, b)):
+        raise ValueError(f"box has non-finite values: {b}")
     x, y, w, h = b
     if w <= 0 or h <= 0:
-        raise ValueError(f"box has zero or negative area: (x, y, w, h) = {b.tolist()}")
+        raise ValueError(f"box has zero or negative area: (x, y, w, h) = {b}")
     if not (aspect > 0 and padding > 0):
         raise ValueError(f"aspect and padding must be positive, got aspect={aspect}, padding={padding}")
     center = np.array([x + w / 2.0, y + h / 2.0])

@@ -205,10 +205,10 @@ class TopDownTransform:
                 if hb is not None:
                     center, scale = hb
             sf = self.scale_factor
-            scale *= float(np.clip(1.0 + sf * rng.standard_normal(), 1.0 - sf, 1.0 + sf))
+            scale *= min(max(1.0 + sf * float(rng.standard_normal()), 1.0 - sf), 1.0 + sf)
             rf = self.rotation_factor
             if rng.random() < self.rotation_prob:
-                rot = float(np.clip(rf * rng.standard_normal(), -2 * rf, 2 * rf))
+                rot = min(max(rf * float(rng.standard_normal()), -2 * rf), 2 * rf)
             if self.shift_factor > 0:
                 center = center + rng.uniform(-1, 1, 2) * self.shift_factor * scale
             flip = bool(rng.random() < self.flip_prob)
@@ -264,7 +264,8 @@ class TopDownTransform:
         crop = cv2.warpAffine(image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         crop = crop.astype(np.float32) * (1.0 / 255.0) if crop.dtype == np.uint8 else crop.astype(np.float32, copy=False)
         if params.get("gains") is not None:
-            crop = np.clip(crop * params["gains"], 0.0, 1.0)
+            crop *= params["gains"]  # warpAffine returned a new array: safe to change in place
+            np.clip(crop, 0.0, 1.0, out=crop)
 
         joints = np.asarray(rec["joints_2d"], dtype=np.float64)
         k = joints.shape[0]
@@ -306,10 +307,10 @@ class TopDownTransform:
             z = depth_mm_to_cells(rel[:, 2], d, self.depth_range_mm)
             target = np.concatenate([cells, z[:, None]], 1)
             wz = wxy & has_3d & (z >= -0.5) & (z <= d - 0.5)
-            weight = np.stack([wxy, wxy, wz], 1)
+            weight = np.column_stack((wxy, wxy, wz))
         else:
             target = cells
-            weight = np.stack([wxy, wxy], 1)
+            weight = np.column_stack((wxy, wxy))
         target = np.where(weight > 0, target, np.where(np.isfinite(target), target, 0.0))
 
         sample: dict[str, Any] = {
