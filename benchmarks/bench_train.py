@@ -5,6 +5,7 @@
     python benchmarks/bench_train.py --precision [--quick]
     python benchmarks/bench_train.py --memory [--threads 1] [--quick]
     python benchmarks/bench_train.py --recipes [--quick]
+    python benchmarks/bench_train.py --optimizers [--quick]
 
 Measures, for the default demo model ("tiny", 64x64 input) and the paper-sized ResNet-50 at
 256x192 (H x W):
@@ -40,6 +41,10 @@ JS), the same with the cross-entropy map loss (``train.regularizer: ce``) and th
 baseline (MSE on Gaussians rendered per batch), one thread, channels-last, ``train.precision:
 auto``, ``train.keep_freed_memory`` on, on random images. The recipes alternate in rounds in one
 process; it prints each one's median images/s and its ratio to the first.
+
+``--optimizers`` measures the same step (the demo's recipe) with the engine's optimizer
+(``engine.module.build_optimizer``: fused Adam) and with torch's default Adam (one small update
+per parameter tensor), alternating in rounds in one process.
 """
 from __future__ import annotations
 
@@ -184,17 +189,18 @@ def bench_precision(rounds: int, steps: int) -> dict:
             "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
 
 
-def _engine_step(cfg: dict) -> tuple:
+def _engine_step(cfg: dict, fused: bool = True) -> tuple:
     """The engine's training step for ``cfg`` on random images: ``PoseLightningModule``'s network
-    (channels-last) and ``compute_loss`` in ``train.mode``, Adam, the precision ``train.precision``
-    resolves to. Returns (step function, images per step)."""
-    from integral_pose.engine.module import PoseLightningModule
+    (channels-last) and ``compute_loss`` in ``train.mode``, the engine's optimizer
+    (``build_optimizer``; ``fused=False``: torch's default for-each-tensor Adam instead), the
+    precision ``train.precision`` resolves to. Returns (step function, images per step)."""
+    from integral_pose.engine.module import PoseLightningModule, build_optimizer
     from integral_pose.engine.train import resolve_precision
 
     torch.manual_seed(0)
     module = PoseLightningModule(cfg, 17, "h36m17")
     model = module.model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    opt = build_optimizer(cfg["train"], model.parameters()) if fused else torch.optim.Adam(model.parameters(), cfg["train"]["lr"])
     w, h = cfg["data"]["input_size"]
     x = torch.rand(cfg["data"]["batch_size"], 3, h, w)
     bf16 = resolve_precision(cfg) == "bf16-mixed"
@@ -233,16 +239,23 @@ RECIPES = {
 }
 
 
-def bench_recipes(rounds: int, steps: int) -> dict:
-    """The demo's training step for each of :data:`RECIPES`, alternating ``rounds`` times (1 thread)."""
+OPTIMIZERS = {"fused Adam (the engine's)": True, "Adam, torch's default (not fused)": False}
+
+
+def bench_recipes(rounds: int, steps: int, optimizers: bool = False) -> dict:
+    """The demo's training step for each of :data:`RECIPES` (``optimizers``: the demo's recipe with
+    each of :data:`OPTIMIZERS`), alternating ``rounds`` times (1 thread)."""
     from integral_pose.engine.config import load_config
     from integral_pose.engine.train import keep_freed_memory
 
     torch.set_num_threads(1)
     keep_freed_memory()
     load_before = os.getloadavg()
-    steps_by = {name: _engine_step(load_config(None, overrides)) for name, overrides in RECIPES.items()}
-    speeds: dict[str, list[float]] = {name: [] for name in RECIPES}
+    if optimizers:
+        steps_by = {name: _engine_step(load_config(None), fused) for name, fused in OPTIMIZERS.items()}
+    else:
+        steps_by = {name: _engine_step(load_config(None, overrides)) for name, overrides in RECIPES.items()}
+    speeds: dict[str, list[float]] = {name: [] for name in steps_by}
     for r in range(rounds):
         for name, (step, batch_size) in steps_by.items():
             speeds[name].append(batch_size / statistics.median(_timeit(step, warmup=3, reps=steps)))
@@ -298,10 +311,12 @@ def main() -> None:
     ap.add_argument("--precision", action="store_true", help="demo model, 1 thread: fp32 vs CPU bf16 autocast side by side")
     ap.add_argument("--memory", action="store_true", help="the engine's 2D and 3D training steps with and without train.keep_freed_memory")
     ap.add_argument("--recipes", action="store_true", help="the demo's training step per loss recipe, 1 thread, side by side")
+    ap.add_argument("--optimizers", action="store_true", help="the demo's training step with fused and with for-each-tensor Adam, 1 thread, side by side")
     args = ap.parse_args()
-    if args.recipes:
-        r = bench_recipes(rounds=2 if args.quick else 7, steps=10 if args.quick else 30)
-        _print_alternating(r, "recipe", "1 thread, channels-last, train.precision auto, keep_freed_memory")
+    if args.recipes or args.optimizers:
+        r = bench_recipes(rounds=2 if args.quick else 7, steps=10 if args.quick else 30, optimizers=args.optimizers)
+        _print_alternating(r, "optimizer" if args.optimizers else "recipe",
+                           "1 thread, channels-last, train.precision auto, keep_freed_memory")
         return
     if args.memory:
         rows = bench_memory(args.threads, rounds=2 if args.quick else 5, steps=10 if args.quick else 30)

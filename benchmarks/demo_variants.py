@@ -46,7 +46,7 @@ from integral_pose.engine.config import load_config
 from integral_pose.engine.data import build_dataset, render_synthetic
 from integral_pose.engine.evaluate import decoders_for_mode, evaluate_model
 from integral_pose.engine.inference import pck_key
-from integral_pose.engine.module import PoseLightningModule, build_model_from_config, current_mode, lr_factor
+from integral_pose.engine.module import PoseLightningModule, build_model_from_config, build_optimizer, current_mode, lr_factor
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableSampler
 from integral_pose.engine.train import keep_freed_memory
 from integral_pose.models.pose_net import IMAGENET_MEAN, IMAGENET_STD
@@ -175,7 +175,7 @@ def main() -> None:
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     losses = PoseLightningModule(cfg, k, "h36m17")  # its compute_loss: the engine's integral loss
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = build_optimizer({**cfg["train"], "lr": lr}, model.parameters())
     # the engine's loading: a new permutation and new augmentation of every image each epoch
     sampler = ResumableSampler(len(train_set), shuffle=True, seed=int(cfg["seed"]), encode_epoch=True)
     loader = torch.utils.data.DataLoader(EpochSeededDataset(train_set), batch_size=a.batch_size,

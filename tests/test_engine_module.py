@@ -9,7 +9,7 @@ import torch
 
 from integral_pose import losses
 from integral_pose.engine.config import ConfigError, load_config
-from integral_pose.engine.module import PoseLightningModule, current_mode, lr_factor
+from integral_pose.engine.module import PoseLightningModule, build_optimizer, current_mode, lr_factor
 from integral_pose.ops.coordinates import cells_to_normalized
 from integral_pose.ops.soft_argmax import soft_argmax
 from integral_pose.ops.targets import render_heatmaps
@@ -181,3 +181,47 @@ def test_axis_weights_reach_the_loss_and_wrong_lengths_are_config_errors():
         load_config(None, ["model.depth_bins=8", "train.axis_weights=[1, 1]"])
     with pytest.raises(ConfigError, match="train.axis_weights"):
         load_config(None, ["train.axis_weights=[0, 0]"])
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_build_optimizer_is_fused_on_cpu_and_updates_as_torchs_default(kind):
+    train = {"optimizer": kind, "lr": 0.01, "weight_decay": 1e-4}
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = build_optimizer(train, nets[0].parameters())
+    plain = (torch.optim.Adam(nets[1].parameters(), lr=0.01, weight_decay=1e-4) if kind == "adam"
+             else torch.optim.SGD(nets[1].parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4))
+    assert fused.defaults["fused"] is True and not plain.defaults.get("fused")
+    x = torch.randn(2, 3, 6, 6)
+    for _ in range(5):
+        for net, opt in zip(nets, (fused, plain)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(nets[0][0].weight, torch.nn.Conv2d(3, 4, 3).weight)  # it did move
+    with pytest.raises(ValueError, match="train.optimizer must be adam or sgd, got 'lamb'"):
+        build_optimizer({**train, "optimizer": "lamb"}, nets[0].parameters())
+
+
+def test_loggers_get_the_losses_parts_on_their_logging_steps_only(tmp_path):
+    from integral_pose.engine.train import run_training
+
+    cfg = load_config(None, [
+        "model.width=8", "model.head_channels=16", "data.synthetic_image_size=64", "data.synthetic_train=48",
+        "data.synthetic_val=8", "data.batch_size=8", "train.max_epochs=1", "train.progress_bar=false",
+        "train.compare_modes=[]", "train.log_every_n_steps=2", "train.threads=1", "train.max_time_s=null"])
+    run_training(cfg, tmp_path / "run", verbose=False)
+    lines = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    cols = lines[0].split(",")
+    rows = [dict(zip(cols, r.split(","))) for r in lines[1:]]
+    logged = {int(r["step"]): r for r in rows if r.get("train/loss")}
+    # 6 steps, every 2nd written: the progress bar's loss and the parts only the loggers show, together
+    assert sorted(logged) == [1, 3, 5]
+    for r in logged.values():
+        assert r["train/loss_coord"] and r["train/loss_js"] and r["lr"]
+        total = float(r["train/loss_coord"]) + float(r["train/loss_js"])
+        assert float(r["train/loss"]) == pytest.approx(total, rel=1e-5)
+    assert sum(1 for r in rows if r.get("img/s")) == 3

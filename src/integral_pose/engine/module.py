@@ -16,7 +16,7 @@ Training modes (``train.mode``):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
@@ -30,7 +30,7 @@ from integral_pose.models import create_model
 from integral_pose.ops.targets import render_heatmaps
 from integral_pose.skeletons import get_skeleton
 
-__all__ = ["PoseLightningModule", "build_model_from_config", "build_integral_loss", "current_mode", "lr_factor"]
+__all__ = ["PoseLightningModule", "build_model_from_config", "build_integral_loss", "build_optimizer", "current_mode", "lr_factor"]
 
 
 def build_model_from_config(cfg: dict[str, Any], num_joints: int):
@@ -78,6 +78,30 @@ def build_integral_loss(cfg: dict[str, Any], num_joints: int) -> losses.Combined
         ndim=2 if two_d else 3,
         axis_weights=t["axis_weights"],
     )
+
+
+def build_optimizer(train_cfg: dict[str, Any], params: Iterable[Tensor]) -> torch.optim.Optimizer:
+    """The configured optimizer over ``params``: ``train.optimizer`` (adam, or sgd with momentum 0.9)
+    with ``train.lr`` and ``train.weight_decay``.
+
+    Fused (one kernel updates every tensor) where all parameters live on a CPU or CUDA device, the
+    devices torch has fused Adam and SGD kernels for; elsewhere torch's default implementation.
+    Both compute the same update.
+
+    Example:
+        >>> net = torch.nn.Linear(3, 2)
+        >>> opt = build_optimizer({"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}, net.parameters())
+        >>> type(opt).__name__, opt.defaults["fused"]
+        ('Adam', True)
+    """
+    params = list(params)
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
+    kind, lr, wd = train_cfg["optimizer"], float(train_cfg["lr"]), float(train_cfg["weight_decay"])
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, fused=fused or None)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=fused or None)
+    raise ValueError(f"train.optimizer must be adam or sgd, got {kind!r}")
 
 
 def current_mode(train_cfg: dict[str, Any], epoch: float) -> str:
@@ -140,6 +164,7 @@ class PoseLightningModule(L.LightningModule):
         self.model = build_model_from_config(cfg, num_joints)
         self.integral_loss = build_integral_loss(cfg, num_joints)
         self._t_last: float | None = None
+        self._log_step = True
         self.progress = progress
 
     def setup(self, stage: str) -> None:
@@ -199,14 +224,28 @@ class PoseLightningModule(L.LightningModule):
         loss, parts = self.compute_loss(logits, batch, self.current_mode())
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        for k, v in parts.items():
-            self.log(f"train/loss_{k}", v, batch_size=bs)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False, batch_size=bs)
+        self._log_step = self._logging_step()
+        if self._log_step:
+            for k, v in parts.items():
+                self.log(f"train/loss_{k}", v, batch_size=bs)
+            self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=False, batch_size=bs)
         return loss
+
+    def _logging_step(self) -> bool:
+        """Whether the loggers record the training step about to run (called before its optimizer
+        step). Lightning sends on-step values to them every ``log_every_n_steps`` steps and drops
+        the rest, and every ``self.log`` call costs the same fixed overhead either way, so the
+        values only the loggers show (the loss's parts, the learning rate, images/s) are logged on
+        these steps alone; the progress bar's loss is logged every step."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        n = int(trainer.log_every_n_steps)
+        return n > 0 and (self.global_step + 1) % n == 0
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, Tensor], batch_idx: int) -> None:
         now = time.perf_counter()
-        if self._t_last is not None:
+        if self._t_last is not None and self._log_step:
             dt = max(now - self._t_last, 1e-9)
             # images per second over all processes
             ips = batch["image"].shape[0] * self.trainer.world_size / dt
@@ -236,10 +275,7 @@ class PoseLightningModule(L.LightningModule):
     # ----------------------------------------------------------------------------- optimiser
     def configure_optimizers(self):
         t = self.cfg["train"]
-        if t["optimizer"] == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
-        else:
-            opt = torch.optim.Adam(self.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        opt = build_optimizer(t, self.parameters())
         steps = sorted(int(s) for s in (t["lr_steps"] or []))
         factor = float(t["lr_factor"])
         warm = int(t["warmup_steps"] or 0)
