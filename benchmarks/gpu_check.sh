@@ -44,11 +44,11 @@ timeout 300 $PY -m pytest -q -x -p no:cacheprovider tests/test_kernels_triton.py
 
 echo "== 3. benchmark (fused, PyTorch, kornia, dsntnn)"
 timeout 240 $PY benchmarks/bench_ops.py --impls triton,torch,kornia,dsntnn --dtypes fp32,bf16 \
-  --output "$DEST/bench.md" 2> "$DEST/bench_log.txt"
+  --output "$DEST/bench.md" --overwrite 2> "$DEST/bench_log.txt"
 
 echo "== 4. torch.compile of the PyTorch path"
 timeout 300 $PY benchmarks/bench_ops.py --impls compile,triton --dtypes fp32,bf16 \
-  --output "$DEST/bench_compile.md" 2> "$DEST/bench_compile_log.txt"
+  --output "$DEST/bench_compile.md" --overwrite 2> "$DEST/bench_compile_log.txt"
 
 echo "== 5. launch sweep (3D)"
 timeout 180 $PY benchmarks/bench_ops.py --impls triton --shapes 32,17,64,64,64 --dtypes fp32,bf16 --sweep \

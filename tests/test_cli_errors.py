@@ -86,6 +86,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (f["photos"] / "a.jpg").write_bytes(b"not a run")
     (f["evaluated"] / "metrics.json").write_text('{"pck@0.2": 0.9}\n')  # an earlier evaluation's (or a training run's)
     (f["predicted"] / "img.png").write_bytes(b"an earlier prediction")
+    for name, suffix in (("earlier_png", "png"), ("earlier_onnx", "onnx"), ("earlier_md", "md")):
+        f[name] = d / f"earlier.{suffix}"
+        f[name].write_bytes(b"an earlier result")
     (f["nockpt"] / "config.yaml").write_text("name: earlier\n")
     dump_config(load_config(None, TINY_RUN), f["changed"] / "config.yaml")
     (f["changed"] / "checkpoints").mkdir()
@@ -151,6 +154,19 @@ ROWS = [
     ("evaluate output folder holds metrics.json (prediction files)",
      ["evaluate", "--pred", "{pred}", "--gt", "{gt}", "--metric", "pck", "--norm", "bbox", "--output", "{evaluated}"],
      "--output '{evaluated}' already holds metrics.json (an earlier result)"),
+    ("evaluate `--plot` file exists", ["evaluate", "--pred", "{pred}", "--gt", "{gt}", "--metric", "pck", "--norm", "bbox",
+                                       "--plot", "{earlier_png}"],
+     "--plot '{earlier_png}' already exists (an earlier result); choose another --plot, or pass --overwrite"),
+    ("export output file exists", ["export", "--checkpoint", "{good}", "--output", "{earlier_onnx}"],
+     "--output '{earlier_onnx}' already exists (an earlier result)"),
+    ("show-data output file exists", ["show-data", "--num", "1", "--image-size", "32", "--output", "{earlier_png}"],
+     "--output '{earlier_png}' already exists"),
+    ("quantization `--plot` file exists", ["quantization", "--samples", "10", "--plot", "{earlier_png}"],
+     "--plot '{earlier_png}' already exists"),
+    ("bench output file exists", ["bench", "--quick", "--impls", "torch", "--output", "{earlier_md}"],
+     "--output '{earlier_md}' already exists"),
+    ("named output is a folder", ["export", "--checkpoint", "{good}", "--output", "{ckpt_dir}"],
+     "--output '{ckpt_dir}' is a folder; give a file name"),
     # checkpoints (evaluate, export; predict loads them the same way)
     ("checkpoint missing", ["evaluate", "--checkpoint", "{dir}/none.ckpt"], "none.ckpt' not found"),
     ("checkpoint is a folder", ["evaluate", "--checkpoint", "{ckpt_dir}"], "is a folder"),
@@ -256,3 +272,12 @@ def test_every_docs_row_is_tested():
     tested = {r[0] for r in ROWS} | {"show-data without `--root` outside the repository", "bench `--device cuda` without a GPU",
                                      "Ctrl-C", "unknown flag or missing argument"}
     assert set(rows) == tested, f"docs/errors.md and the tests differ: {set(rows) ^ tested}"
+
+
+def test_refused_named_outputs_keep_the_earlier_files(files, capsys):
+    for name in ("earlier_png", "earlier_onnx", "earlier_md"):
+        assert files[name].read_bytes() == b"an earlier result"
+    assert cli.main(["show-data", "--num", "1", "--image-size", "32", "--output", str(files["earlier_png"])]) == 2
+    assert cli.main(["bench", "--quick", "--impls", "torch", "--output", str(files["earlier_md"])]) == 2
+    assert [files[n].read_bytes() for n in ("earlier_png", "earlier_md")] == [b"an earlier result"] * 2
+    assert not [p for p in files["dir"].iterdir() if p.name.endswith(".tmp")]

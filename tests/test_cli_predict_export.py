@@ -95,6 +95,13 @@ def test_export_onnx_round_trip(run, tmp_path, capsys):
         ref = model(x)
     np.testing.assert_allclose(logits, ref.numpy(), atol=1e-4)
     np.testing.assert_allclose(coords, soft_argmax(ref).numpy(), atol=1e-4)
+    # a second export keeps the first unless told to replace it; no temporary file is left either way
+    first = onnx_path.read_bytes()
+    onnx_path.write_bytes(b"an earlier graph")
+    assert cli(["export", "--checkpoint", str(ckpt), "--output", str(onnx_path)]) == 2
+    assert onnx_path.read_bytes() == b"an earlier graph"
+    assert cli(["export", "--checkpoint", str(ckpt), "--output", str(onnx_path), "--overwrite"]) == 0
+    assert len(onnx_path.read_bytes()) == len(first) and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
 @pytest.mark.slow

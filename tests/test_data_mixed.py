@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from integral_pose.data import MixedDataset, SyntheticHumans, TopDownTransform
+from integral_pose.files import UserError
 
 
 class _Ids:
@@ -75,6 +76,12 @@ def test_show_data_synthetic_grid(tmp_path):
 
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 96 and img.shape[1] > 96
+    again = p.parse_args(["--dataset", "synthetic", "--num", "2", "--image-size", "48", "--output", str(out)])
+    with pytest.raises(UserError, match="already exists"):
+        show.main(again)  # the earlier grid is kept
+    assert cv2.imread(str(out)).shape == img.shape
+    again.overwrite = True
+    assert show.main(again) == 0 and cv2.imread(str(out)).shape != img.shape
     out2 = tmp_path / "aug.png"
     assert show.main(p.parse_args(["--dataset", "synthetic", "--num", "2", "--image-size", "48", "--view", "augment",
                                    "--input-size", "64", "--output", str(out2)])) == 0

@@ -35,6 +35,12 @@ def test_cli_prints_table_and_writes_plot(tmp_path, capsys):
     assert "stride 8 px" in out and "read the logits" in out
     for method in ("argmax", "argmax_quarter", "dark", "integral", "integral_debiased"):
         assert f"| 0 | {method} |" in out and f"| 0.1 | {method} |" in out
+    # a second run keeps the earlier plot unless told to replace it
+    png.write_bytes(b"an earlier plot")
+    assert cli_main(["quantization", "--samples", "10", "--plot", str(png)]) == 2
+    assert png.read_bytes() == b"an earlier plot"
+    assert cli_main(["quantization", "--samples", "10", "--plot", str(png), "--overwrite"]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG" and sorted(p.name for p in tmp_path.iterdir()) == ["q.png"]
 
 
 def test_background_floor_hurts_plain_integral_not_debiased():

@@ -8,7 +8,8 @@
   content or the new one, never half of it (a temporary file in the same folder, then an atomic
   rename); an interrupted run leaves no half-written result.
 - :func:`refuse_overwrite`: a command that writes results into a folder checks first that it would
-  replace none (unless told to), so an earlier result is never lost by accident.
+  replace none (unless told to), so an earlier result is never lost by accident;
+  :func:`refuse_overwrite_file` does the same for a file named by an option (``--plot out.png``).
 
 Example:
     >>> import tempfile, pathlib
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["UserError", "MissingFileError", "BadFileError", "read_json", "atomic_write_text", "atomic_write_bytes",
-           "refuse_overwrite"]
+           "refuse_overwrite", "refuse_overwrite_file"]
 
 
 class UserError(Exception):
@@ -125,3 +126,30 @@ def refuse_overwrite(paths: Sequence[str | Path]) -> None:
     names = ", ".join(p.name for p in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
     raise UserError(f"--output {str(found[0].parent)!r} already holds {names} (an earlier result); "
                     "choose another --output, or pass --overwrite to replace it")
+
+
+def refuse_overwrite_file(path: str | Path | None, option: str) -> None:
+    """Raise :class:`UserError` if ``path``, the file an ``option`` names (``--plot``, ``-o``), exists.
+
+    The single-file companion of :func:`refuse_overwrite`; ``None`` (the option not given) passes.
+    Call it before any work.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> refuse_overwrite_file(d / "curve.png", "--plot")  # nothing there yet: no error
+        >>> atomic_write_text(d / "curve.png", "png")
+        >>> try:
+        ...     refuse_overwrite_file(d / "curve.png", "--plot")
+        ... except UserError as e:
+        ...     print(str(e).replace(str(d), "DIR"))
+        --plot 'DIR/curve.png' already exists (an earlier result); choose another --plot, or pass --overwrite to replace it
+    """
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{option} {str(p)!r} is a folder; give a file name")
+    if p.exists():
+        raise UserError(f"{option} {str(p)!r} already exists (an earlier result); "
+                        f"choose another {option}, or pass --overwrite to replace it")

@@ -12,6 +12,7 @@ Example:
 """
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 
@@ -22,8 +23,8 @@ import torch
 from integral_pose.files import atomic_write_bytes
 from integral_pose.skeletons import Skeleton, get_skeleton
 
-__all__ = ["to_uint8_image", "draw_skeleton", "make_grid", "save_image", "put_label", "palette", "draw_prediction_panel",
-           "draw_legend", "GROUND_TRUTH_COLOR"]
+__all__ = ["to_uint8_image", "draw_skeleton", "make_grid", "save_image", "save_figure", "figure_png", "put_label", "palette",
+           "draw_prediction_panel", "draw_legend", "GROUND_TRUTH_COLOR"]
 
 # RGB: the person's left in blue, right in orange, centre in green
 _LEFT, _RIGHT, _CENTRE = (40, 120, 255), (255, 140, 0), (0, 200, 80)
@@ -136,6 +137,34 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     if not ok:
         raise OSError(f"could not encode image {path} (extension {ext!r})")
     atomic_write_bytes(path, data.tobytes())
+
+
+def figure_png(fig, dpi: float | None = None) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed (pyplot keeps open figures alive)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: float | None = None) -> None:
+    """Write a matplotlib figure as a PNG, atomically (an interrupted run leaves the old file or
+    none, never half a picture), and close it.
+
+    Example:
+        >>> import tempfile, pathlib, matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "curve.png"
+        >>> save_figure(plt.figure(figsize=(1, 1)), path)
+        >>> path.read_bytes()[:4], plt.get_fignums()
+        (b'\\x89PNG', [])
+    """
+    atomic_write_bytes(path, figure_png(fig, dpi))
 
 
 def palette(n: int) -> list[tuple[int, int, int]]:

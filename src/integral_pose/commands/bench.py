@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from integral_pose.files import UserError
+from integral_pose.files import UserError, atomic_write_text, refuse_overwrite_file
 from integral_pose.studies.bench import DEFAULT_SHAPES, DTYPES, IMPLS, QUICK_SHAPES, Row, Timer, format_value, machine_line, measure, table
 
 
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="also time the Triton kernels over launch configurations (block, split) (GPU)")
     parser.add_argument("--output", "-o", default=None, metavar="PATH", help="also write the markdown table to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
 
 
 def _sweep_configs() -> list[tuple[int, int]]:
@@ -69,6 +70,8 @@ def main(args: argparse.Namespace) -> int:
     else:  # the defaults leave out what cannot run here, and torch.compile's minutes of compiling in --quick
         impls = [i for i in IMPLS if (gpu or i != "triton") and not (args.quick and i == "compile")]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not args.overwrite:
+        refuse_overwrite_file(args.output, "--output")
     for flag, values, valid in (("--dtypes", dtypes, tuple(DTYPES)), ("--impls", impls, tuple(IMPLS)),
                                 ("--modes", modes, ("fwd", "fwdbwd"))):
         for v in values:
@@ -101,8 +104,7 @@ def main(args: argparse.Namespace) -> int:
                 for block, split in _sweep_configs()[1:]:
                     rows += measure(shape, DTYPES[d], ["triton"], modes, timer, block, split)[0]
             if args.output:  # rewritten after every shape: a run cut short keeps what it measured
-                with open(args.output, "w") as f:
-                    f.write("\n".join(header) + "\n" + table(rows, copies) + "\n")
+                atomic_write_text(args.output, "\n".join(header) + "\n" + table(rows, copies) + "\n")
     print(table(rows, copies))
     return 0
 

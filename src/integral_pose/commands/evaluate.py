@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from integral_pose.engine.evaluate import evaluate_checkpoint, write_json
-from integral_pose.files import UserError, read_json, refuse_overwrite
+from integral_pose.files import UserError, read_json, refuse_overwrite, refuse_overwrite_file
 from integral_pose.metrics import (COCO_STAT_NAMES, MPII_GROUPS, align_prediction, approx_head_boxes, bbox_size,
                                    bbox_size_from_joints, coco_keypoint_ap, curve_auc, head_size_from_boxes,
                                    load_mpii_json, mpii_pckh, mpjpe_breakdown, pck, pck_curve, torso_size)
 from integral_pose.metrics.pck_auc import DEFAULT_AUC_THRESHOLDS
 from integral_pose.skeletons import get_skeleton
+from integral_pose.viz import save_figure
 
 METRICS = ("pckh", "pck", "mpjpe", "coco")
 _DEFAULT_THR = {"pckh": 0.5, "pck": 0.2}
@@ -65,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", metavar="DIR",
                         help="write metrics.json into this folder (with --checkpoint also predictions.npz); "
                              "files already there are kept unless --overwrite")
-    parser.add_argument("--overwrite", action="store_true", help="replace metrics.json / predictions.npz in --output")
+    parser.add_argument("--overwrite", action="store_true", help="replace metrics.json / predictions.npz in --output and the --plot file")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,9 +207,7 @@ def plot_curve(thresholds: np.ndarray, values: np.ndarray, path: str | Path, xla
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,8 +306,10 @@ def _validate(args: argparse.Namespace) -> None:
         return
     if args.config or args.overrides:
         raise UserError("--config/--set apply only with --checkpoint")
-    if args.output and not args.overwrite:
-        refuse_overwrite([Path(args.output) / "metrics.json"])
+    if not args.overwrite:
+        if args.output:
+            refuse_overwrite([Path(args.output) / "metrics.json"])
+        refuse_overwrite_file(args.plot, "--plot")
     missing = [f"--{n}" for n in ("pred", "gt", "metric") if not getattr(args, n)]
     if missing:
         raise UserError(f"missing {', '.join(missing)}: give --pred FILE --gt FILE --metric {{{'|'.join(METRICS)}}}, or --checkpoint C")

@@ -5,6 +5,7 @@ import argparse
 
 from integral_pose.engine.evaluate import load_checkpoint
 from integral_pose.engine.export import check_onnx, export_onnx
+from integral_pose.files import refuse_overwrite_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,9 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=2, help="batch size of the onnxruntime check (default 2)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max absolute difference allowed (default 1e-4)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
 
 
 def main(args: argparse.Namespace) -> int:
+    if not args.overwrite:
+        refuse_overwrite_file(args.output, "--output")
     model, cfg, _ = load_checkpoint(args.checkpoint)
     size = tuple(cfg["data"]["input_size"])
     export_onnx(model, args.output, size, opset=args.opset)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from integral_pose.files import UserError
+from integral_pose.files import UserError, refuse_overwrite_file
 from integral_pose.studies.quantization import DEFAULT_NOISE, format_table, plot, run_study
 
 
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--plot", type=Path, default=Path("runs/quantization.png"),
         help="PNG of the error versus distance to the border (default runs/quantization.png)",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace the --plot file if it exists")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,6 +47,8 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected an integer >= 1")
     if args.sigma <= 0:
         raise UserError(f"--sigma {args.sigma:g}: expected a positive number (heatmap cells)")
+    if not args.overwrite:
+        refuse_overwrite_file(args.plot, "--plot")
     result = run_study(args.input_size, args.heatmap_size, args.sigma, args.noise, args.samples, args.seed,
                        floor=args.floor)
     n = args.heatmap_size

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from integral_pose.data import CocoKeypoints, H36MFrames, MpiiDataset, PoseArchive, SyntheticHumans, TopDownTransform
-from integral_pose.files import UserError
+from integral_pose.files import UserError, refuse_overwrite_file
 from integral_pose.geometry import heatmap_to_input
 from integral_pose.viz import draw_skeleton, make_grid, put_label, save_image
 
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "raw: the whole image (default: raw for the synthetic sets, crop for the readers)")
     parser.add_argument("--tile", type=int, default=256, help="display size of each grid cell (px)")
     parser.add_argument("--output", "-o", type=Path, required=True, metavar="PNG", help="the PNG to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
 
 
 def build_dataset(args: argparse.Namespace):
@@ -87,6 +88,8 @@ def build_dataset(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise UserError(f"--num {args.num}: expected at least 1 sample")
+    if not args.overwrite:
+        refuse_overwrite_file(args.output, "--output")
     ds = build_dataset(args)
     if len(ds) == 0:
         raise UserError(f"dataset {args.dataset} ({args.ann or args.root or 'default'}) holds no samples")
@@ -114,7 +117,6 @@ def main(args: argparse.Namespace) -> int:
             tiles.append(put_label(tile, f"#{int(i)}"))
     grid = make_grid(tiles)
     try:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
         save_image(str(args.output), grid)
     except OSError as exc:
         raise UserError(f"cannot write {str(args.output)!r}: {exc.strerror or exc}") from exc

@@ -10,6 +10,7 @@ the tolerance (absolute, default 1e-4).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,25 @@ class ExportWrapper(nn.Module):
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int], opset: int = 17) -> None:
-    """Export ``model`` (a PoseNet) for inputs of (W, H) = ``input_size`` with a dynamic batch axis."""
+    """Export ``model`` (a PoseNet) for inputs of (W, H) = ``input_size`` with a dynamic batch axis.
+
+    The graph is written to a temporary file beside ``path`` and renamed onto it when complete, so
+    an interrupted export leaves the old file or none, never half a graph.
+    """
     wrapper = ExportWrapper(model).eval()
     w, h = input_size
     example = torch.rand(2, 3, h, w)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _export(wrapper, example, tmp, opset)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _export(wrapper: nn.Module, example: Tensor, path: Path, opset: int) -> None:
     with torch.no_grad():
         torch.onnx.export(
             wrapper,

@@ -26,6 +26,7 @@ import torch
 
 from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS, decode
 from integral_pose.ops.targets import render_heatmaps
+from integral_pose.viz import save_figure
 
 __all__ = ["run_study", "format_table"]
 
@@ -141,8 +142,6 @@ def plot(result: dict, path: Path) -> None:
         f"σ = {result['sigma']:g} cells{floor} ({result['samples']} joints per panel)", fontsize=11
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 

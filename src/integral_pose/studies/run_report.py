@@ -13,7 +13,6 @@ be redrawn from finished runs: :func:`write_run_pictures`.
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,8 @@ from integral_pose.engine.inference import MEAN_POSE, MEAN_POSE_LABEL
 from integral_pose.files import BadFileError, MissingFileError, atomic_write_bytes
 from integral_pose.geometry import apply_affine, invert_affine
 from integral_pose.ops.decoders import DECODE_LABELS
-from integral_pose.viz import GROUND_TRUTH_COLOR, draw_legend, draw_prediction_panel, make_grid, palette, save_image
+from integral_pose.viz import (GROUND_TRUTH_COLOR, draw_legend, draw_prediction_panel, figure_png, make_grid, palette,
+                               save_image)
 
 __all__ = ["table_rows", "sample_errors", "pick_examples", "draw_predictions", "plot_pck_curves", "write_run_pictures"]
 
@@ -179,10 +179,7 @@ def plot_pck_curves(rows: Sequence[tuple[str, np.ndarray]], gt: np.ndarray, visi
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_run_pictures(

@@ -17,6 +17,7 @@ import torch
 
 from integral_pose.files import atomic_write_text
 from integral_pose.studies.study import GT_ARGMAX, MEAN_POSE, PCK, READOUTS_2D
+from integral_pose.viz import save_figure
 
 __all__ = ["machine_info", "format_tables", "plot_results", "write_report"]
 
@@ -110,8 +111,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
                      f"head init: {results['setting']['head_init']}", fontsize=10)
         fig.tight_layout()
         p = out / "study_2d.png"
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
+        save_figure(fig, p, dpi=80)
         paths.append(p)
     rows3 = results.get("3d") or []
     if rows3:
@@ -132,8 +132,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         p = out / "study_3d.png"
-        fig.savefig(p, dpi=80)
-        plt.close(fig)
+        save_figure(fig, p, dpi=80)
         paths.append(p)
     return paths
 
