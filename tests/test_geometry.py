@@ -110,6 +110,7 @@ def test_invert_affine_of_one_matrix_equals_the_batched_inverse_and_keeps_its_dt
     for M, inv in zip(Ms, batched):
         np.testing.assert_allclose(invert_affine(M), inv, rtol=0, atol=1e-12)
     assert invert_affine(Ms[0].astype(np.float32)).dtype == np.float32
+    np.testing.assert_allclose(invert_affine(np.array([[2, 0, 4], [0, 4, -8]])), [[0.5, 0, -2], [0, 0.25, 2]])
     with pytest.raises(ValueError, match="singular"):
         invert_affine(np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 1.0]]))
     with pytest.raises(ValueError, match=r"shape \(\.\.\., 2, 3\)"):

@@ -133,7 +133,8 @@ def invert_affine(M: ArrayT) -> ArrayT:
         if det == 0:
             raise ValueError("affine matrix is singular (zero determinant); cannot invert")
         ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
-        return np.array([[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]], dtype=M.dtype)
+        return np.array([[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]],
+                        dtype=np.result_type(M.dtype, np.float32))  # float32 stays, integers become float64
     a, b, tx = M[..., 0, 0], M[..., 0, 1], M[..., 0, 2]
     c, d, ty = M[..., 1, 0], M[..., 1, 1], M[..., 1, 2]
     det = a * d - b * c
