@@ -192,7 +192,7 @@ def bench_precision(rounds: int, steps: int) -> dict:
 def _engine_step(cfg: dict, fused: bool = True) -> tuple:
     """The engine's training step for ``cfg`` on random images: ``PoseLightningModule``'s network
     (channels-last) and ``compute_loss`` in ``train.mode``, the engine's optimizer
-    (``build_optimizer``; ``fused=False``: torch's default for-each-tensor Adam instead), the
+    (``build_optimizer``; ``fused=False``: torch's default Adam, a loop over the tensors on CPU), the
     precision ``train.precision`` resolves to. Returns (step function, images per step)."""
     from integral_pose.engine.module import PoseLightningModule, build_optimizer
     from integral_pose.engine.train import resolve_precision
@@ -311,7 +311,7 @@ def main() -> None:
     ap.add_argument("--precision", action="store_true", help="demo model, 1 thread: fp32 vs CPU bf16 autocast side by side")
     ap.add_argument("--memory", action="store_true", help="the engine's 2D and 3D training steps with and without train.keep_freed_memory")
     ap.add_argument("--recipes", action="store_true", help="the demo's training step per loss recipe, 1 thread, side by side")
-    ap.add_argument("--optimizers", action="store_true", help="the demo's training step with fused and with for-each-tensor Adam, 1 thread, side by side")
+    ap.add_argument("--optimizers", action="store_true", help="the demo's training step with fused Adam and with torch's default Adam (a loop over the parameter tensors on CPU), 1 thread, side by side")
     args = ap.parse_args()
     if args.recipes or args.optimizers:
         r = bench_recipes(rounds=2 if args.quick else 7, steps=10 if args.quick else 30, optimizers=args.optimizers)
