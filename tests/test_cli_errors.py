@@ -232,12 +232,12 @@ def test_bench_cuda_without_a_device(capsys):
     _one_line_error(capsys, ["bench", "--device", "cuda"], "no CUDA device")
 
 
-def test_interrupt_is_one_line_and_130(monkeypatch, capsys):
+def test_interrupt_is_one_line_and_130(monkeypatch, capsys, tmp_path):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(quantization, "run_study", interrupted)
-    assert cli.main(["quantization"]) == 130
+    assert cli.main(["quantization", "--plot", str(tmp_path / "q.png")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "integral-pose quantization: interrupted"
 
