@@ -10,13 +10,14 @@ the tolerance (absolute, default 1e-4).
 """
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from integral_pose.files import atomic_write_bytes
 from integral_pose.ops.soft_argmax import soft_argmax
 
 __all__ = ["ExportWrapper", "export_onnx", "check_onnx"]
@@ -37,34 +38,25 @@ class ExportWrapper(nn.Module):
 def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int], opset: int = 17) -> None:
     """Export ``model`` (a PoseNet) for inputs of (W, H) = ``input_size`` with a dynamic batch axis.
 
-    The graph is written to a temporary file beside ``path`` and renamed onto it when complete, so
-    an interrupted export leaves the old file or none, never half a graph.
+    The graph is exported into memory and written with :func:`~integral_pose.files.atomic_write_bytes`,
+    so an interrupted export leaves the old file or none, never half a graph.
     """
     wrapper = ExportWrapper(model).eval()
     w, h = input_size
     example = torch.rand(2, 3, h, w)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        _export(wrapper, example, tmp, opset)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _export(wrapper: nn.Module, example: Tensor, path: Path, opset: int) -> None:
+    graph = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
             wrapper,
             (example,),
-            str(path),
+            graph,
             input_names=["images"],
             output_names=["logits", "coords"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}, "coords": {0: "batch"}},
             opset_version=opset,
             dynamo=False,  # the TorchScript exporter needs no onnxscript and handles this graph exactly
         )
+    atomic_write_bytes(path, graph.getvalue())
 
 
 def check_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int], batch: int = 2, seed: int = 0) -> dict[str, float]:
