@@ -143,17 +143,27 @@ def test_few_3d_labels_without_the_2d_part(tmp_path):
 
 
 def test_head_init_reaches_every_run():
-    """StudySetting.head_init is the model's own head_init for every run, whatever the training mode."""
+    """StudySetting.head_init reaches every run's model: one of HEAD_INITS for every mode alike;
+    "auto" (the default) gives each mode the engine's own choice, so heatmap runs do not train from
+    the integral init."""
     from integral_pose.engine.module import build_model_from_config
 
-    for init, lo, hi in (("simple_baselines", 0.0, 0.002), ("integral", 0.04, 0.06)):
+    sb, integral = (0.0, 0.002), (0.04, 0.06)  # the output conv's weight std of each init
+    expected = {
+        "simple_baselines": {"integral": sb, "heatmap": sb, "heatmap_then_integral": sb},
+        "integral": {"integral": integral, "heatmap": integral, "heatmap_then_integral": integral},
+        "auto": {"integral": integral, "heatmap": sb, "heatmap_then_integral": sb},
+    }
+    assert S.SETTINGS["full"].head_init == "auto"
+    for init, by_mode in expected.items():
         setting = replace(S.SETTINGS["smoke"], head_init=init)
-        for mode in ("integral", "heatmap"):
+        for mode, (lo, hi) in by_mode.items():
             cfg = S._config(setting, mode, 16, None, 1)
             assert cfg["model"]["head_init"] == init
             torch.manual_seed(0)
             net = build_model_from_config(cfg, 17)
-            assert lo < float(net.head.final.weight.detach().std()) < hi
+            assert lo < float(net.head.final.weight.detach().std()) < hi, (init, mode)
+
 
 def test_a_new_study_never_writes_into_an_earlier_one(tmp_path, capsys):
     from integral_pose.cli import main

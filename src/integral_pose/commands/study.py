@@ -33,9 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labelled-3d", type=int, default=None, metavar="N",
                         help="people with 3D labels in the 3D runs (default: half the training people); "
                              "the other half joins them with 2D labels only in run (b)")
-    parser.add_argument("--head-init", choices=HEAD_INITS, default="integral",
-                        help="model.head_init of every run: integral (default), Kaiming deconvs and an N(0, 0.05) output "
-                             "conv, which integral training from scratch needs; or simple_baselines, N(0, 0.001) (docs/study.md)")
+    parser.add_argument("--head-init", choices=("auto",) + HEAD_INITS, default="auto",
+                        help="model.head_init: auto (default), each training mode its own as in the engine (integral: "
+                             "Kaiming deconvs and an N(0, 0.05) output conv; heatmap: Simple Baselines' N(0, 0.001)); "
+                             "integral or simple_baselines, that one for every run (docs/study.md)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; results repeat exactly only at a fixed count; "
                              "1 is much faster when other jobs share the cores)")

@@ -23,6 +23,7 @@ import yaml
 from integral_pose.files import UserError, atomic_write_text
 from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, READOUTS, REGULARIZERS
 from integral_pose.models import list_models
+from integral_pose.models.pose_net import HEAD_INITS
 from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
 
 __all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "ConfigError", "schema_markdown"]
@@ -223,7 +224,7 @@ _CHOICES = {
     "train.nll_scale": NLL_SCALES,
     "train.regularizer": REGULARIZERS,
     "train.optimizer": ("adam", "sgd"),
-    "model.head_init": ("auto", "simple_baselines", "integral"),
+    "model.head_init": ("auto",) + HEAD_INITS,
     "data.dataset": ("synthetic", "coco", "mpii", "h36m", "h36m_mpii"),
 }
 

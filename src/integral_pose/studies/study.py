@@ -110,7 +110,10 @@ class StudySetting:
     # People with 3D labels in the 3D runs' set A (None: half the training people, the other half
     # being set B). Fewer makes the seed's question sharper: do 2D-only people help when 3D labels are scarce?
     labelled_3d: int | None = None
-    head_init: str = "integral"  # model.head_init of every run (integral_pose.models.pose_net.HEAD_INITS)
+    # model.head_init of every run: "auto" gives each mode its own (the engine's resolve_head_init:
+    # the integral init for integral training, Simple Baselines' for heatmap training, which the
+    # integral init cripples at fine maps); one of HEAD_INITS gives every run the same.
+    head_init: str = "auto"
 
     def labelled_3d_error(self) -> str | None:
         """Why ``labelled_3d`` does not fit this setting (it must leave set B, the other half, whole), or None."""
@@ -283,8 +286,6 @@ def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int |
             cfg[section][key] = copy.deepcopy(value)
     cfg["seed"] = setting.seed
     cfg["name"] = f"study_{setting.name}"
-    # One head init for every run of a study (StudySetting.head_init): the engine's "auto" would give
-    # integral runs another init than heatmap runs.
     cfg["model"].update(head_init=setting.head_init, name=setting.model, num_deconv=num_deconv_for(resolution, setting.input_size, setting.model),
                         head_channels=setting.head_channels, depth_bins=depth_bins, width=None, pretrained=None)
     cfg["data"].update(input_size=[setting.input_size, setting.input_size],

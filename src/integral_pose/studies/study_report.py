@@ -108,7 +108,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
         src = results["data"]["source"]
         fig.suptitle(f"2D readouts vs output resolution — {Path(src).name if '/' in src else src}, "
                      f"{results['setting']['name']} setting, input {results['setting']['input_size']} px, "
-                     f"head init: {results['setting']['head_init']}", fontsize=10)
+                     f"head init: {head_init_label(results['setting']['head_init'])}", fontsize=10)
         fig.tight_layout()
         p = out / "study_2d.png"
         save_figure(fig, p, dpi=80)
@@ -137,6 +137,20 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
+def head_init_label(head_init: str) -> str:
+    """The study's head init in words: "auto" is a different init per training mode.
+
+    Example:
+        >>> head_init_label("auto")
+        'auto (each training mode its own, engine.module.resolve_head_init)'
+        >>> head_init_label("integral")
+        'integral (every run)'
+    """
+    if head_init == "auto":
+        return "auto (each training mode its own, engine.module.resolve_head_init)"
+    return f"{head_init} (every run)"
+
+
 def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     """Write OUT/results.md (the tables), OUT/results.json (every number, the setting, the machine) and
     the plots; return the paths written."""
@@ -145,7 +159,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     info, setting, machine = results["data"], results["setting"], results["machine"]
     table = format_tables(results)
     head = (f"# Reproduction study ({setting['name']})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
-            f"{info['test_images']} test images; head init: {setting['head_init']}; wall time {results['wall_time_s']:.0f} s "
+            f"{info['test_images']} test images; head init: {head_init_label(setting['head_init'])}; wall time {results['wall_time_s']:.0f} s "
             f"on {machine['cpu']} ({machine['torch_threads']} torch threads), torch {machine['torch']}.\n")
     atomic_write_text(out / "results.md", head + "\n" + table)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
