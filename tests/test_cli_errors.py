@@ -198,6 +198,7 @@ ROWS = [
     ("study pose archive missing", ["study", "--poses", "{dir}/nowhere", "--output", "{dir}/study"], "--poses"),
     ("study with nothing to run", ["study", "--no-2d", "--no-3d", "--output", "{dir}/study"], "--no-2d and --no-3d"),
     ("study `--labelled-3d` beyond half the people", ["study", "--labelled-3d", "9000", "--output", "{dir}/study"], "--labelled-3d 9000: expected 1 ... 4800"),
+    ("study resolution the head cannot reach", ["study", "--resolutions", "16,24", "--output", "{dir}/study"], "--resolutions 16,24: 24: resolution 24 does not divide the input size 64"),
 ]
 
 

@@ -142,6 +142,25 @@ def test_few_3d_labels_without_the_2d_part(tmp_path):
     assert (out / "study_3d.png").is_file() and not (out / "study_2d.png").exists()
 
 
+def test_resolutions_option_runs_those_maps_only(tmp_path):
+    """--resolutions 32,8: the 2D part trains at those two map sizes (in order), with the head
+    each needs, and no other."""
+    from integral_pose.cli import main
+
+    out = tmp_path / "res"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["study", "--smoke", "--no-3d", "--resolutions", "32,8", "--output", str(out), "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads((out / "results.json").read_text())
+    assert res["setting"]["resolutions"] == [8, 32]
+    trained = {(r["training"], r["resolution"], r["num_deconv"]) for r in res["2d"] if r["training"] != "none"}
+    assert {(res_, nd) for _, res_, nd in trained} == {(8, 1), (32, 3)}
+    assert {t for t, _, _ in trained} == {"heatmap", "integral", "heatmap_then_integral"}
+    assert "8×8" in (out / "results.md").read_text() and "16×16" not in (out / "results.md").read_text()
+
+
 def test_head_init_reaches_every_run():
     """StudySetting.head_init reaches every run's model: one of HEAD_INITS for every mode alike;
     "auto" (the default) gives each mode the engine's own choice, so heatmap runs do not train from

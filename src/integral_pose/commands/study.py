@@ -11,7 +11,7 @@ from integral_pose.engine.console import quiet_console
 from integral_pose.engine.train import prepare_run_folder
 from integral_pose.files import UserError
 from integral_pose.models.pose_net import HEAD_INITS
-from integral_pose.studies.study import SETTINGS, run_study
+from integral_pose.studies.study import SETTINGS, num_deconv_for, run_study
 from integral_pose.studies.study_report import format_tables, write_report
 
 
@@ -37,9 +37,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model.head_init: auto (default), each training mode its own as in the engine (integral: "
                              "Kaiming deconvs and an N(0, 0.05) output conv; heatmap: Simple Baselines' N(0, 0.001)); "
                              "integral or simple_baselines, that one for every run (docs/study.md)")
+    parser.add_argument("--resolutions", default=None, metavar="R,R,...",
+                        help="output resolutions (map side in cells) of the 2D part, e.g. 16,32 (default: the setting's "
+                             "8,16,32,64); each must be the input size over a power of two the model's head can reach")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; results repeat exactly only at a fixed count; "
                              "1 is much faster when other jobs share the cores)")
+
+
+def parse_resolutions(text: str, input_size: int, model: str) -> tuple[int, ...]:
+    """``--resolutions`` "16,32" -> (16, 32), each checked against what the model's head reaches.
+
+    Example:
+        >>> parse_resolutions("32, 16", 64, "tiny")
+        (16, 32)
+    """
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise UserError(f"--resolutions {text}: expected comma-separated integers such as 16,32") from None
+    if not values:
+        raise UserError(f"--resolutions {text!r}: expected comma-separated integers such as 16,32")
+    for r in values:
+        try:
+            if r <= 0:
+                raise ValueError("a resolution is a positive number of cells")
+            num_deconv_for(r, input_size, model)
+        except ValueError as e:
+            raise UserError(f"--resolutions {text}: {r}: {e}") from None
+    return tuple(values)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,6 +74,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--no-2d and --no-3d together leave nothing to run")
     setting = replace(SETTINGS[name], seed=int(args.seed), with_2d=not args.no_2d, with_3d=not args.no_3d,
                       head_init=args.head_init, labelled_3d=args.labelled_3d)
+    if args.resolutions is not None:
+        setting = replace(setting, resolutions=parse_resolutions(args.resolutions, setting.input_size, setting.model))
     problem = setting.labelled_3d_error()
     if problem:
         raise UserError(f"--labelled-3d {setting.labelled_3d}: {problem}")
