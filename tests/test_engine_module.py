@@ -61,6 +61,12 @@ def test_combine_adds_heatmap_mse_on_2d_maps_only():
     total, parts = m.compute_loss(logits, batch, "integral")
     torch.testing.assert_close(parts["heatmap"], 3.0 * losses.heatmap_mse(logits, hm, hw))
     torch.testing.assert_close(total, parts["coord"] + parts["heatmap"])
+    # combine_peak: the MSE's targets are the same Gaussians, this high
+    m10 = _module("train.combine=true", "train.combine_peak=10", "train.heatmap_weight=3.0", "train.js_weight=0",
+                  "data.heatmap_sigma=1.0")
+    _, parts10 = m10.compute_loss(logits, batch, "integral")
+    torch.testing.assert_close(parts10["heatmap"], 3.0 * losses.heatmap_mse(logits, 10.0 * hm, hw))
+    assert m10.compute_loss(10.0 * hm, batch, "integral")[1]["heatmap"] == 0
     m3 = _module("train.combine=true", "model.depth_bins=8")
     logits, batch = _batch(depth=True)
     assert "heatmap" not in m3.compute_loss(logits, batch, "integral")[1]

@@ -114,6 +114,8 @@ def test_combined_loss():
         CombinedLoss(heatmap_weight=1.0)(logits, target, weight)
     with pytest.raises(ValueError, match="coord_kind"):
         CombinedLoss(coord_kind="huber")
+    with pytest.raises(ValueError, match="heatmap_peak"):
+        CombinedLoss(heatmap_weight=1.0, heatmap_peak=0.0)
     assert "js_weight=0.25" in repr(fn)
 
 

@@ -386,6 +386,10 @@ class CombinedLoss(nn.Module):
         regularizer: "js", "kl" or "ce".
         nll_scale: "spread" or "learned" (likelihood kinds only).
         num_joints, ndim: K and d, for the learned scale's parameter.
+        heatmap_peak: height of the MSE term's Gaussian targets on the raw maps (the rendered
+            targets peak at 1). The same maps feed the softmax of the coordinate term: regressed to
+            Gaussians of peak 1 they stay nearly flat under it (e^1 against a background of e^0),
+            regressed to a peak of ~10 the softmax concentrates around the joint.
         axis_weights: optional (d,) factors of the coordinate term per axis (x, y[, z]), multiplying
             ``target_weight``: e.g. ``(1, 1, 2)`` counts a depth error twice as much as an image
             error of the same size in normalised units. None: all ones.
@@ -419,6 +423,7 @@ class CombinedLoss(nn.Module):
         num_joints: int | None = None,
         ndim: int | None = None,
         axis_weights: Sequence[float] | None = None,
+        heatmap_peak: float = 1.0,
     ) -> None:
         super().__init__()
         if coord_kind not in COORD_LOSS_KINDS + NLL_KINDS:
@@ -431,6 +436,9 @@ class CombinedLoss(nn.Module):
             raise ValueError(f"nll_scale must be one of {NLL_SCALES}, got {nll_scale!r}")
         self.coord_weight = float(coord_weight)
         self.heatmap_weight = float(heatmap_weight)
+        if not math.isfinite(heatmap_peak) or heatmap_peak <= 0:
+            raise ValueError(f"heatmap_peak must be a finite number > 0, got {heatmap_peak!r}")
+        self.heatmap_peak = float(heatmap_peak)
         self.js_weight = float(js_weight)
         self.coord_kind = coord_kind
         self.sigma = float(sigma)
@@ -460,7 +468,8 @@ class CombinedLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"coord_weight={self.coord_weight}, heatmap_weight={self.heatmap_weight}, js_weight={self.js_weight}, "
+            f"coord_weight={self.coord_weight}, heatmap_weight={self.heatmap_weight}, heatmap_peak={self.heatmap_peak}, "
+            f"js_weight={self.js_weight}, "
             f"coord_kind={self.coord_kind!r}, sigma={self.sigma}, normalized={self.normalized}, beta={self.beta}, "
             f"readout={self.readout!r}, regularizer={self.regularizer!r}, nll_scale={self.nll_scale!r}"
             + (f", axis_weights={list(self.axis_weights)}" if self.axis_weights is not None else "")
@@ -502,7 +511,8 @@ class CombinedLoss(nn.Module):
             if heatmap is None:
                 raise ValueError("CombinedLoss has heatmap_weight > 0 but no heatmap target (B, K, *S) was given")
             # The raw maps themselves are supervised (heatmap-regression style, as in Gu et al.).
-            out["heatmap"] = heatmap_mse(logits.float(), heatmap, heatmap_weight)
+            target_maps = heatmap if self.heatmap_peak == 1.0 else heatmap * self.heatmap_peak
+            out["heatmap"] = heatmap_mse(logits.float(), target_maps, heatmap_weight)
             total = total + self.heatmap_weight * out["heatmap"]
         if self.js_weight:
             out[self.regularizer] = map_regularizer(logits, target, self.sigma, target_weight, self.beta, self.regularizer)

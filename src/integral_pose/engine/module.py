@@ -77,6 +77,7 @@ def build_integral_loss(cfg: dict[str, Any], num_joints: int) -> losses.Combined
         num_joints=num_joints,
         ndim=2 if two_d else 3,
         axis_weights=t["axis_weights"],
+        heatmap_peak=float(t["combine_peak"]),
     )
 
 
