@@ -49,6 +49,7 @@ from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import PoseLightningModule, build_model_from_config, build_optimizer, current_mode, lr_factor
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableSampler
 from integral_pose.engine.train import keep_freed_memory
+from integral_pose.files import atomic_write_bytes
 from integral_pose.models.pose_net import IMAGENET_MEAN, IMAGENET_STD
 from integral_pose.models.resnet import BasicBlock, ResNet
 
@@ -166,8 +167,7 @@ def main() -> None:
         renders = pickle.loads(cache.read_bytes())
     else:
         renders = render_synthetic(cfg)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_bytes(pickle.dumps(renders))
+        atomic_write_bytes(cache, pickle.dumps(renders))  # runs started side by side may read it meanwhile
     train_set, val_set = build_dataset(cfg, "train", renders=renders), build_dataset(cfg, "val", renders=renders)
 
     k = 17
