@@ -160,7 +160,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     table = format_tables(results)
     head = (f"# Reproduction study ({setting['name']})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
             f"{info['test_images']} test images; head init: {head_init_label(setting['head_init'])}; wall time {results['wall_time_s']:.0f} s "
-            f"on {machine['cpu']} ({machine['torch_threads']} torch threads), torch {machine['torch']}.\n")
+            f"on {machine['cpu']} ({machine['torch_threads']} torch thread{'' if machine['torch_threads'] == 1 else 's'}), torch {machine['torch']}.\n")
     atomic_write_text(out / "results.md", head + "\n" + table)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
     return [out / "results.md", out / "results.json", *plot_results(results, out)]
