@@ -84,18 +84,25 @@ def test_archive_split_uses_real_subjects_and_protocol_frames():
     assert item["image"].shape == (3, setting.render_size, setting.render_size)
 
 
+def _study(*args: str) -> dict:
+    """``integral-pose study ARGS --threads 1`` through the CLI (exit 0 asserted); its results.json.
+    One thread: several times faster than two on a shared machine; restored for later tests."""
+    from integral_pose.cli import main
+
+    out = Path(args[args.index("--output") + 1])
+    threads = torch.get_num_threads()
+    try:
+        assert main(["study", *args, "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return json.loads((out / "results.json").read_text())
+
+
 @pytest.mark.slow
 def test_smoke_run_end_to_end(tmp_path):
     """The whole study in its CI setting: every readout, both resolutions, the three 3D runs, files."""
-    from integral_pose.cli import main
-
     out = tmp_path / "study"
-    threads = torch.get_num_threads()
-    try:  # one thread: several times faster than two on a shared machine; restored for later tests
-        assert main(["study", "--smoke", "--output", str(out), "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    res = json.loads((out / "results.json").read_text())
+    res = _study("--smoke", "--output", str(out))
     rows = res["2d"]
     labels = [S.MEAN_POSE, S.GT_ARGMAX] + [lab for lab, _, _ in S.READOUTS_2D]
     for r in (8, 16):
@@ -125,15 +132,8 @@ def test_smoke_run_end_to_end(tmp_path):
 def test_few_3d_labels_without_the_2d_part(tmp_path):
     """--no-2d --labelled-3d N: only the three 3D runs, set A holding N people with 3D labels, and
     every run still taking the same optimiser steps."""
-    from integral_pose.cli import main
-
     out = tmp_path / "few"
-    threads = torch.get_num_threads()
-    try:
-        assert main(["study", "--smoke", "--no-2d", "--labelled-3d", "4", "--output", str(out), "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    res = json.loads((out / "results.json").read_text())
+    res = _study("--smoke", "--no-2d", "--labelled-3d", "4", "--output", str(out))
     assert "2d" not in res and res["setting"]["labelled_3d"] == 4
     three = {x["run"]: x for x in res["3d"]}
     half = S.SETTINGS["smoke"].train_images // 2
@@ -145,15 +145,8 @@ def test_few_3d_labels_without_the_2d_part(tmp_path):
 def test_resolutions_option_runs_those_maps_only(tmp_path):
     """--resolutions 32,8: the 2D part trains at those two map sizes (in order), with the head
     each needs, and no other."""
-    from integral_pose.cli import main
-
     out = tmp_path / "res"
-    threads = torch.get_num_threads()
-    try:
-        assert main(["study", "--smoke", "--no-3d", "--resolutions", "32,8", "--output", str(out), "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    res = json.loads((out / "results.json").read_text())
+    res = _study("--smoke", "--no-3d", "--resolutions", "32,8", "--output", str(out))
     assert res["setting"]["resolutions"] == [8, 32]
     trained = {(r["training"], r["resolution"], r["num_deconv"]) for r in res["2d"] if r["training"] != "none"}
     assert {(res_, nd) for _, res_, nd in trained} == {(8, 1), (32, 3)}
