@@ -199,6 +199,8 @@ ROWS = [
     ("study with nothing to run", ["study", "--no-2d", "--no-3d", "--output", "{dir}/study"], "--no-2d and --no-3d"),
     ("study `--labelled-3d` beyond half the people", ["study", "--labelled-3d", "9000", "--output", "{dir}/study"], "--labelled-3d 9000: expected 1 ... 4800"),
     ("study resolution the head cannot reach", ["study", "--resolutions", "16,24", "--output", "{dir}/study"], "--resolutions 16,24: 24: resolution 24 does not divide the input size 64"),
+    ("study `--seeds` not a list of integers", ["study", "--seeds", "0,x", "--output", "{dir}/study"], "--seeds 0,x: expected comma-separated integers such as 0,1,2"),
+    ("study negative seed", ["study", "--seeds", "0,-2", "--output", "{dir}/study"], "--seeds 0,-2: -2: a seed is an integer >= 0"),
 ]
 
 

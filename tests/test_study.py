@@ -154,6 +154,32 @@ def test_resolutions_option_runs_those_maps_only(tmp_path):
     assert "8×8" in (out / "results.md").read_text() and "16×16" not in (out / "results.md").read_text()
 
 
+def test_seeds_option_reports_the_mean_and_range_of_each_seed(tmp_path):
+    """--seeds 1,0: one full study per seed (its own report in OUT/seed<S>, the same numbers as a
+    --seed S run), and OUT/results.json with every measured number's mean and [min, max] over them."""
+    out = tmp_path / "seeds"
+    comb = _study("--smoke", "--no-3d", "--resolutions", "16", "--seeds", "1,0", "--output", str(out))
+    per = {s: json.loads((out / f"seed{s}" / "results.json").read_text()) for s in (0, 1)}
+    assert comb["setting"]["seeds"] == [1, 0] and comb["setting"]["seed"] is None
+    assert per[0]["setting"]["seed"] == 0 and per[1]["setting"]["seed"] == 1
+    assert (out / "runs" / "seed0").is_dir() and (out / "runs" / "seed1").is_dir()
+    alone = _study("--smoke", "--no-3d", "--resolutions", "16", "--seed", "1", "--output", str(tmp_path / "alone"))
+    assert [r[S.PCK] for r in alone["2d"]] == [r[S.PCK] for r in per[1]["2d"]]
+    assert [r[S.PCK] for r in per[0]["2d"]] != [r[S.PCK] for r in per[1]["2d"]]  # the seeds differ
+    for row in comb["2d"]:
+        same = [next(x for x in per[s]["2d"] if x["readout"] == row["readout"] and x["resolution"] == row["resolution"])
+                for s in (0, 1)]
+        for key in S.METRICS_2D:
+            values = [x[key] for x in same]
+            assert row[key] == pytest.approx(sum(values) / 2)
+            assert row["range"][key] == [min(values), max(values)]
+    text = (out / "results.md").read_text()
+    assert "over seeds 1, 0" in text
+    integral = next(r for r in comb["2d"] if r["readout"] == "integral")
+    lo, hi = integral["range"][S.PCK]
+    assert f"({100 * lo:.1f}%–{100 * hi:.1f}%)" in text
+
+
 def test_head_init_reaches_every_run():
     """StudySetting.head_init reaches every run's model: one of HEAD_INITS for every mode alike;
     "auto" (the default) gives each mode the engine's own choice, so heatmap runs do not train from

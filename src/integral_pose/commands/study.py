@@ -12,7 +12,7 @@ from integral_pose.engine.train import prepare_run_folder
 from integral_pose.files import UserError
 from integral_pose.models.pose_net import HEAD_INITS
 from integral_pose.studies.study import SETTINGS, num_deconv_for, run_study
-from integral_pose.studies.study_report import format_tables, write_report
+from integral_pose.studies.study_report import combine_seeds, format_tables, write_report
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -27,7 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (default runs/study): results, plots and one run folder per training in runs/")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an earlier study in --output first (a new study never writes into a non-empty folder)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0, help="seed of rendering, weights and data order (default 0)")
+    seeds.add_argument("--seeds", default=None, metavar="S,S,...",
+                       help="run the study once per seed (each in OUTPUT/seed<S> with its own report) and write "
+                            "OUTPUT/results.md with every number's mean and its range over the seeds")
     parser.add_argument("--no-3d", action="store_true", help="skip the 3D (mixed 2D/3D) part")
     parser.add_argument("--no-2d", action="store_true", help="skip the 2D part (readouts x resolutions)")
     parser.add_argument("--labelled-3d", type=int, default=None, metavar="N",
@@ -45,6 +49,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "1 is much faster when other jobs share the cores)")
 
 
+def _int_list(option: str, text: str, example: str) -> list[int]:
+    """A comma-separated option value -> its distinct integers in the order given; a UserError naming
+    ``option`` and ``text`` otherwise.
+
+    Example:
+        >>> _int_list("--seeds", "2, 0,2", "0,1,2")
+        [2, 0]
+    """
+    try:
+        values = list(dict.fromkeys(int(v) for v in text.split(",") if v.strip()))
+    except ValueError:
+        raise UserError(f"{option} {text}: expected comma-separated integers such as {example}") from None
+    if not values:
+        raise UserError(f"{option} {text!r}: expected comma-separated integers such as {example}")
+    return values
+
+
 def parse_resolutions(text: str, input_size: int, model: str) -> tuple[int, ...]:
     """``--resolutions`` "16,32" -> (16, 32), each checked against what the model's head reaches.
 
@@ -52,12 +73,7 @@ def parse_resolutions(text: str, input_size: int, model: str) -> tuple[int, ...]
         >>> parse_resolutions("32, 16", 64, "tiny")
         (16, 32)
     """
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise UserError(f"--resolutions {text}: expected comma-separated integers such as 16,32") from None
-    if not values:
-        raise UserError(f"--resolutions {text!r}: expected comma-separated integers such as 16,32")
+    values = sorted(_int_list("--resolutions", text, "16,32"))
     for r in values:
         try:
             if r <= 0:
@@ -86,10 +102,24 @@ def main(args: argparse.Namespace) -> int:
         missing = [f for f in ("poses_world_mm.npz", "cameras.json") if not (p / f).is_file()]
         if missing:
             raise UserError(f"--poses {p}: missing {', '.join(missing)} (expected a pose archive like ../shared/data/h36m_poses)")
+    seeds = _int_list("--seeds", args.seeds, "0,1,2") if args.seeds is not None else None
+    for seed in seeds or [args.seed]:
+        if seed < 0:  # numpy's and torch's generators take non-negative seeds only
+            where = f"--seeds {args.seeds}: {seed}" if seeds else f"--seed {seed}"
+            raise UserError(f"{where}: a seed is an integer >= 0")
     quiet_console()
     prepare_run_folder(args.output, overwrite=args.overwrite, markers=("results.json", "runs"), resumable=False)
-    results = run_study(setting, Path(args.output) / "runs", args.poses)
-    paths = write_report(results, args.output)
+    out = Path(args.output)
+    if seeds is None:
+        results = run_study(setting, out / "runs", args.poses)
+    else:
+        per_seed = []
+        for seed in seeds:
+            print(f"seed {seed} ({len(per_seed) + 1} of {len(seeds)})", flush=True)
+            per_seed.append(run_study(replace(setting, seed=seed), out / "runs" / f"seed{seed}", args.poses))
+            write_report(per_seed[-1], out / f"seed{seed}")
+        results = combine_seeds(per_seed)
+    paths = write_report(results, out)
     print("\n" + format_tables(results))
     print(f"wrote {', '.join(str(p) for p in paths)}  (total {results['wall_time_s']:.0f} s)")
     return 0

@@ -339,8 +339,9 @@ def _keep(m: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
     return {k: (float(m[k]) if k in m and m[k] is not None else None) for k in keys}
 
 
-_KEYS_2D = (PCK, "pckh@0.5", "mean_error_px", "auc")
-_KEYS_3D = ("mpjpe_mm", "pa_mpjpe_mm", PCK, "mean_error_px")
+# The numbers kept per row of the 2D and 3D tables (study_report.combine_seeds averages them over seeds).
+METRICS_2D = (PCK, "pckh@0.5", "mean_error_px", "auc")
+METRICS_3D = ("mpjpe_mm", "pa_mpjpe_mm", PCK, "mean_error_px")
 
 
 def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: Any = print) -> list[dict[str, Any]]:
@@ -353,11 +354,11 @@ def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
     log(f"  2D mean training pose (no image): {PCK.upper()} {100 * mean[PCK]:5.1f}%  PCKh@0.5 "
         f"{100 * mean.get('pckh@0.5', float('nan')):5.1f}%  err {mean['mean_error_px']:.2f} px")
     for res in setting.resolutions:
-        rows.append({"readout": MEAN_POSE, "training": "none", "resolution": res, **_keep(mean, _KEYS_2D),
+        rows.append({"readout": MEAN_POSE, "training": "none", "resolution": res, **_keep(mean, METRICS_2D),
                      "train_time_s": 0.0, "steps": 0})
         base = _config(setting, "integral", res, None, setting.epochs_2d)
         floor = _gt_argmax(base, test)
-        rows.append({"readout": GT_ARGMAX, "training": "none", "resolution": res, **_keep(floor, _KEYS_2D),
+        rows.append({"readout": GT_ARGMAX, "training": "none", "resolution": res, **_keep(floor, METRICS_2D),
                      "train_time_s": 0.0, "steps": 0})
         for mode, readouts in modes.items():
             cfg = _config(setting, mode, res, None, setting.epochs_2d)
@@ -365,7 +366,7 @@ def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
                        runs_dir / f"2d_{mode}_{res}")
             by, secs, steps, params = m["by_decoder"], m["train_time_s"], m["global_step"], m["parameters"]
             for label, dec in readouts:
-                row = {"readout": label, "training": mode, "resolution": res, **_keep(by[dec], _KEYS_2D),
+                row = {"readout": label, "training": mode, "resolution": res, **_keep(by[dec], METRICS_2D),
                        "train_time_s": round(secs, 1), "steps": steps, "params": params,
                        "num_deconv": cfg["model"]["num_deconv"], "heatmap_sigma": cfg["data"]["heatmap_sigma"]}
                 rows.append(row)
@@ -404,7 +405,7 @@ def run_3d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
     for label, key, ds in runs:
         m = _train(cfg, ds, test.with_transform(_transform(cfg, False)), runs_dir / f"3d_{key}")
         by, secs, steps = m["by_decoder"], m["train_time_s"], m["global_step"]
-        row = {"run": key, "training": label, **_keep(by["integral"], _KEYS_3D), "train_time_s": round(secs, 1),
+        row = {"run": key, "training": label, **_keep(by["integral"], METRICS_3D), "train_time_s": round(secs, 1),
                "steps": steps, "poses_3d": n_a if key != "c" else n_a + half, "poses_2d_only": half if key == "b" else 0,
                "resolution": res, "depth_bins": d}
         rows.append(row)

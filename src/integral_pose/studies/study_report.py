@@ -9,17 +9,17 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import matplotlib
 import numpy as np
 import torch
 
 from integral_pose.files import atomic_write_text
-from integral_pose.studies.study import GT_ARGMAX, MEAN_POSE, PCK, READOUTS_2D
+from integral_pose.studies.study import GT_ARGMAX, MEAN_POSE, METRICS_2D, METRICS_3D, PCK, READOUTS_2D
 from integral_pose.viz import save_figure
 
-__all__ = ["machine_info", "format_tables", "plot_results", "write_report"]
+__all__ = ["machine_info", "combine_seeds", "format_tables", "plot_results", "write_report"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -43,6 +43,51 @@ def _num(v: float | None, fmt: str = "{:.2f}") -> str:
     return "—" if v is None or not np.isfinite(v) else fmt.format(v)
 
 
+# Per part: the fields that name a row, and its measured numbers.
+_PARTS = {"2d": (("readout", "resolution"), METRICS_2D), "3d": (("run",), METRICS_3D)}
+
+
+def combine_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The results of one study setting run with several seeds -> one results dict whose rows hold
+    each measured number's mean over the seeds, with its ``[min, max]`` under ``row["range"]``
+    (``format_tables`` prints both). The setting lists the seeds; the wall time is the sum.
+
+    Example:
+        >>> row = lambda v: {"readout": "integral", "resolution": 16, "pck@0.2": v, "mean_error_px": 1 - v}
+        >>> runs = [{"setting": {"seed": s}, "data": {}, "2d": [row(v)], "wall_time_s": 10.0}
+        ...         for s, v in ((0, 0.6), (1, 0.7))]
+        >>> c = combine_seeds(runs)
+        >>> c["setting"]["seeds"], round(c["2d"][0]["pck@0.2"], 3), c["2d"][0]["range"]["pck@0.2"], c["wall_time_s"]
+        ([0, 1], 0.65, [0.6, 0.7], 20.0)
+    """
+    if not runs:
+        raise ValueError("combine_seeds needs the results of at least one seed")
+    first = runs[0]
+    out: dict[str, Any] = {"setting": {**first["setting"], "seed": None, "seeds": [r["setting"]["seed"] for r in runs]},
+                           "data": first["data"], "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1)}
+    for part, (keys, measured) in _PARTS.items():
+        if not first.get(part):
+            continue
+        rows = []
+        for row in first[part]:
+            same = [next(x for x in r[part] if all(x[k] == row[k] for k in keys)) for r in runs]
+            merged = {**row, "range": {}}
+            for key in measured:
+                values = [x.get(key) for x in same]
+                if key in row and all(v is not None and np.isfinite(v) for v in values):
+                    merged[key] = float(np.mean(values))
+                    merged["range"][key] = [float(min(values)), float(max(values))]
+            rows.append(merged)
+        out[part] = rows
+    return out
+
+
+def _cell(row: dict[str, Any], key: str, fmt: Any) -> str:
+    """A table cell: the value, and for a row combined over seeds its range, e.g. "64.3% (62.9%–66.6%)"."""
+    lo_hi = (row.get("range") or {}).get(key)
+    return fmt(row[key]) + ("" if lo_hi is None else f" ({fmt(lo_hi[0])}–{fmt(lo_hi[1])})")
+
+
 def format_tables(results: dict[str, Any]) -> str:
     """Markdown: the 2D table (readout x resolution) and the 3D table."""
     out = []
@@ -59,7 +104,7 @@ def format_tables(results: dict[str, Any]) -> str:
                 cells = []
                 for r in res_list:
                     m = next((x for x in rows if x["readout"] == lab and x["resolution"] == r), None)
-                    cells.append("—" if m is None else fmt(m[key]))
+                    cells.append("—" if m is None else _cell(m, key, fmt))
                 out.append(f"| {lab} | " + " | ".join(cells) + " |")
             out.append("")
     rows3 = results.get("3d") or []
@@ -70,8 +115,9 @@ def format_tables(results: dict[str, Any]) -> str:
         out.append("| --- | --- | ---: | ---: | ---: | ---: |")
         for r in rows3:
             data = f"{r['poses_3d']} poses with 3D" + (f" + {r['poses_2d_only']} with 2D only" if r["poses_2d_only"] else "")
-            out.append(f"| ({r['run']}) {r['training']} | {data} | {_num(r['mpjpe_mm'], '{:.1f}')} | "
-                       f"{_num(r['pa_mpjpe_mm'], '{:.1f}')} | {_pct(r[PCK])} | {r['steps']} |")
+            mm = lambda v: _num(v, "{:.1f}")  # noqa: E731
+            out.append(f"| ({r['run']}) {r['training']} | {data} | {_cell(r, 'mpjpe_mm', mm)} | "
+                       f"{_cell(r, 'pa_mpjpe_mm', mm)} | {_cell(r, PCK, _pct)} | {r['steps']} |")
         out.append("")
     return "\n".join(out)
 
@@ -108,7 +154,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
         src = results["data"]["source"]
         fig.suptitle(f"2D readouts vs output resolution — {Path(src).name if '/' in src else src}, "
                      f"{results['setting']['name']} setting, input {results['setting']['input_size']} px, "
-                     f"head init: {head_init_label(results['setting']['head_init'])}", fontsize=10)
+                     f"head init: {head_init_label(results['setting']['head_init'])}{seeds_label(results['setting'])}", fontsize=10)
         fig.tight_layout()
         p = out / "study_2d.png"
         save_figure(fig, p, dpi=80)
@@ -127,7 +173,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xticks(x)
         ax.set_xticklabels(["(a) 3D set A", "(b) A + B\nwith 2D only", "(c) A + B\nwith 3D (reference)"][: len(rows3)], fontsize=8)
         ax.set_ylabel("mm (lower is better)")
-        ax.set_title("integral 3D on test people: mixed 2D/3D training", fontsize=10)
+        ax.set_title("integral 3D on test people: mixed 2D/3D training" + ("\n(mean over seeds)" if results["setting"].get("seeds") else ""), fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
@@ -151,6 +197,17 @@ def head_init_label(head_init: str) -> str:
     return f"{head_init} (every run)"
 
 
+def seeds_label(setting: dict[str, Any]) -> str:
+    """What a report says of a setting combined over seeds ("" for a single run).
+
+    Example:
+        >>> seeds_label({"seeds": [0, 1, 2]}), seeds_label({"seed": 0})
+        ('; the mean (and range) over seeds 0, 1, 2', '')
+    """
+    seeds = setting.get("seeds")
+    return f"; the mean (and range) over seeds {', '.join(str(s) for s in seeds)}" if seeds else ""
+
+
 def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     """Write OUT/results.md (the tables), OUT/results.json (every number, the setting, the machine) and
     the plots; return the paths written."""
@@ -159,7 +216,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     info, setting, machine = results["data"], results["setting"], results["machine"]
     table = format_tables(results)
     head = (f"# Reproduction study ({setting['name']})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
-            f"{info['test_images']} test images; head init: {head_init_label(setting['head_init'])}; wall time {results['wall_time_s']:.0f} s "
+            f"{info['test_images']} test images; head init: {head_init_label(setting['head_init'])}{seeds_label(setting)}; wall time {results['wall_time_s']:.0f} s "
             f"on {machine['cpu']} ({machine['torch_threads']} torch thread{'' if machine['torch_threads'] == 1 else 's'}), torch {machine['torch']}.\n")
     atomic_write_text(out / "results.md", head + "\n" + table)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
