@@ -174,7 +174,7 @@ def test_seeds_option_reports_the_mean_and_range_of_each_seed(tmp_path):
             assert row[key] == pytest.approx(sum(values) / 2)
             assert row["range"][key] == [min(values), max(values)]
     text = (out / "results.md").read_text()
-    assert "over seeds 1, 0" in text
+    assert "the mean over seeds 1, 0 (in brackets: the range)" in text
     integral = next(r for r in comb["2d"] if r["readout"] == "integral")
     lo, hi = integral["range"][S.PCK]
     assert f"({100 * lo:.1f}%–{100 * hi:.1f}%)" in text

@@ -113,9 +113,9 @@ def format_tables(results: dict[str, Any]) -> str:
         out.append(f"**3D — integral, {r0['resolution']}×{r0['resolution']}×{r0['depth_bins']} volume**, same optimiser steps in every run\n")
         out.append(f"| run | training data | MPJPE (mm) | PA-MPJPE (mm) | {PCK.upper()} (2D) | steps |")
         out.append("| --- | --- | ---: | ---: | ---: | ---: |")
+        mm = lambda v: _num(v, "{:.1f}")  # noqa: E731
         for r in rows3:
             data = f"{r['poses_3d']} poses with 3D" + (f" + {r['poses_2d_only']} with 2D only" if r["poses_2d_only"] else "")
-            mm = lambda v: _num(v, "{:.1f}")  # noqa: E731
             out.append(f"| ({r['run']}) {r['training']} | {data} | {_cell(r, 'mpjpe_mm', mm)} | "
                        f"{_cell(r, 'pa_mpjpe_mm', mm)} | {_cell(r, PCK, _pct)} | {r['steps']} |")
         out.append("")
@@ -202,10 +202,10 @@ def seeds_label(setting: dict[str, Any]) -> str:
 
     Example:
         >>> seeds_label({"seeds": [0, 1, 2]}), seeds_label({"seed": 0})
-        ('; the mean (and range) over seeds 0, 1, 2', '')
+        ('; the mean over seeds 0, 1, 2', '')
     """
     seeds = setting.get("seeds")
-    return f"; the mean (and range) over seeds {', '.join(str(s) for s in seeds)}" if seeds else ""
+    return f"; the mean over seeds {', '.join(str(s) for s in seeds)}" if seeds else ""
 
 
 def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
@@ -216,7 +216,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     info, setting, machine = results["data"], results["setting"], results["machine"]
     table = format_tables(results)
     head = (f"# Reproduction study ({setting['name']})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
-            f"{info['test_images']} test images; head init: {head_init_label(setting['head_init'])}{seeds_label(setting)}; wall time {results['wall_time_s']:.0f} s "
+            f"{info['test_images']} test images; head init: {head_init_label(setting['head_init'])}{seeds_label(setting)}{' (in brackets: the range)' if setting.get('seeds') else ''}; wall time {results['wall_time_s']:.0f} s "
             f"on {machine['cpu']} ({machine['torch_threads']} torch thread{'' if machine['torch_threads'] == 1 else 's'}), torch {machine['torch']}.\n")
     atomic_write_text(out / "results.md", head + "\n" + table)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
