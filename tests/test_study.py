@@ -180,6 +180,20 @@ def test_seeds_option_reports_the_mean_and_range_of_each_seed(tmp_path):
     assert f"({100 * lo:.1f}%–{100 * hi:.1f}%)" in text
 
 
+def test_combine_seeds_reports_no_mean_where_a_seed_lacks_the_number():
+    """A number missing (None / NaN) in one seed has no mean: the combined row says "—", not the
+    other seeds' value."""
+    from integral_pose.studies.study_report import combine_seeds
+
+    def run(seed, pck):
+        return {"setting": {"seed": seed, "input_size": 64}, "data": {}, "wall_time_s": 1.0,
+                "2d": [{"readout": "integral", "resolution": 16, S.PCK: pck, "mean_error_px": 2.0 + seed}]}
+
+    row = combine_seeds([run(0, 0.5), run(1, None), run(2, float("nan"))])["2d"][0]
+    assert row[S.PCK] is None and S.PCK not in row["range"]
+    assert row["mean_error_px"] == 3.0 and row["range"]["mean_error_px"] == [2.0, 4.0]
+
+
 def test_head_init_reaches_every_run():
     """StudySetting.head_init reaches every run's model: one of HEAD_INITS for every mode alike;
     "auto" (the default) gives each mode the engine's own choice, so heatmap runs do not train from

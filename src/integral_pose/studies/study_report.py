@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -74,9 +75,13 @@ def combine_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             merged = {**row, "range": {}}
             for key in measured:
                 values = [x.get(key) for x in same]
-                if key in row and all(v is not None and np.isfinite(v) for v in values):
+                if key not in row:
+                    continue
+                if all(v is not None and np.isfinite(v) for v in values):
                     merged[key] = float(np.mean(values))
                     merged["range"][key] = [float(min(values)), float(max(values))]
+                else:  # a seed without the number: no mean to report ("—"), not the first seed's value
+                    merged[key] = None
             rows.append(merged)
         out[part] = rows
     return out
@@ -113,7 +118,7 @@ def format_tables(results: dict[str, Any]) -> str:
         out.append(f"**3D — integral, {r0['resolution']}×{r0['resolution']}×{r0['depth_bins']} volume**, same optimiser steps in every run\n")
         out.append(f"| run | training data | MPJPE (mm) | PA-MPJPE (mm) | {PCK.upper()} (2D) | steps |")
         out.append("| --- | --- | ---: | ---: | ---: | ---: |")
-        mm = lambda v: _num(v, "{:.1f}")  # noqa: E731
+        mm = partial(_num, fmt="{:.1f}")
         for r in rows3:
             data = f"{r['poses_3d']} poses with 3D" + (f" + {r['poses_2d_only']} with 2D only" if r["poses_2d_only"] else "")
             out.append(f"| ({r['run']}) {r['training']} | {data} | {_cell(r, 'mpjpe_mm', mm)} | "
@@ -197,15 +202,18 @@ def head_init_label(head_init: str) -> str:
     return f"{head_init} (every run)"
 
 
-def seeds_label(setting: dict[str, Any]) -> str:
-    """What a report says of a setting combined over seeds ("" for a single run).
+def seeds_label(setting: dict[str, Any], ranges: bool = False) -> str:
+    """What a report says of a setting combined over seeds ("" for a single run); ``ranges``: its
+    tables also print each number's range.
 
     Example:
-        >>> seeds_label({"seeds": [0, 1, 2]}), seeds_label({"seed": 0})
-        ('; the mean over seeds 0, 1, 2', '')
+        >>> seeds_label({"seeds": [0, 1, 2]}), seeds_label({"seeds": [0, 1]}, ranges=True), seeds_label({"seed": 0})
+        ('; the mean over seeds 0, 1, 2', '; the mean over seeds 0, 1 (in brackets: the range)', '')
     """
     seeds = setting.get("seeds")
-    return f"; the mean over seeds {', '.join(str(s) for s in seeds)}" if seeds else ""
+    if not seeds:
+        return ""
+    return f"; the mean over seeds {', '.join(str(s) for s in seeds)}" + (" (in brackets: the range)" if ranges else "")
 
 
 def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
@@ -216,7 +224,7 @@ def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     info, setting, machine = results["data"], results["setting"], results["machine"]
     table = format_tables(results)
     head = (f"# Reproduction study ({setting['name']})\n\nData: {info['source']}; {info.get('train_poses')} training people, "
-            f"{info['test_images']} test images; head init: {head_init_label(setting['head_init'])}{seeds_label(setting)}{' (in brackets: the range)' if setting.get('seeds') else ''}; wall time {results['wall_time_s']:.0f} s "
+            f"{info['test_images']} test images; head init: {head_init_label(setting['head_init'])}{seeds_label(setting, ranges=True)}; wall time {results['wall_time_s']:.0f} s "
             f"on {machine['cpu']} ({machine['torch_threads']} torch thread{'' if machine['torch_threads'] == 1 else 's'}), torch {machine['torch']}.\n")
     atomic_write_text(out / "results.md", head + "\n" + table)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
