@@ -158,3 +158,15 @@ def test_every_key_is_documented():
         assert doc.strip(), key
         assert f"`{key}`" in docs, f"{key} missing from docs/configs.md (regenerate from schema_markdown())"
     assert schema_markdown() in docs
+
+
+def test_upscale_sets_the_map_size_everywhere():
+    """model.upscale reaches the model and the data pipeline's grid alike (targets, evaluation)."""
+    from integral_pose.engine.data import heatmap_size
+    from integral_pose.engine.module import build_model_from_config
+
+    cfg = load_config(None, ["model.upscale=2"])
+    assert heatmap_size(cfg) == (32, 32)
+    assert build_model_from_config(cfg, 17)(torch.rand(1, 3, 64, 64)).shape[-2:] == (32, 32)
+    with pytest.raises(ConfigError, match=r"model\.upscale = 3: expected one of 1, 2, 4"):
+        load_config(None, ["model.upscale=3"])

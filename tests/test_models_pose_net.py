@@ -92,3 +92,41 @@ def test_gradients_reach_the_trunk():
     net = create_model("tiny", 4, width=8, head_channels=16)
     soft_argmax(net(torch.rand(2, 3, 64, 64))).sum().backward()
     assert net.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("upscale,depth_bins", [(2, None), (4, None), (2, 3)])
+def test_sub_pixel_output_layout(upscale, depth_bins):
+    """Output cell (i, j) of block (y, x) of joint k (depth d) is channel ((k*D + d)*r + i)*r + j of
+    the 1x1 conv at (y, x): the joint / depth channel order of ``split_depth_channels`` survives."""
+    torch.manual_seed(0)
+    r, k = upscale, 5
+    net = create_model("tiny", k, depth_bins=depth_bins, width=8, head_channels=16, upscale=r).eval()
+    assert net.stride == 4 // r == output_stride("tiny", upscale=r)
+    with torch.no_grad():
+        net.head.final.weight.normal_()  # break the ICNR init's equal sub-kernels
+    x = torch.rand(2, 3, 64, 96)
+    out = net(x)
+    d = depth_bins or 1
+    assert out.shape == ((2, k, 16 * r, 24 * r) if depth_bins is None else (2, k, d, 16 * r, 24 * r))
+    assert net.heatmap_size((96, 64)) == (24 * r, 16 * r)
+    with torch.no_grad():
+        conv = net.head.final(net.head.deconv(net.backbone((x - net.mean) / net.std)))  # (2, k*d*r*r, 16, 24)
+    maps = out.reshape(2, k, d, 16 * r, 24 * r)
+    for kk, dd, i, j in [(0, 0, 0, 0), (k - 1, d - 1, r - 1, r - 1), (2, d // 2, 1, 0)]:
+        assert torch.allclose(maps[:, kk, dd, i::r, j::r], conv[:, ((kk * d + dd) * r + i) * r + j], atol=1e-5)
+
+
+def test_sub_pixel_init_repeats_the_coarse_map():
+    """ICNR: untrained, every r x r block is one value (no checkerboard), for both head inits."""
+    for init in ("integral", "simple_baselines"):
+        out = create_model("tiny", 4, width=8, head_channels=16, upscale=2, head_init=init).eval()(torch.rand(1, 3, 64, 64))
+        assert out.shape == (1, 4, 32, 32) and out.std() > 0
+        coarse = out[..., 0::2, 0::2]
+        assert torch.equal(out, coarse.repeat_interleave(2, -1).repeat_interleave(2, -2))
+
+
+def test_sub_pixel_errors():
+    with pytest.raises(ValueError, match="upscale must be one of"):
+        create_model("tiny", 4, upscale=3)
+    with pytest.raises(ValueError, match="upsamples past the input resolution"):
+        create_model("tiny", 4, num_deconv=4, upscale=2)

@@ -23,7 +23,7 @@ import yaml
 from integral_pose.files import UserError, atomic_write_text
 from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, READOUTS, REGULARIZERS
 from integral_pose.models import list_models
-from integral_pose.models.pose_net import HEAD_INITS
+from integral_pose.models.pose_net import HEAD_INITS, UPSCALES
 from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
 
 __all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "ConfigError", "schema_markdown"]
@@ -42,6 +42,7 @@ SCHEMA: list[tuple[str, Any, str]] = [
     ("model.width", None, "Trunk base width; null = the model's default (64 for ResNets, 16 for tiny)."),
     ("model.head_channels", None, "Deconv channels; null = the model's default (256 for ResNets, 64 for tiny)."),
     ("model.num_deconv", None, "Deconvolutions in the head; null = the model's default (3 for ResNets, 2 for tiny: output stride 4 for both)."),
+    ("model.upscale", 1, "Output maps 1, 2 or 4 times finer than the head's last deconvolution, through a sub-pixel (pixel-shuffle) 1x1 conv: 2 gives the tiny model 32x32 maps from a 64x64 input."),
     ("model.depth_bins", None, "D for a 3D (volumetric) head; null = 2D."),
     ("model.head_init", "auto", "Head initialisation: simple_baselines (N(0, 0.001), for heatmap training), integral (Kaiming deconvs, N(0, 0.05) logits), or auto (integral when train.mode is integral)."),
     ("model.pretrained", None, "Local path of a torchvision ResNet state_dict for the trunk; null = from scratch."),
@@ -236,6 +237,7 @@ _NUMBERS: dict[str, tuple[bool, float, bool, bool]] = {
     "model.width": (True, 1, True, True),
     "model.head_channels": (True, 1, True, True),
     "model.num_deconv": (True, 0, True, True),
+    "model.upscale": (True, 1, True, False),
     "model.depth_bins": (True, 2, True, True),
     "data.synthetic_train": (True, 1, True, False),
     "data.synthetic_val": (True, 1, True, False),
@@ -323,6 +325,8 @@ def validate(cfg: Mapping[str, Any]) -> None:
         _check_number(key, flat[key], *rule)
     if flat["model.num_deconv"] is not None and flat["model.num_deconv"] > 5:
         raise ConfigError(f"model.num_deconv = {flat['model.num_deconv']!r}: expected an integer in 0..5 or null")
+    if flat["model.upscale"] not in UPSCALES:
+        raise ConfigError(f"model.upscale = {flat['model.upscale']!r}: expected one of {', '.join(map(str, UPSCALES))}")
     if flat["data.scale"] >= 1:
         raise ConfigError(f"data.scale = {flat['data.scale']!r}: expected a number in [0, 1) (the scale factor is 1 +- s)")
     if not (flat["train.max_steps"] == -1 or _is_number(flat["train.max_steps"], True) and flat["train.max_steps"] >= 1):

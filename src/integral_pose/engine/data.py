@@ -158,7 +158,7 @@ def build_transform(cfg: dict[str, Any], train: bool, heatmaps: bool, skeleton: 
 def heatmap_size(cfg: dict[str, Any]) -> tuple[int, int]:
     """(W, H) of the configured model's output maps for the configured input size."""
     w, h = cfg["data"]["input_size"]
-    stride = output_stride(cfg["model"]["name"], cfg["model"]["num_deconv"])
+    stride = output_stride(cfg["model"]["name"], cfg["model"]["num_deconv"], cfg["model"]["upscale"])
     return (w // stride, h // stride)
 
 

@@ -44,6 +44,7 @@ def build_model_from_config(cfg: dict[str, Any], num_joints: int):
         num_deconv=m["num_deconv"],
         width=m["width"],
         head_init=resolve_head_init(cfg),
+        upscale=m["upscale"],
     )
 
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from integral_pose.models.resnet import RESNET_SPECS, ResNet, BasicBlock, load_torchvision_weights
 from integral_pose.ops.soft_argmax import soft_argmax, split_depth_channels
 
-__all__ = ["PoseNet", "DeconvHead", "create_model", "list_models", "output_stride", "MODEL_SPECS"]
+__all__ = ["PoseNet", "DeconvHead", "create_model", "list_models", "output_stride", "MODEL_SPECS", "UPSCALES"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,10 +47,18 @@ MODEL_SPECS: dict[str, _Spec] = {
 MODEL_SPECS["tiny"] = _Spec(BasicBlock, (1, 1, 1, 1), 16, 64, maxpool=False, num_deconv=2)
 
 
-def output_stride(name: str, num_deconv: int | None = None) -> int:
-    """Input pixels per heatmap cell of model ``name`` (4 for every default configuration)."""
+UPSCALES = (1, 2, 4)  # sub-pixel output factors (DeconvHead): the maps' resolution over the last deconv's
+
+
+def output_stride(name: str, num_deconv: int | None = None, upscale: int = 1) -> int:
+    """Input pixels per heatmap cell of model ``name`` (4 for every default configuration).
+
+    Example:
+        >>> output_stride("tiny"), output_stride("tiny", upscale=2), output_stride("resnet50", num_deconv=2)
+        (4, 2, 8)
+    """
     spec = MODEL_SPECS[name]
-    return (32 if spec.maxpool else 16) // 2 ** (spec.num_deconv if num_deconv is None else num_deconv)
+    return (32 if spec.maxpool else 16) // 2 ** (spec.num_deconv if num_deconv is None else num_deconv) // upscale
 
 
 def list_models() -> list[str]:
@@ -62,14 +70,23 @@ class DeconvHead(nn.Module):
     """``num_deconv`` x (ConvTranspose 4x4 stride 2 + BN + ReLU), then a 1x1 conv to ``out_channels``.
 
     Each deconv doubles the resolution: (B, C_in, h, w) -> (B, out_channels, h * 2**num_deconv, ...).
+    With ``upscale`` r > 1 the 1x1 conv gives r*r values per channel and cell, which
+    ``nn.PixelShuffle`` lays out as an r x r block (a sub-pixel convolution, Shi et al., CVPR 2016):
+    maps r times finer for the price of the 1x1 conv's extra outputs, where one more deconvolution
+    would cost a full layer at the finer resolution. The r*r outputs of a cell start equal (ICNR,
+    Aitken et al. 2017), so the untrained maps are the r = 1 maps upsampled by repetition, free of
+    a checkerboard.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, channels: int = 256, num_deconv: int = 3, init: str = "simple_baselines"
+        self, in_channels: int, out_channels: int, channels: int = 256, num_deconv: int = 3, init: str = "simple_baselines",
+        upscale: int = 1,
     ) -> None:
         super().__init__()
         if init not in HEAD_INITS:
             raise ValueError(f"head init must be one of {HEAD_INITS}, got {init!r}")
+        if upscale not in UPSCALES:
+            raise ValueError(f"upscale must be one of {UPSCALES}, got {upscale!r}")
         layers: list[nn.Module] = []
         cin = in_channels
         for _ in range(num_deconv):
@@ -80,7 +97,8 @@ class DeconvHead(nn.Module):
             ]
             cin = channels
         self.deconv = nn.Sequential(*layers)
-        self.final = nn.Conv2d(cin, out_channels, 1)
+        self.final = nn.Conv2d(cin, out_channels * upscale**2, 1)
+        self.shuffle = nn.PixelShuffle(upscale) if upscale > 1 else nn.Identity()
         # "simple_baselines": N(0, 0.001) everywhere, right for heatmap MSE (targets near 0 but at
         # the peak). An integral readout started that way sees near-zero logits: a uniform softmax,
         # the expectation at the map centre and almost no gradient into the trunk, so training from
@@ -91,11 +109,14 @@ class DeconvHead(nn.Module):
                     nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 else:
                     nn.init.normal_(m.weight, std=0.001)
-        nn.init.normal_(self.final.weight, std=0.05 if init == "integral" else 0.001)
+        with torch.no_grad():
+            # PixelShuffle reads output channel c's r x r block from conv channels c*r*r ... c*r*r + r*r - 1.
+            w = torch.empty(out_channels, cin, 1, 1).normal_(std=0.05 if init == "integral" else 0.001)
+            self.final.weight.copy_(w.repeat_interleave(upscale**2, dim=0))
         nn.init.zeros_(self.final.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.final(self.deconv(x))
+        return self.shuffle(self.final(self.deconv(x)))
 
 
 class PoseNet(nn.Module):
@@ -105,11 +126,11 @@ class PoseNet(nn.Module):
         backbone: a :class:`~integral_pose.models.resnet.ResNet` trunk (stride 32).
         num_joints: K.
         depth_bins: D for a 3D (volumetric) head, None for 2D.
-        head_channels, num_deconv: see :class:`DeconvHead`.
+        head_channels, num_deconv, upscale: see :class:`DeconvHead`.
 
     Shapes:
         images (B, 3, H, W) RGB in [0, 1] -> logits (B, K, H/s, W/s) for 2D or (B, K, D, H/s, W/s)
-        for 3D, with stride s = trunk stride / 2**num_deconv (32 / 8 = 4 for the paper's head).
+        for 3D, with stride s = trunk stride / 2**num_deconv / upscale (32 / 8 = 4 for the paper's head).
 
     Example:
         >>> net = create_model("tiny", num_joints=17)
@@ -125,6 +146,7 @@ class PoseNet(nn.Module):
         head_channels: int = 256,
         num_deconv: int = 3,
         head_init: str = "simple_baselines",
+        upscale: int = 1,
     ) -> None:
         super().__init__()
         if num_joints < 1:
@@ -135,12 +157,13 @@ class PoseNet(nn.Module):
             raise ValueError(f"num_deconv must be in 0..5, got {num_deconv}")
         self.num_joints = num_joints
         self.depth_bins = depth_bins
-        self.stride = backbone.stride // (2**num_deconv)
+        self.stride = backbone.stride // (2**num_deconv) // upscale
         if self.stride < 1:
-            raise ValueError(f"num_deconv={num_deconv} upsamples past the input resolution (trunk stride {backbone.stride})")
+            raise ValueError(f"num_deconv={num_deconv} with upscale={upscale} upsamples past the input resolution "
+                             f"(trunk stride {backbone.stride})")
         self.backbone = backbone
         out = num_joints * (depth_bins or 1)
-        self.head = DeconvHead(backbone.out_channels, out, head_channels, num_deconv, init=head_init)
+        self.head = DeconvHead(backbone.out_channels, out, head_channels, num_deconv, init=head_init, upscale=upscale)
         # Not persistent: checkpoints hold learned weights only, and old ones keep loading.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -179,6 +202,7 @@ def create_model(
     num_deconv: int | None = None,
     width: int | None = None,
     head_init: str = "simple_baselines",
+    upscale: int = 1,
 ) -> PoseNet:
     """Build a pose network by name (timm-style: one factory, the same arguments for every model).
 
@@ -196,11 +220,15 @@ def create_model(
         head_init: "simple_baselines" (N(0, 0.001), for heatmap training) or "integral" (Kaiming
             deconvolutions, N(0, 0.05) output conv: an integral readout trained from scratch then
             starts with informative logits instead of a flat softmax).
+        upscale: 1, 2 or 4: maps that many times finer than the last deconvolution's features,
+            through a sub-pixel (pixel-shuffle) output conv (see :class:`DeconvHead`).
 
     Example:
         >>> net = create_model("tiny", num_joints=16, depth_bins=8)
         >>> net(torch.rand(1, 3, 64, 64)).shape
         torch.Size([1, 16, 8, 16, 16])
+        >>> create_model("tiny", num_joints=17, upscale=2)(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 17, 32, 32])
     """
     if name not in MODEL_SPECS:
         close = difflib.get_close_matches(name, list(MODEL_SPECS), n=1)
@@ -217,4 +245,5 @@ def create_model(
         head_channels=head_channels or spec.head_channels,
         num_deconv=spec.num_deconv if num_deconv is None else num_deconv,
         head_init=head_init,
+        upscale=upscale,
     )
