@@ -130,3 +130,12 @@ def test_sub_pixel_errors():
         create_model("tiny", 4, upscale=3)
     with pytest.raises(ValueError, match="upsamples past the input resolution"):
         create_model("tiny", 4, num_deconv=4, upscale=2)
+
+
+def test_sub_pixel_model_exports_to_onnx(tmp_path):
+    from integral_pose.engine.export import check_onnx, export_onnx
+
+    net = create_model("tiny", 4, width=8, head_channels=16, upscale=2).eval()
+    export_onnx(net, tmp_path / "m.onnx", (64, 64))
+    diff = check_onnx(net, tmp_path / "m.onnx", (64, 64))  # ONNX Runtime against PyTorch, max abs difference
+    assert diff["logits"] < 1e-4 and diff["coords"] < 1e-4
