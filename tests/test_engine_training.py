@@ -355,6 +355,13 @@ def test_resume_check_ignores_runtime_keys_only(tmp_path):
     other["train"]["max_epochs"] = 5
     with pytest.raises(UserError, match=r"train\.max_epochs \(stored 2, now 5\)"):
         check_resume(other, tmp_path)
+    # a run written before a key existed resumes: the missing key means its default
+    stored = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del stored["model"]["upscale"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    assert check_resume(cfg, tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError, match=r"model\.upscale \(stored 1, now 2\)"):
+        check_resume({**cfg, "model": {**cfg["model"], "upscale": 2}}, tmp_path)
 
 
 def test_zero_synthetic_images_is_a_config_error(tmp_path, capsys):

@@ -145,6 +145,11 @@ def test_checkpoints_carry_the_skeleton_and_old_names_still_load(toy, tmp_path):
     torch.save(ckpt, tmp_path / "old.ckpt")
     _, _, skeleton = load_checkpoint(tmp_path / "old.ckpt")
     assert get_skeleton(skeleton) is H36M17
+    # and a config from before a key existed (model.upscale): the key's default, the run's behaviour
+    del ckpt["hyper_parameters"]["cfg"]["model"]["upscale"]
+    torch.save(ckpt, tmp_path / "older.ckpt")
+    loaded, cfg_loaded, _ = load_checkpoint(tmp_path / "older.ckpt")
+    assert cfg_loaded["model"]["upscale"] == 1 and loaded.stride == 4
 
 
 @pytest.mark.slow

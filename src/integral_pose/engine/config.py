@@ -26,7 +26,7 @@ from integral_pose.models import list_models
 from integral_pose.models.pose_net import HEAD_INITS, UPSCALES
 from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
 
-__all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "ConfigError", "schema_markdown"]
+__all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "with_defaults", "ConfigError", "schema_markdown"]
 
 
 class ConfigError(UserError, ValueError):
@@ -162,6 +162,21 @@ def default_config() -> dict[str, Any]:
     for k, v, _ in SCHEMA:
         _set(cfg, k, copy.deepcopy(v))
     return cfg
+
+
+def with_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` with the built-in default of every schema key it lacks, e.g. the config a checkpoint
+    or ``config.yaml`` stores from before a key existed: a new key's default is the behaviour the
+    run had. Keys the schema does not know are kept as they are.
+
+    Example:
+        >>> with_defaults({"model": {"name": "resnet50"}})["model"]["upscale"]
+        1
+    """
+    out = default_config()
+    for k, v in flatten(cfg).items():
+        _set(out, k, copy.deepcopy(v))
+    return out
 
 
 def _check_key(key: str, source: str) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from integral_pose import __version__
-from integral_pose.engine.config import ConfigError, apply_overrides, flatten, load_config, validate
+from integral_pose.engine.config import ConfigError, apply_overrides, flatten, load_config, validate, with_defaults
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
 from integral_pose.metrics.calibration import expected_oks, scale_calibration
@@ -172,7 +172,7 @@ def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[
     if written_by is not None and _major(written_by) != _major(__version__):
         raise BadFileError(f"checkpoint {str(path)!r} was written by integral-pose {written_by}; this is {__version__} "
                         f"(another major version: its config and weights may not mean the same here)")
-    cfg, k, skeleton = hp["cfg"], int(hp["num_joints"]), hp["skeleton"]
+    cfg, k, skeleton = with_defaults(hp["cfg"]), int(hp["num_joints"]), hp["skeleton"]
     try:
         model = build_model_from_config({**cfg, "model": {**cfg["model"], "pretrained": None}}, k)
     except (KeyError, TypeError, ValueError) as exc:

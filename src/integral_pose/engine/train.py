@@ -38,7 +38,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from integral_pose.engine.callbacks import EpochSummary
-from integral_pose.engine.config import ConfigError, dump_config, flatten
+from integral_pose.engine.config import ConfigError, dump_config, flatten, with_defaults
 from integral_pose.engine.console import use_progress_bar
 from integral_pose.engine.data import PoseDataModule, build_transform, dataset_skeleton, depth_notice
 from integral_pose.engine.evaluate import evaluate_model, write_json
@@ -207,7 +207,7 @@ def check_resume(cfg: dict[str, Any], output: str | Path) -> Path:
         raise UserError(f"--resume: {str(stored_path)!r} cannot be read: {str(e).splitlines()[0]}") from None
     if not isinstance(stored, Mapping):
         raise UserError(f"--resume: {str(stored_path)!r} is not a config (expected a mapping of keys)")
-    diff = config_differences(stored, cfg)
+    diff = config_differences(with_defaults(stored), cfg)
     if diff:
         raise UserError(f"--resume: the config differs from {str(stored_path)!r} in {'; '.join(diff)}; resume with "
                         f"--config {stored_path} and no --set, or start a new run (another --output)")
