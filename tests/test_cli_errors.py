@@ -115,6 +115,7 @@ ROWS = [
     ("unknown config key", _train("train.lrr=0.1"), "did you mean 'train.lr'"),
     ("`--set` without `=`", _train("train.lr"), "key=value"),
     ("unknown model name", _train("model.name=resnet19"), "model.name = 'resnet19': unknown model; did you mean 'resnet18'"),
+    ("head upsamples past the input", _train("model.num_deconv=4", "model.upscale=2"), "model.num_deconv = 4 with model.upscale = 2: the tiny head would upsample past the input resolution"),
     ("learning rate <= 0", _train("train.lr=-1"), "train.lr = -1: expected a number > 0"),
     ("text where a number is expected", _train("train.lr=fast"), "train.lr = 'fast': expected a number"),
     ("negative weight decay", _train("train.weight_decay=-0.1"), "train.weight_decay = -0.1"),

@@ -170,3 +170,9 @@ def test_upscale_sets_the_map_size_everywhere():
     assert build_model_from_config(cfg, 17)(torch.rand(1, 3, 64, 64)).shape[-2:] == (32, 32)
     with pytest.raises(ConfigError, match=r"model\.upscale = 3: expected one of 1, 2, 4"):
         load_config(None, ["model.upscale=3"])
+    # the head's total upsampling is checked where the config is read, not as the model's traceback
+    with pytest.raises(ConfigError, match=r"model\.num_deconv = 4 with model\.upscale = 2: the tiny head would upsample past"):
+        load_config(None, ["model.num_deconv=4", "model.upscale=2"])
+    with pytest.raises(ConfigError, match=r"model\.num_deconv = 5 with model\.upscale = 1"):
+        load_config(None, ["model.num_deconv=5"])
+    assert load_config(None, ["model.num_deconv=3", "model.upscale=2"])["model"]["upscale"] == 2  # stride 1

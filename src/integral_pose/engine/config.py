@@ -22,7 +22,7 @@ import yaml
 
 from integral_pose.files import UserError, atomic_write_text
 from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, READOUTS, REGULARIZERS
-from integral_pose.models import list_models
+from integral_pose.models import list_models, output_stride
 from integral_pose.models.pose_net import HEAD_INITS, UPSCALES
 from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
 
@@ -342,6 +342,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"model.num_deconv = {flat['model.num_deconv']!r}: expected an integer in 0..5 or null")
     if flat["model.upscale"] not in UPSCALES:
         raise ConfigError(f"model.upscale = {flat['model.upscale']!r}: expected one of {', '.join(map(str, UPSCALES))}")
+    if output_stride(flat["model.name"], flat["model.num_deconv"], flat["model.upscale"]) < 1:
+        raise ConfigError(f"model.num_deconv = {flat['model.num_deconv']!r} with model.upscale = {flat['model.upscale']!r}: "
+                          f"the {flat['model.name']} head would upsample past the input resolution (fewer deconvolutions or a smaller upscale)")
     if flat["data.scale"] >= 1:
         raise ConfigError(f"data.scale = {flat['data.scale']!r}: expected a number in [0, 1) (the scale factor is 1 +- s)")
     if not (flat["train.max_steps"] == -1 or _is_number(flat["train.max_steps"], True) and flat["train.max_steps"] >= 1):
