@@ -74,9 +74,9 @@ def combine_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             same = [next(x for x in r[part] if all(x[k] == row[k] for k in keys)) for r in runs]
             merged = {**row, "range": {}}
             for key in measured:
-                values = [x.get(key) for x in same]
                 if key not in row:
                     continue
+                values = [x.get(key) for x in same]
                 if all(v is not None and np.isfinite(v) for v in values):
                     merged[key] = float(np.mean(values))
                     merged["range"][key] = [float(min(values)), float(max(values))]
