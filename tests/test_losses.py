@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from integral_pose import render_heatmaps, soft_argmax, spatial_softmax
+from integral_pose.ops.soft_argmax import marginals
 from integral_pose.losses import CombinedLoss, coordinate_loss, heatmap_mse, js_regularizer
 from integral_pose.ops.coordinates import cells_to_normalized
 
@@ -423,3 +424,67 @@ def test_local_readout_trains_the_stronger_mode_not_the_mean_between_two():
     torch.testing.assert_close(integral_coordinates(logits, "local"), decode(logits, READOUT_DECODERS["local"])[0])
     (grad,) = torch.autograd.grad(local["loss"], logits)
     assert torch.isfinite(grad).all()
+
+
+def _textbook_divergence(logits, target, sigma, kind):
+    """(B, K) JS / KL / CE of softmax(logits) from the target Gaussians, by autograd through the
+    definitions (dsntnn's eps guard; the target floored at e^-69 as the loss floors it), the
+    reference for the closed-form gradients."""
+    p = spatial_softmax(logits).flatten(2)
+    log_q, _ = render_heatmaps(target, tuple(logits.shape[2:]), sigma, "log_gaussian")
+    q = log_q.flatten(2).clamp_min(-69.0).exp()
+    eps = 1e-24
+    if kind == "kl":
+        return (p * ((p + eps) / (q + eps)).log()).sum(-1)
+    if kind == "ce":
+        return (q * (q.log() - torch.log_softmax(logits.flatten(2).double(), -1))).sum(-1)
+    m = 0.5 * (p + q)
+    return 0.5 * ((p * ((p + eps) / (m + eps)).log()).sum(-1) + (q * ((q + eps) / (m + eps)).log()).sum(-1))
+
+
+@pytest.mark.parametrize("kind", ["js", "kl", "ce"])
+@pytest.mark.parametrize("size", [(9,), (7, 8), (4, 5, 6)])
+def test_combined_loss_equals_the_textbook_definitions_in_value_and_gradient(kind, size):
+    """The regulariser's closed-form gradient (no autograd graph through its logarithms) and the L1
+    on the soft-argmax: the loss and its gradient equal those of the textbook definitions by
+    autograd, with an invisible joint and a NaN target left out."""
+    d = len(size)
+    g = torch.Generator().manual_seed(10 * d + len(kind))
+    logits = (3 * torch.randn(3, 4, *size, generator=g, dtype=torch.float64)).requires_grad_(True)
+    n = torch.tensor(list(reversed(size)), dtype=torch.float64)
+    target = torch.rand(3, 4, d, generator=g, dtype=torch.float64) * (n - 1)
+    target[0, 1] = math.nan  # no Gaussian, weight 0: left out of both terms
+    w = torch.ones(3, 4, d, dtype=torch.float64)
+    w[0, 1] = 0.0
+    w[2, 3] = 0.0
+    out = CombinedLoss(coord_weight=1.0, js_weight=0.7, sigma=0.8, regularizer=kind)(logits, target, w)
+    (grad,) = torch.autograd.grad(out["loss"], logits)
+
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    pred = soft_argmax(ref_logits)
+    coord = coordinate_loss(cells_to_normalized(pred, size), cells_to_normalized(target, size), w)
+    div = _textbook_divergence(ref_logits, torch.nan_to_num(target), 0.8, kind)
+    jw = w.amin(-1)
+    reg = (torch.where(jw > 0, div, 0.0) * jw).sum() / jw.sum()
+    ref = coord + 0.7 * reg
+    (ref_grad,) = torch.autograd.grad(ref, ref_logits)
+    torch.testing.assert_close(out["pred"], pred.detach(), atol=1e-12, rtol=0, equal_nan=True)
+    torch.testing.assert_close(out["loss"], ref.detach(), atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-9, rtol=1e-7)
+
+
+def test_combined_loss_on_a_channels_last_bf16_head_equals_its_float32_copy():
+    """The autocast head's maps (bf16, channels-last) give the loss and gradient of their float32,
+    contiguous copy: the loss's conversions change layout and precision only."""
+    g = torch.Generator().manual_seed(3)
+    maps = (4 * torch.randn(2, 17, 16, 16, generator=g)).to(torch.bfloat16)
+    target = torch.rand(2, 17, 2, generator=g) * 15
+    loss_fn = CombinedLoss(coord_weight=1.0, js_weight=1.0, sigma=0.5)
+    a = maps.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    b = maps.float().contiguous().requires_grad_(True)
+    la, lb = loss_fn(a, target)["loss"], loss_fn(b, target)["loss"]
+    la.backward()
+    lb.backward()
+    torch.testing.assert_close(la, lb)
+    torch.testing.assert_close(a.grad.float(), b.grad.to(torch.bfloat16).float())
+
