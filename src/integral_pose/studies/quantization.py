@@ -2,9 +2,10 @@
 
 Simulation: joints uniformly at random over the WHOLE heatmap extent [-0.5, n - 0.5]^2 (borders
 included), each rendered as exact log-Gaussian logits of std ``--sigma`` cells
-(``render_heatmaps(kind="log_gaussian")``). Noise (``--noise LEVEL``): i.i.d. N(0, LEVEL^2) added
-to every logit, in nats; LEVEL 0 (exact maps) is always included. ``--floor NATS`` first clips
-the logits from below at ``peak - NATS``: a background level like the one networks learn; with 4096 cells even
+(``render_heatmaps(kind="log_gaussian")``; the maps come from ``data.heatmap_inputs.simulate_maps``,
+the one owner of this noise model). Noise (``--noise LEVEL``): i.i.d. N(0, LEVEL^2) added to every
+logit, in nats; LEVEL 0 (exact maps) is always included. ``--floor NATS`` first clips the logits
+from below at ``peak - NATS``: a background level like the one networks learn; with 4096 cells even
 peak - 8 nats holds ~5% of the softmax mass (the case the background correction is for). Every method reads the input it
 is meant for, derived from the same noisy map:
 
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from integral_pose.data.heatmap_inputs import simulate_maps
 from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS, decode
-from integral_pose.ops.targets import render_heatmaps
 from integral_pose.viz import save_figure
 
 __all__ = ["run_study", "format_table"]
@@ -65,12 +66,8 @@ def run_study(
         per_method: dict[str, list[torch.Tensor]] = {m: [] for m in DECODE_METHODS}
         for start in range(0, samples, chunk):
             c = coords[start:start + chunk]
-            logits, _ = render_heatmaps(c.float(), (n, n), sigma, kind="log_gaussian")
-            if floor is not None:  # a learned background level: every cell at least peak - floor
-                logits = torch.maximum(logits, logits.flatten(2).amax(-1)[..., None, None] - floor)
-            if level > 0:
-                logits = logits + level * torch.randn(logits.shape, generator=g)
-            scores = torch.exp(logits - logits.flatten(2).amax(-1)[..., None, None])
+            # the one noise model of simulated maps: log-Gaussian, background floor, logit noise
+            logits, scores = simulate_maps(c, (n, n), sigma, logit_std=level, floor=floor, generator=g)
             for method in DECODE_METHODS:
                 inp = logits if method in LOGIT_METHODS else scores
                 xy, _ = decode(inp, method, dark_sigma=sigma)
