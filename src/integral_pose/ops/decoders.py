@@ -8,6 +8,11 @@ probabilities or Gaussian scores" is a classic mistake, so the docstrings say wh
 - **logits** (anything whose softmax is the joint's distribution, e.g. "log_gaussian" targets or an
   integral-trained network): "integral", "integral_debiased", "integral_local".
 
+With ``kind`` ("scores" or "logits", :data:`MAP_KINDS`) the caller says which of the two the maps
+are, and every readout then works on either: the maps are converted to what the readout reads
+(:func:`reads`) -- logits to scores by ``exp(beta * (l - max))`` per joint, scores to logits by
+``log(max(s, SCORE_FLOOR * peak))`` per joint -- and the score follows the maps' own kind.
+
 Non-finite input: a joint whose map contains NaN or +inf, or is -inf everywhere, gets NaN
 coordinates and score 0; every other joint is decoded normally (no exception is raised). Isolated
 -inf cells are allowed (a masked logit, or a zero-probability score).
@@ -23,11 +28,25 @@ from torch import Tensor
 from integral_pose.ops.soft_argmax import check_logits, soft_argmax
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
-__all__ = ["decode", "spread", "DECODE_METHODS", "SCORE_METHODS", "LOGIT_METHODS", "DECODE_LABELS"]
+__all__ = ["decode", "spread", "reads", "DECODE_METHODS", "SCORE_METHODS", "LOGIT_METHODS", "DECODE_LABELS",
+           "MAP_KINDS", "SCORE_FLOOR"]
 
 SCORE_METHODS = ("argmax", "argmax_quarter", "dark")
 LOGIT_METHODS = ("integral", "integral_debiased", "integral_local")
 DECODE_METHODS = SCORE_METHODS + LOGIT_METHODS
+#: What a map holds: "scores" (heatmap-MSE-trained score maps: peak ~1, background ~0) or "logits"
+#: (integral-trained: softmax(logits) is the joint's distribution).
+MAP_KINDS = ("scores", "logits")
+#: Score maps -> logits for the integral readouts: ``log(max(s, SCORE_FLOOR * peak))`` per joint.
+#: The floor only stands in for zeros and negatives (which have no log) and must not cut into the
+#: bump: below exp(-18) = 1.5e-8, a Gaussian score map keeps its exact log out to
+#: sqrt(2 ln 1e9) = 6.4 sigma from the peak, the edge of integral_debiased's window (6 sigma + 1;
+#: outside it the floor is that readout's background, estimated and removed); the floor's total
+#: weight on a 64 x 64 map is 4e-6 peaks, against a bump of 2 pi sigma^2 >= 6 peaks (sigma >= 1).
+#: A real network's background noise (1e-3 to 1e-2 of the peak) lies far above it. Measured
+#: (docs/decode.md, benchmarks/bench_decode.py --floor): 1e-6 leaves debiased errors up to 6e-3 px
+#: at 480 px from 64 x 64 maps, 1e-9 and smaller none; 1e-3 costs up to 1 px, 1e-2 3 px.
+SCORE_FLOOR = 1e-9
 # How tables name each readout.
 DECODE_LABELS = {"argmax": "argmax", "argmax_quarter": "argmax + 1/4 shift", "dark": "DARK",
                  "integral": "soft-argmax (integral)", "integral_debiased": "debiased soft-argmax",
@@ -368,7 +387,42 @@ def _decode_integral_debiased(logits: Tensor, beta: float) -> tuple[Tensor, Tens
     return coords, _integral_scores((w / C).view_as(x))
 
 
-def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: float = DEFAULT_SIGMA) -> tuple[Tensor, Tensor]:
+def reads(method: str) -> str:
+    """Which kind of map a readout reads: "scores" (argmax, argmax_quarter, dark) or "logits" (the integrals).
+
+    Example:
+        >>> reads("dark"), reads("integral_debiased")
+        ('scores', 'logits')
+    """
+    if method in SCORE_METHODS:
+        return "scores"
+    if method in LOGIT_METHODS:
+        return "logits"
+    raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
+
+
+def _peak_floor(x: Tensor) -> Tensor:
+    """(B, K, 1) floor ``SCORE_FLOOR * peak`` of each score map (B, K, N); the smallest positive
+    normal number where the peak is not positive (a map with no evidence becomes a constant)."""
+    peak = x.amax(-1, keepdim=True)
+    tiny = torch.finfo(x.dtype).tiny
+    return (SCORE_FLOOR * peak).clamp(min=tiny)
+
+
+def _scores_to_logits(x: Tensor) -> Tensor:
+    """Score maps (B, K, *S) -> logits ``log(max(s, SCORE_FLOOR * peak))`` per joint."""
+    flat = x.flatten(2)
+    return torch.log(torch.maximum(flat, _peak_floor(flat))).view_as(x)
+
+
+def _logits_to_scores(x: Tensor, beta: float) -> Tensor:
+    """Logits (B, K, *S) -> score maps ``exp(beta * (l - max))`` per joint: peak 1, a softmax's shape."""
+    flat = x.flatten(2) * beta if beta != 1.0 else x.flatten(2)
+    return torch.exp(flat - flat.amax(-1, keepdim=True)).view_as(x)
+
+
+def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, kind: str | None = None,
+           dark_sigma: float = DEFAULT_SIGMA) -> tuple[Tensor, Tensor]:
     """Decode per-joint maps into coordinates (in cells, ordered (x, y[, z])) and scores in [0, 1].
 
     Methods and the input each expects:
@@ -399,6 +453,23 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: floa
     Integral scores: the softmax probability mass within +-2 cells of the most probable cell
     (a 5^d window): near 1 for a sharp unimodal map, ~0 for a flat one.
 
+    **kind.** ``None`` (the default): the maps are taken to be what ``method`` reads, as listed
+    above. ``"scores"`` or ``"logits"`` (:data:`MAP_KINDS`): the maps are of that kind, and a readout
+    of the other kind reads them converted, per joint:
+
+    - logits for a score readout: ``exp(beta * (l - max))``, a score map of peak 1 whose shape is
+      the softmax's (a log-Gaussian's is a Gaussian score map, which DARK reads exactly);
+    - score maps for an integral readout: ``log(max(s, SCORE_FLOOR * peak))`` (``SCORE_FLOOR``
+      = 1e-9): the exact log of the score map down to 1e-9 of its peak, so the softmax is the
+      score map normalised (plus a negligible floor where the map is zero or negative). The log of a
+      Gaussian score map is a log-Gaussian, so "integral_debiased" reads it exactly; plain
+      soft-argmax of the raw score map (``kind=None``) is pulled to the map centre by cells.
+
+    With ``kind`` the score is the one of the maps' own kind, whatever the readout: the peak
+    clipped to [0, 1] for score maps; the softmax mass within +-2 cells of the mode for logits (a
+    converted map's own "score" would say nothing: its peak is always 1). Same-kind readouts keep
+    their coordinates and scores exactly.
+
     **integral_debiased.** Let ``w_i = exp(beta*l_i - max)`` (shift invariant), ``C = sum_i w_i`` and
     ``J = sum_i w_i x_i / C`` the plain soft-argmax.
     (1) *Background* (Gu, Yang, Yao, ICCV 2021): model ``w_i = g_i + b`` with ``g`` the joint's
@@ -427,7 +498,10 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: floa
     Args:
         heatmaps: (B, K, *S), 1 <= len(S) <= 3, floating point; score maps or logits (see above).
         method: one of :data:`DECODE_METHODS`.
-        beta: inverse temperature multiplying the logits (integral methods only; ignored otherwise).
+        beta: inverse temperature multiplying the logits (integral methods only; with
+            ``kind="logits"`` it also scales the logits converted for a score readout).
+        kind: None (the maps are what ``method`` reads), or what the maps are, one of
+            :data:`MAP_KINDS`: then any method reads them (converted as above).
         dark_sigma: the blur's sigma in cells for "dark" (DARK uses the training target's sigma).
 
     Returns:
@@ -440,20 +514,48 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: floa
         >>> xy, score = decode(logits, "integral_debiased")
         >>> torch.allclose(xy, torch.tensor([[[0.3, 20.7]]]), atol=1e-3)
         True
+
+        Gaussian score maps (an MSE-trained network's) read by the debiased integral:
+
+        >>> scores, _ = render_heatmaps(torch.tensor([[[0.3, 20.7]]]), (32, 32), 2.0, "gaussian")
+        >>> xy, peak = decode(scores, "integral_debiased", kind="scores")
+        >>> torch.allclose(xy, torch.tensor([[[0.3, 20.7]]]), atol=1e-3), round(peak.item(), 3)
+        (True, 0.978)
     """
     check_logits(heatmaps, "heatmaps")
     if method not in DECODE_METHODS:
         raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
+    if kind is not None and kind not in MAP_KINDS:
+        raise ValueError(f"kind must be one of {MAP_KINDS} (what the maps hold) or None, got {kind!r}")
     x = heatmaps.to(_compute_dtype(heatmaps))
+    input_kind = reads(method) if kind is None else kind
     if bool(torch.isfinite(x).all()):  # the common case: skip the sanitising passes
         invalid = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
     else:
         invalid = _invalid_joints(x)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        if method in SCORE_METHODS:
+        if input_kind == "scores":
             # Scores are >= 0 by nature: a -inf cell is a zero. Invalid joints are zeroed, reported below.
             x = torch.where(x == -math.inf, zero, x)
         x = torch.where(invalid.view(*invalid.shape, *([1] * (x.dim() - 2))), zero, x)
+    maps = x
+    if input_kind != reads(method):
+        maps = _logits_to_scores(x, beta) if input_kind == "logits" else _scores_to_logits(x)
+    coords, scores = _dispatch(maps, method, beta, dark_sigma)
+    if input_kind != reads(method):  # the score of the maps' own kind
+        if input_kind == "scores":
+            scores = x.flatten(2).amax(-1)
+        else:
+            scores = _integral_scores(torch.softmax((x * beta).flatten(2), -1).view_as(x))
+    scores = scores.clamp(0.0, 1.0)
+    nan = torch.full((), math.nan, dtype=coords.dtype, device=coords.device)
+    coords = torch.where(invalid[..., None], nan, coords)
+    scores = torch.where(invalid, torch.zeros_like(scores), scores)
+    return coords, scores
+
+
+def _dispatch(x: Tensor, method: str, beta: float, dark_sigma: float) -> tuple[Tensor, Tensor]:
+    """Run one readout on sanitised maps of the kind it reads."""
     if method == "argmax":
         coords, scores = _decode_argmax(x, quarter=False)
     elif method == "argmax_quarter":
@@ -467,10 +569,6 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, dark_sigma: floa
         coords, scores = _decode_integral_local(x, beta)
     else:
         coords, scores = _decode_integral_debiased(x, beta)
-    scores = scores.clamp(0.0, 1.0)
-    nan = torch.full((), math.nan, dtype=coords.dtype, device=coords.device)
-    coords = torch.where(invalid[..., None], nan, coords)
-    scores = torch.where(invalid, torch.zeros_like(scores), scores)
     return coords, scores
 
 
