@@ -35,17 +35,29 @@ Errors are measured against the TRUE joints (not the jittered ones). :data:`NOIS
   integral_debiased exact to ~1e-5 crop px in the interior);
 - ``"low"`` / ``"high"``: calibrated so that DARK and integral_debiased give about 5 and 10 crop px
   mean 2D error in the 480 crop on Human3.6M S9/S11 (a trained network's 2D error on Human3.6M is
-  roughly 5-10 px in its 1000 x 1000 images); measured values in :data:`NOISE_SETTINGS`' comment
-  and benchmarks/bench_heatmap_inputs.py.
+  roughly 5-10 px in its 1000 x 1000 images; the crops average 405 image px, so 1 crop px is
+  0.84 image px); measured values in :data:`NOISE_SETTINGS`' comment and
+  benchmarks/bench_heatmap_inputs.py.
+
+What the model leaves out: the jitter is Gaussian (a real network's errors have heavier tails:
+left/right swaps, occluded joints), joints are independent, and the logit noise is i.i.d. per cell
+(a network's is spatially correlated). The floors of "low" and "high" (10 and 8 nats: a background
+of 4.5e-5 and 3.4e-4 of the peak) are mild; a heatmap-MSE network's background (1e-3 .. 1e-2, a
+floor of 7 .. 4.6 nats) pulls the plain soft-argmax ("integral") much further towards the map
+centre -- build a :class:`HeatmapNoise` with that floor to see it.
 
 **Determinism.** Row ``i``'s draws (its jitter, then its logit noise) come from a generator seeded by
 a hash of ``(seed, row_ids[i])`` alone, so results do not depend on ``chunk`` or on the other rows;
 the same ``seed`` gives the same numbers (``row_ids`` defaults to ``arange(N)``).
 
 **Speed.** Logits are clipped at ``peak - NUMERIC_RANGE`` (80 nats) after the noise: a weight of
-e^-80 = 1.8e-35 of the peak's is below float32 resolution in any sum (no readout changes), and
-torch's CPU ``exp`` is several times slower on arguments below -87 (the exact log-Gaussian's tail
-reaches -500). Rendering is separable (outer sums), float32, chunked.
+e^-80 = 1.8e-35 of the peak's is below float32 resolution in any sum (no readout changes, tested),
+and torch's CPU ``exp`` is 2.5x slower on arguments below -87 (the exact log-Gaussian's tail reaches
+-500). Rendering is separable (outer sums, ``render_heatmaps``), float32, in place, in chunks of 32
+rows (cache-sized). One thread, 5,000 Human3.6M rows (benchmarks/bench_heatmap_inputs.py, a
+shared 2-core machine, so +-30 %): the maps alone 1,400-2,300 rows/s with noise (the per-row draws
+dominate), 4,000-4,500 exact; maps + one readout: argmax ~1,500, DARK ~1,200, integral ~1,100,
+integral_debiased ~250-380 rows/s; all five readouts on the same maps 150-250 rows/s.
 
 Example:
     >>> import numpy as np
@@ -109,14 +121,17 @@ class HeatmapNoise:
 
 
 #: Named settings. Measured on 5,000 Human3.6M S9/S11 pairs (benchmarks/bench_heatmap_inputs.py,
-#: seed 0), mean 2D error in the 480 crop / in 1000-px image pixels:
-#:   none: argmax 2.9 / 3.3, DARK 0.00 / 0.00, integral_debiased 0.00 / 0.00
-#:   low:  DARK ~5, integral_debiased ~5 crop px
-#:   high: DARK ~10, integral_debiased ~10 crop px
+#: noise seed 0), mean 2D error in the 480 crop px / in 1000-px image px:
+#:
+#:   name  argmax         argmax_quarter  dark          integral      integral_debiased
+#:   none  2.78 / 2.35    1.45 / 1.22     0.00 / 0.00   0.004 / 0.004 0.00 / 0.00
+#:   low   8.02 / 6.77    7.23 / 6.10     5.19 / 4.38   5.07 / 4.28   5.04 / 4.26
+#:   high  13.05 / 11.02  12.54 / 10.58   10.46 / 8.83  11.24 / 9.47  10.08 / 8.51
 NOISE_SETTINGS: dict[str, HeatmapNoise] = {
     "none": HeatmapNoise(),
-    "low": HeatmapNoise(jitter=0.5, logit_std=0.2, floor=10.0),
-    "high": HeatmapNoise(jitter=1.0, logit_std=0.4, floor=8.0),
+    # jitter 4 and 8 crop px (of the 480 crop; 7.5 px per cell)
+    "low": HeatmapNoise(jitter=4 / 7.5, logit_std=0.2, floor=10.0),
+    "high": HeatmapNoise(jitter=8 / 7.5, logit_std=0.4, floor=8.0),
 }
 
 
@@ -151,17 +166,18 @@ def simulate_maps(
     Returns:
         ``(logits, scores)``, both (B, K, H, W) float32.
     """
+    # render_heatmaps returns a new contiguous tensor: the steps below work in place on it
     logits, _ = render_heatmaps(coords.float(), tuple(shape), sigma, kind="log_gaussian")
     if floor is not None:  # a learned background level: every cell at least peak - floor
-        logits = torch.maximum(logits, logits.flatten(2).amax(-1)[..., None, None] - floor)
+        torch.maximum(logits, logits.flatten(2).amax(-1)[..., None, None] - floor, out=logits)
     if logit_std > 0:
         if noise is None:
             noise = torch.randn(logits.shape, generator=generator)
-        logits = logits + logit_std * noise
+        logits.add_(logit_std * noise)
     peak = logits.flatten(2).amax(-1)[..., None, None]
     if numeric_range is not None:
-        logits = torch.maximum(logits, peak - numeric_range)
-    return logits, torch.exp(logits - peak)
+        torch.maximum(logits, peak - numeric_range, out=logits)
+    return logits, torch.sub(logits, peak).exp_()
 
 
 def person_crop(joints_2d: np.ndarray, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
