@@ -7,7 +7,7 @@ Flows on 2D Poses" (CVPR 2022):
 
 1. normalise the 2D pose: root (pelvis) at the origin, RMS joint distance 1 (``_normalise_2d``);
 2. lift: a residual MLP (``models.lifter.Lifter``) predicts each joint's depth relative to the root
-   and the camera's elevation (bounded to +-90 degrees); the 3D pose is the 2D pose back-projected to those depths;
+   and the camera's elevation (bounded, ``elevation_range``); the 3D pose is the 2D pose back-projected to those depths;
 3. rotate the 3D pose to a random new view: undo the predicted elevation, a random azimuth about the
    body's vertical, then an elevation drawn from a normal fitted to the batch's predicted elevations;
 4. project the rotated pose and score it under a RealNVP flow (``models.flow.RealNVP``) trained, in
@@ -110,12 +110,16 @@ class SelfSupervisedLiftModule(L.LightningModule):
         azimuth_range: random azimuths are uniform in ``[-azimuth_range, azimuth_range]`` radians.
         elevation: predict the camera elevation and draw new views' elevations from the batch's
             (ElePose); False: rotate about the camera's y axis only (Chen et al.).
+        elevation_range: bound of the predicted elevation, radians (an assumption: cameras within 45
+            degrees of horizontal; larger bounds let training fall into a top-down degenerate solution).
         prior_weight, cycle_3d_weight, cycle_2d_weight, symmetry_weight: loss weights.
         flow_hidden, flow_layers, flow_lr: the 2D prior (RealNVP on the 2 (K - 1) root-relative normalised
             coordinates) and its Adam learning rate.
         flow_noise: std of the Gaussian noise added to the real 2D poses the flow learns from (the
             normalised poses lie on a sphere; the noise gives the density a finite width across it).
         warmup_steps: steps at the start that train the flow only.
+        lr_warmup_steps: lifter steps over which its learning rate ramps up linearly from 0.
+        grad_clip: bound on the lifter's gradient norm (0: none).
         flip_test: at evaluation, average the lift of the pose and of its mirror image.
         focal, distance_m: the assumed focal length (screen units; Human3.6M: ~2.29) and root distance
             (metres) that give :meth:`forward` its metric scale.
@@ -140,6 +144,7 @@ class SelfSupervisedLiftModule(L.LightningModule):
         distance: float = 10.0,
         azimuth_range: float = math.pi,
         elevation: bool = True,
+        elevation_range: float = math.pi / 4,
         prior_weight: float = 1.0,
         cycle_3d_weight: float = 1.0,
         cycle_2d_weight: float = 1.0,
@@ -149,6 +154,8 @@ class SelfSupervisedLiftModule(L.LightningModule):
         flow_lr: float = 1e-3,
         flow_noise: float = 0.02,
         warmup_steps: int = 200,
+        lr_warmup_steps: int = 200,
+        grad_clip: float = 1.0,
         flip_test: bool = True,
         focal: float = 2.29,
         distance_m: float = 5.0,
@@ -197,7 +204,7 @@ class SelfSupervisedLiftModule(L.LightningModule):
         with self._autocast(pose):
             h = net.blocks(net.stem(pose.flatten(1)))
             depth = net.out(h).float().view(pose.shape[0], self.num_joints, 1)
-            elev = (0.5 * math.pi) * torch.tanh(self.elevation_head(h).float().squeeze(-1))
+            elev = self.hparams.elevation_range * torch.tanh(self.elevation_head(h).float().squeeze(-1))
         depth = depth - depth[:, self.root : self.root + 1]
         xy = pose * (1.0 + depth / self.hparams.distance).clamp_min(0.1)
         return torch.cat([xy, depth], -1), elev
@@ -302,13 +309,16 @@ class SelfSupervisedLiftModule(L.LightningModule):
         opt_flow.step()
         out = {"flow_nll": nll.detach()}
         if int(self.steps_done) >= hp.warmup_steps:
+            ramp = min(1.0, (int(self.steps_done) - hp.warmup_steps + 1) / max(1, hp.lr_warmup_steps))
             for g in opt_lift.param_groups:
-                g["lr"] = hp.lr * self.lr_factor(progress)
+                g["lr"] = hp.lr * self.lr_factor(progress) * ramp
             self.flow.requires_grad_(False)
             try:
                 terms = self.losses(x2d)
                 opt_lift.zero_grad(set_to_none=True)
                 self._backward(terms["loss"])
+                if hp.grad_clip > 0:
+                    nn.utils.clip_grad_norm_([p for g in opt_lift.param_groups for p in g["params"]], hp.grad_clip)
                 opt_lift.step()
             finally:
                 self.flow.requires_grad_(True)
