@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from integral_pose.commands import bench, decode, evaluate, export, make_toy_data, predict, quantization, show_data, study, train
+from integral_pose.commands import (bench, decode, evaluate, export, lift, make_toy_data, predict, quantization, show_data,
+                                    study, train)
 from integral_pose.files import UserError
 
 EXIT_USER_ERROR = 2  # the status argparse uses for a bad command line: one status for "fix your input"
@@ -30,6 +31,7 @@ COMMANDS = [
     ("evaluate", evaluate, "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
     ("train", train, "train a model from a config (default: the synthetic CPU demo)"),
     ("predict", predict, "run a checkpoint on images, folders or globs: a PNG per image + one COCO keypoints.json"),
+    ("lift", lift, "train a 2D -> 3D lifter on a pose archive (3D labels or none) and test it: MPJPE, PA-MPJPE"),
     ("decode", decode, "a file of heatmaps from any model -> joints in image pixels (.npz, COCO results)"),
     ("export", export, "export a checkpoint to ONNX and check onnxruntime against PyTorch"),
     ("study", study, "reproduction study: readouts x output resolution, mixed 2D/3D training"),

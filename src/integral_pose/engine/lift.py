@@ -1,0 +1,461 @@
+"""Lifting 2D joints to 3D: configuration, data, the supervised Lightning module, fit and evaluation.
+
+The chain of a user whose 2D network feeds a 3D model: 2D joints (ground truth, or read from
+heatmaps by a readout, ``data.heatmap_inputs``) -> screen coordinates
+(``data.pose_pairs.normalise_screen``) -> a lifter (``models.lifter.Lifter``) -> root-relative 3D
+in the camera frame -> MPJPE / PA-MPJPE (``metrics.joint_error``) per action, on all test frames
+and on the protocol frames.
+
+Two supervisions:
+
+- ``"3d"``: Martinez et al. (ICCV 2017): the lifter regresses the 3D joints (metres), trained on
+  the mean per-joint Euclidean distance (the MPJPE itself).
+- ``"2d"``: no 3D label is read in training (``engine.lift_selfsup``); its scale is unknown, so its
+  headline is PA-MPJPE and the scale-aligned MPJPE (``align="scale"``).
+
+Run folder: ``config.yaml``, ``checkpoints/last.ckpt`` (resumable), ``metrics.json`` and
+``predictions.npz`` (``pred``, ``gt`` (N, 17, 3) root-relative camera-frame mm; ``input_2d``
+(N, 17, 2) image px; per row ``subject``, ``camera``, ``action``, ``frame``), from which every number
+in ``metrics.json`` can be recomputed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from integral_pose.data.h36m import PoseArchive
+from integral_pose.data.pose_pairs import (TEST_SUBJECTS, TRAIN_SUBJECTS, PosePairs, action_label, normalise_screen,
+                                           pose_pairs)
+from integral_pose.engine.config import ConfigError
+from integral_pose.engine.sampling import ResumableDataLoader, ResumableSampler
+from integral_pose.engine.train import cpu_bf16_native, cpu_flags
+from integral_pose.engine.typed_config import to_dict
+from integral_pose.files import MissingFileError
+from integral_pose.metrics.joint_error import mpjpe, mpjpe_breakdown
+from integral_pose.models.lifter import Lifter
+from integral_pose.ops.decoders import DECODE_METHODS
+
+__all__ = ["LiftConfig", "LiftModule", "LiftData", "build_lift_data", "fit_lift", "evaluate_lift", "SUPERVISIONS",
+           "INPUTS"]
+
+SUPERVISIONS = ("3d", "2d")
+INPUTS = ("gt",) + DECODE_METHODS
+_MM = 1000.0  # the lifter reads and writes metres; the archive and the metrics are in mm
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class LiftModelConfig:
+    width: int = field(default=1024, metadata=_help("Hidden features of the residual MLP (Martinez et al.: 1024)."))
+    blocks: int = field(default=2, metadata=_help("Residual blocks (Martinez et al.: 2)."))
+    dropout: float = field(default=0.5, metadata=_help("Dropout probability (Martinez et al.: 0.5)."))
+
+
+@dataclass
+class LiftDataConfig:
+    poses: str = field(default="../shared/data/h36m_poses", metadata=_help(
+        "Pose archive folder (poses_world_mm.npz + cameras.json, docs/lifting.md); relative to the config file's folder."))
+    train_subjects: list[int] = field(default_factory=lambda: list(TRAIN_SUBJECTS), metadata=_help(
+        "Subjects the lifter trains on (Human3.6M protocol: 1, 5, 6, 7, 8)."))
+    test_subjects: list[int] = field(default_factory=lambda: list(TEST_SUBJECTS), metadata=_help(
+        "Subjects it is tested on (9, 11), every frame of the archive and the protocol frames (frame % 320 == 0)."))
+    inputs: str = field(default="gt", metadata=_help(
+        "2D inputs: gt (the projected ground truth) or a readout (" + ", ".join(DECODE_METHODS) + ") of 64x64 heatmaps "
+        "rendered in a 480-pixel person crop (data.heatmap_inputs), for training and testing alike."))
+    noise: str = field(default="none", metadata=_help(
+        "Heatmap noise setting of the rendered maps (data.heatmap_inputs.NOISE_SETTINGS; none = quantisation alone)."))
+    crop_size: int = field(default=480, metadata=_help("Side of the person crop the heatmaps cover, pixels."))
+    heatmap_size: int = field(default=64, metadata=_help("Side of the rendered heatmaps, cells."))
+    limit_train: int | None = field(default=None, metadata=_help(
+        "Use only N training pairs, evenly spaced (tests, quick looks); null = all."))
+    limit_test: int | None = field(default=None, metadata=_help("Use only N test pairs, evenly spaced; null = all."))
+
+
+@dataclass
+class LiftTrainConfig:
+    supervision: str = field(default="3d", metadata=_help(
+        "3d: regress 3D labels (Martinez et al.); 2d: no 3D label (geometric self-supervision, engine/lift_selfsup.py)."))
+    epochs: int = field(default=20, metadata=_help("Training epochs (passes over the training pairs)."))
+    batch_size: int = field(default=1024, metadata=_help("Pairs per step."))
+    lr: float = field(default=3e-3, metadata=_help("Adam learning rate at the start (cosine decay to lr_final)."))
+    lr_final: float = field(default=1e-5, metadata=_help("Learning rate at the end: cosine decay from lr to lr_final over the run."))
+    weight_decay: float = field(default=0.0, metadata=_help("Adam weight decay."))
+    precision: str = field(default="auto", metadata=_help(
+        "auto (bf16 autocast on CPUs with native bf16 math and on CUDA, else fp32) or a Lightning precision string."))
+    accelerator: str = field(default="auto", metadata=_help("Lightning accelerator: auto | cpu | gpu."))
+    threads: int | None = field(default=None, metadata=_help("torch CPU threads; null = torch's default."))
+    progress_bar: bool = field(default=True, metadata=_help("Show the progress bar."))
+
+
+@dataclass
+class LiftConfig:
+    """The ``integral-pose lift`` run: one lifter trained and tested on pairs from a pose archive."""
+
+    seed: int = field(default=0, metadata=_help("Seed of the weights, the data order and the heatmap noise."))
+    model: LiftModelConfig = field(default_factory=LiftModelConfig)
+    data: LiftDataConfig = field(default_factory=LiftDataConfig)
+    train: LiftTrainConfig = field(default_factory=LiftTrainConfig)
+
+    def validate(self) -> None:
+        """Refuse values that would fail deep inside a run; each message names the key and value."""
+        if self.train.supervision not in SUPERVISIONS:
+            raise ConfigError(f"train.supervision = {self.train.supervision!r}: expected one of {', '.join(SUPERVISIONS)}")
+        if self.data.inputs not in INPUTS:
+            raise ConfigError(f"data.inputs = {self.data.inputs!r}: expected one of {', '.join(INPUTS)}")
+        if self.data.inputs != "gt":
+            from integral_pose.data.heatmap_inputs import NOISE_SETTINGS
+            if self.data.noise not in NOISE_SETTINGS:
+                raise ConfigError(f"data.noise = {self.data.noise!r}: expected one of {', '.join(NOISE_SETTINGS)}")
+        for key, value, low in (("model.width", self.model.width, 1), ("model.blocks", self.model.blocks, 0),
+                                ("train.epochs", self.train.epochs, 1), ("train.batch_size", self.train.batch_size, 2),
+                                ("data.crop_size", self.data.crop_size, 1), ("data.heatmap_size", self.data.heatmap_size, 2)):
+            if value < low:
+                raise ConfigError(f"{key} = {value!r}: expected an integer >= {low}")
+        for key, value in (("data.limit_train", self.data.limit_train), ("data.limit_test", self.data.limit_test),
+                           ("train.threads", self.train.threads)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{key} = {value!r}: expected an integer >= 1 or null")
+        if not 0.0 <= self.model.dropout < 1.0:
+            raise ConfigError(f"model.dropout = {self.model.dropout!r}: expected a number in [0, 1)")
+        if not (self.train.lr > 0 and 0 <= self.train.lr_final <= self.train.lr):
+            raise ConfigError(f"train.lr = {self.train.lr!r}, train.lr_final = {self.train.lr_final!r}: "
+                              f"expected lr > 0 and 0 <= lr_final <= lr")
+        if set(self.data.train_subjects) & set(self.data.test_subjects):
+            raise ConfigError(f"data.train_subjects {self.data.train_subjects} and data.test_subjects "
+                              f"{self.data.test_subjects} overlap: a test subject would be trained on")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+def _evenly(n: int, limit: int | None) -> np.ndarray:
+    return np.arange(n) if limit is None or limit >= n else np.linspace(0, n - 1, limit).round().astype(np.int64)
+
+
+@dataclass
+class LiftSplit:
+    """One split: its pairs and the 2D joints the lifter reads (image px; ground truth or a readout's)."""
+
+    pairs: PosePairs
+    input_2d: np.ndarray  # (N, K, 2) image px
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """(screen coordinates (N, K, 2), root-relative 3D in metres (N, K, 3)), float32."""
+        x = torch.from_numpy(normalise_screen(self.input_2d, self.pairs.image_size).astype(np.float32))
+        y = torch.from_numpy(self.pairs.joints_3d / _MM)
+        return x, y
+
+
+@dataclass
+class LiftData:
+    train: LiftSplit
+    test: LiftSplit
+
+
+def _read_archive(cfg: LiftConfig, subjects: list[int]) -> PosePairs:
+    root = Path(cfg.data.poses)
+    if not (root / "poses_world_mm.npz").is_file() or not (root / "cameras.json").is_file():
+        raise MissingFileError(f"data.poses = {str(root)!r}: no pose archive there (expected poses_world_mm.npz and "
+                               f"cameras.json, docs/lifting.md)")
+    archive = PoseArchive(root, subjects=subjects)
+    missing = sorted(set(subjects) - set(np.unique(archive.subject).tolist()))
+    if missing:
+        raise ConfigError(f"data.poses {str(root)!r} holds no pose of subject(s) {missing}")
+    return pose_pairs(archive)
+
+
+def _inputs(cfg: LiftConfig, pairs: PosePairs, seed: int) -> np.ndarray:
+    if cfg.data.inputs == "gt":
+        return pairs.joints_2d.copy()
+    from integral_pose.data.heatmap_inputs import NOISE_SETTINGS, read_heatmaps
+    out = read_heatmaps(pairs.joints_2d, [cfg.data.inputs], NOISE_SETTINGS[cfg.data.noise],
+                        crop_size=cfg.data.crop_size, heatmap_size=cfg.data.heatmap_size, seed=seed)
+    return np.asarray(out[cfg.data.inputs], dtype=np.float32)
+
+
+def build_lift_data(cfg: LiftConfig) -> LiftData:
+    """The training and test splits of ``cfg``: pairs from the archive and their 2D inputs.
+
+    The test inputs' noise is drawn from another seed stream than the training inputs', so no
+    noise draw is shared between the splits.
+    """
+    train = _read_archive(cfg, cfg.data.train_subjects)
+    test = _read_archive(cfg, cfg.data.test_subjects)
+    train = train.select(_evenly(len(train), cfg.data.limit_train))
+    test = test.select(_evenly(len(test), cfg.data.limit_test))
+    return LiftData(LiftSplit(train, _inputs(cfg, train, cfg.seed)), LiftSplit(test, _inputs(cfg, test, cfg.seed + 1)))
+
+
+class _Batches(Dataset):
+    """Whole batches of in-memory tensors: item ``epoch * n + k`` is batch k of epoch's permutation.
+
+    One item per batch avoids a per-pair collate (a large share of a lifter's step on a CPU); the
+    permutation is a function of (seed, epoch), so a resumed run sees the same batches.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, seed: int) -> None:
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.n = len(x) // batch_size
+        self._epoch, self._perm = -1, torch.arange(0)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, item: int) -> dict[str, Tensor]:
+        epoch, k = divmod(int(item), self.n)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._epoch = torch.randperm(len(self.x), generator=g), epoch
+        idx = self._perm[k * self.batch_size:(k + 1) * self.batch_size]
+        return {"x2d": self.x[idx], "x3d": self.y[idx]}
+
+
+def train_loader(split: LiftSplit, batch_size: int, seed: int, trainer_ref: Any) -> ResumableDataLoader:
+    """A resumable loader of whole batches (``trainer_ref()`` gives the trainer, for the position in the epoch)."""
+    x, y = split.tensors()
+    batches = _Batches(x, y, batch_size, seed)
+    if len(batches) == 0:
+        raise ConfigError(f"train.batch_size = {batch_size}: larger than the {len(x)} training pairs")
+    sampler = ResumableSampler(len(batches), shuffle=False, seed=seed, encode_epoch=True)
+
+    def progress() -> tuple[int, int]:
+        t = trainer_ref()
+        return t.current_epoch, t.fit_loop.epoch_loop.batch_progress.current.processed
+
+    return ResumableDataLoader(batches, batch_size=None, sampler=sampler, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# The supervised module
+# ---------------------------------------------------------------------------------------------
+
+def cosine_lr(step: int, total: int, lr: float, lr_final: float) -> float:
+    """Cosine decay from ``lr`` at step 0 to ``lr_final`` at ``total``.
+
+    Example:
+        >>> cosine_lr(0, 100, 1e-3, 0.0), round(cosine_lr(50, 100, 1e-3, 0.0), 6), cosine_lr(100, 100, 1e-3, 0.0)
+        (0.001, 0.0005, 0.0)
+    """
+    t = min(max(step / max(total, 1), 0.0), 1.0)
+    return lr_final + 0.5 * (lr - lr_final) * (1.0 + math.cos(math.pi * t))
+
+
+class LiftModule(L.LightningModule):
+    """Supervised lifting: ``Lifter`` trained on the mean per-joint distance to the 3D labels (metres).
+
+    As in Martinez et al., the network reads and writes standardised values: each input and output
+    coordinate minus its training mean, over its training standard deviation
+    (:meth:`set_normalisation`, kept as buffers in the checkpoint). Standardised outputs matter most:
+    they halve the error of a short run (benchmarks/RESULTS.md, "Lifting").
+
+    Batches: "x2d" (B, K, 2) screen coordinates, "x3d" (B, K, 3) root-relative metres.
+    ``forward``: (B, K, 2) -> (B, K, 3) metres.
+    """
+
+    def __init__(self, num_joints: int = 17, width: int = 1024, blocks: int = 2, dropout: float = 0.5,
+                 lr: float = 1e-3, lr_final: float = 1e-5, weight_decay: float = 0.0, total_steps: int = 1) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = Lifter(num_joints, width, blocks, dropout, zero_init_output=True)
+        self.register_buffer("in_mean", torch.zeros(num_joints, 2))
+        self.register_buffer("in_std", torch.ones(num_joints, 2))
+        self.register_buffer("out_mean", torch.zeros(num_joints, 3))
+        self.register_buffer("out_std", torch.ones(num_joints, 3))
+
+    def set_normalisation(self, x2d: Tensor, x3d: Tensor) -> None:
+        """Per-coordinate mean and std of the training inputs (N, K, 2) and targets (N, K, 3).
+
+        A coordinate that never varies (the root's 3D: always 0) keeps std 1.
+        """
+        for name, t in (("in", x2d), ("out", x3d)):
+            std = t.std(0)
+            getattr(self, f"{name}_mean").copy_(t.mean(0))
+            getattr(self, f"{name}_std").copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
+
+    def forward(self, x2d: Tensor) -> Tensor:
+        y = self.net((x2d - self.in_mean) / self.in_std)
+        return y.float() * self.out_std + self.out_mean
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        pred = self(batch["x2d"]).float()
+        loss = torch.linalg.vector_norm(pred - batch["x3d"], dim=-1).mean()
+        self.log("train/mpjpe_mm", loss.detach() * _MM, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        h = self.hparams
+        opt = torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: cosine_lr(step, h.total_steps, h.lr, h.lr_final) / h.lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def build_module(cfg: LiftConfig, steps_per_epoch: int) -> L.LightningModule:
+    """The Lightning module of ``cfg.train.supervision``."""
+    total = steps_per_epoch * cfg.train.epochs
+    common = dict(num_joints=17, width=cfg.model.width, blocks=cfg.model.blocks, dropout=cfg.model.dropout,
+                  lr=cfg.train.lr)
+    if cfg.train.supervision == "3d":
+        return LiftModule(**common, lr_final=cfg.train.lr_final, weight_decay=cfg.train.weight_decay, total_steps=total)
+    from integral_pose.engine.lift_selfsup import SelfSupervisedLiftModule
+    return SelfSupervisedLiftModule(**common, max_epochs=cfg.train.epochs)
+
+
+def module_class(supervision: str) -> type[L.LightningModule]:
+    if supervision == "3d":
+        return LiftModule
+    from integral_pose.engine.lift_selfsup import SelfSupervisedLiftModule
+    return SelfSupervisedLiftModule
+
+
+# ---------------------------------------------------------------------------------------------
+# Fit and evaluate
+# ---------------------------------------------------------------------------------------------
+
+def _precision(cfg: LiftConfig) -> str:
+    p = cfg.train.precision
+    if p != "auto":
+        return p
+    if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_bf16_native(cpu_flags()) else "32-true"
+
+
+@torch.no_grad()
+def predict_3d(module: L.LightningModule, x2d: Tensor, batch_size: int = 8192) -> np.ndarray:
+    """(N, K, 2) screen coordinates -> (N, K, 3) root-relative mm, in fp32 and eval mode."""
+    module.eval()
+    device = next(module.parameters()).device
+    out = [module(x2d[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x2d), batch_size)]
+    pred = torch.cat(out).numpy().astype(np.float64) * _MM
+    return pred - pred[:, :1]  # root-relative: the lifter's root output is ~0, not exactly 0
+
+
+def _error_block(pred: np.ndarray, gt: np.ndarray, actions: np.ndarray, supervision: str) -> dict[str, Any]:
+    """MPJPE and PA-MPJPE (mm) overall and per action (the action mean is the papers' table average)."""
+    plain = mpjpe_breakdown(pred, gt, actions=actions, align="none", root=0)
+    pa = mpjpe_breakdown(pred, gt, actions=actions, align="procrustes")
+    out: dict[str, Any] = {"count": int(len(pred)), "mpjpe_mm": plain["mpjpe"], "pa_mpjpe_mm": pa["mpjpe"],
+                           "action_mean_mpjpe_mm": plain["action_mean"], "action_mean_pa_mpjpe_mm": pa["action_mean"]}
+    per_action = {a: {"mpjpe_mm": plain["per_action"][a], "pa_mpjpe_mm": pa["per_action"][a]} for a in plain["per_action"]}
+    if supervision == "2d":
+        scaled = mpjpe_breakdown(pred, gt, actions=actions, align="scale", root=0)
+        out["scale_aligned_mpjpe_mm"] = scaled["mpjpe"]
+        for a in per_action:
+            per_action[a]["scale_aligned_mpjpe_mm"] = scaled["per_action"][a]
+    out["per_action"] = per_action
+    return out
+
+
+def evaluate_lift(module: L.LightningModule, split: LiftSplit, supervision: str) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of ``module`` on ``split`` (all rows and the protocol rows) and its (N, K, 3) mm predictions.
+
+    Without 3D labels (``supervision="2d"``) the prediction's scale is arbitrary: the metrics add the
+    scale-aligned MPJPE (per-sample least-squares scale, ``align="scale"``), the plain MPJPE stays
+    for completeness.
+    """
+    x, _ = split.tensors()
+    pred = predict_3d(module, x)
+    gt = split.pairs.joints_3d.astype(np.float64)
+    actions = np.array([action_label(a) for a in split.pairs.action])
+    protocol = split.pairs.protocol()
+    err_px = np.linalg.norm(split.input_2d - split.pairs.joints_2d, axis=-1)
+    metrics = {"all_frames": _error_block(pred, gt, actions, supervision),
+               "input_2d_error_px": float(err_px.mean())}
+    if protocol.any():
+        metrics["protocol_frames"] = _error_block(pred[protocol], gt[protocol], actions[protocol], supervision)
+    return metrics, pred
+
+
+class _SaveOnInterrupt(L.Callback):
+    """Ctrl-C: write ``last.ckpt`` where training stopped, so ``--resume`` continues from there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            trainer.save_checkpoint(self.path)
+
+
+def fit_lift(cfg: LiftConfig, output: str | Path, resume: bool = False, data: LiftData | None = None,
+             log: Any = print) -> dict[str, Any]:
+    """Train the lifter of ``cfg`` in ``output``, evaluate it on the test split, write the run's files.
+
+    ``resume`` continues from ``output/checkpoints/last.ckpt`` (also one written on Ctrl-C, mid-epoch);
+    a larger ``train.epochs`` than the stored run's extends a finished run.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+
+    Raises:
+        KeyboardInterrupt: on Ctrl-C, after the checkpoint is written.
+    """
+    from integral_pose.engine.evaluate import write_json
+    from integral_pose.engine.typed_config import dump_typed
+    from integral_pose.files import atomic_write_bytes
+
+    out = Path(output)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    t0 = time.perf_counter()
+    if data is None:
+        data = build_lift_data(cfg)
+    log(f"pairs: {len(data.train.pairs):,} training (subjects {cfg.data.train_subjects}), {len(data.test.pairs):,} test "
+        f"(subjects {cfg.data.test_subjects}); 2D inputs: {cfg.data.inputs}"
+        + (f" (noise {cfg.data.noise})" if cfg.data.inputs != "gt" else "") + f" ({time.perf_counter() - t0:.0f} s)")
+    dump_typed(cfg, out / "config.yaml")
+    trainer_box: list[L.Trainer] = []
+    loader = train_loader(data.train, cfg.train.batch_size, cfg.seed, lambda: trainer_box[0])
+    module = build_module(cfg, len(loader))
+    if not resume and hasattr(module, "set_normalisation"):
+        module.set_normalisation(*data.train.tensors())
+    ckpt_dir = out / "checkpoints"
+    trainer = L.Trainer(
+        max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=1, precision=_precision(cfg),
+        logger=L.pytorch.loggers.CSVLogger(out, name="", version="logs"),
+        callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
+                   _SaveOnInterrupt(ckpt_dir / "last.ckpt")],
+        enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+        log_every_n_steps=20,
+    )
+    trainer_box.append(trainer)
+    t_fit = time.perf_counter()
+    try:
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
+    except SystemExit:  # Lightning's answer to Ctrl-C, after on_exception wrote the checkpoint
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    train_s = time.perf_counter() - t_fit
+    metrics, pred = evaluate_lift(module.cpu(), data.test, cfg.train.supervision)
+    metrics.update({"supervision": cfg.train.supervision, "inputs": cfg.data.inputs,
+                    "noise": cfg.data.noise if cfg.data.inputs != "gt" else None,
+                    "epochs": int(trainer.current_epoch), "steps": int(trainer.global_step), "train_time_s": train_s,
+                    "train_pairs": len(data.train.pairs), "test_pairs": len(data.test.pairs),
+                    "train_input_2d_error_px": float(np.linalg.norm(data.train.input_2d - data.train.pairs.joints_2d,
+                                                                    axis=-1).mean()),
+                    "threads": torch.get_num_threads(), "precision": _precision(cfg), "config": to_dict(cfg)})
+    p = data.test.pairs
+    import io
+    buf = io.BytesIO()
+    np.savez_compressed(buf, pred=pred.astype(np.float32), gt=p.joints_3d.astype(np.float32),
+                        input_2d=data.test.input_2d.astype(np.float32), subject=p.subject, camera=p.camera,
+                        action=p.action, frame=p.frame)
+    atomic_write_bytes(out / "predictions.npz", buf.getvalue())
+    write_json(metrics, out / "metrics.json")
+    return metrics
