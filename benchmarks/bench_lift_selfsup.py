@@ -14,7 +14,7 @@ The loop is in memory: one tensor of all training poses, indexed by a random per
 the budget counts training only (periodic evaluations with ``--eval-every`` are excluded).
 
     .venv/bin/python benchmarks/bench_lift_selfsup.py --time-s 900 --threads 2
-    .venv/bin/python benchmarks/bench_lift_selfsup.py --time-s 120 --threads 1 --set width=512 --set bf16=true
+    .venv/bin/python benchmarks/bench_lift_selfsup.py --time-s 120 --threads 1 --set width=512 --set bf16=false
 """
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         kwargs[key] = parse_value(value)
+    kwargs.setdefault("bf16", True)  # 2-3x faster steps on a CPU with AVX512-BF16 (measured on an AMD EPYC)
     t0 = time.perf_counter()
     data = load(args.data)
     print(f"data: {len(data['train_2d'])} training rows, {len(data['test_2d'])} test rows "
