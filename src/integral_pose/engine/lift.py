@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from integral_pose.data.h36m import PoseArchive
+from integral_pose.data.heatmap_inputs import NOISE_SETTINGS, READOUTS, read_heatmaps
 from integral_pose.data.pose_pairs import (TEST_SUBJECTS, TRAIN_SUBJECTS, PosePairs, action_label, normalise_screen,
                                            pose_pairs)
 from integral_pose.engine.config import ConfigError
@@ -42,13 +43,12 @@ from integral_pose.engine.typed_config import to_dict
 from integral_pose.files import MissingFileError
 from integral_pose.metrics.joint_error import mpjpe, mpjpe_breakdown
 from integral_pose.models.lifter import Lifter
-from integral_pose.ops.decoders import DECODE_METHODS
 
 __all__ = ["LiftConfig", "LiftModule", "LiftData", "build_lift_data", "fit_lift", "evaluate_lift", "SUPERVISIONS",
            "INPUTS"]
 
 SUPERVISIONS = ("3d", "2d")
-INPUTS = ("gt",) + DECODE_METHODS
+INPUTS = ("gt",) + READOUTS
 _MM = 1000.0  # the lifter reads and writes metres; the archive and the metrics are in mm
 
 
@@ -72,7 +72,7 @@ class LiftDataConfig:
     test_subjects: list[int] = field(default_factory=lambda: list(TEST_SUBJECTS), metadata=_help(
         "Subjects it is tested on (9, 11), every frame of the archive and the protocol frames (frame % 320 == 0)."))
     inputs: str = field(default="gt", metadata=_help(
-        "2D inputs: gt (the projected ground truth) or a readout (" + ", ".join(DECODE_METHODS) + ") of 64x64 heatmaps "
+        "2D inputs: gt (the projected ground truth) or a readout (" + ", ".join(READOUTS) + ") of 64x64 heatmaps "
         "rendered in a 480-pixel person crop (data.heatmap_inputs), for training and testing alike."))
     noise: str = field(default="none", metadata=_help(
         "Heatmap noise setting of the rendered maps (data.heatmap_inputs.NOISE_SETTINGS; none = quantisation alone)."))
@@ -115,7 +115,6 @@ class LiftConfig:
         if self.data.inputs not in INPUTS:
             raise ConfigError(f"data.inputs = {self.data.inputs!r}: expected one of {', '.join(INPUTS)}")
         if self.data.inputs != "gt":
-            from integral_pose.data.heatmap_inputs import NOISE_SETTINGS
             if self.data.noise not in NOISE_SETTINGS:
                 raise ConfigError(f"data.noise = {self.data.noise!r}: expected one of {', '.join(NOISE_SETTINGS)}")
         for key, value, low in (("model.width", self.model.width, 1), ("model.blocks", self.model.blocks, 0),
@@ -177,26 +176,50 @@ def _read_archive(cfg: LiftConfig, subjects: list[int]) -> PosePairs:
     return pose_pairs(archive)
 
 
-def _inputs(cfg: LiftConfig, pairs: PosePairs, seed: int) -> np.ndarray:
-    if cfg.data.inputs == "gt":
-        return pairs.joints_2d.copy()
-    from integral_pose.data.heatmap_inputs import NOISE_SETTINGS, read_heatmaps
-    out = read_heatmaps(pairs.joints_2d, [cfg.data.inputs], NOISE_SETTINGS[cfg.data.noise],
-                        crop_size=cfg.data.crop_size, heatmap_size=cfg.data.heatmap_size, seed=seed)
-    return np.asarray(out[cfg.data.inputs], dtype=np.float32)
+def load_splits(cfg: LiftConfig) -> tuple[tuple[PosePairs, np.ndarray], tuple[PosePairs, np.ndarray]]:
+    """((training pairs, their row ids), (test pairs, their row ids)), ``data.limit_*`` applied.
+
+    A row id is the pair's index in its split's full table, so that a pair's heatmap noise is the
+    same whichever subset it is drawn in.
+    """
+    out = []
+    for subjects, limit in ((cfg.data.train_subjects, cfg.data.limit_train), (cfg.data.test_subjects, cfg.data.limit_test)):
+        pairs = _read_archive(cfg, subjects)
+        ids = _evenly(len(pairs), limit)
+        out.append((pairs.select(ids), ids))
+    return out[0], out[1]
+
+
+def readout_inputs(cfg: LiftConfig, pairs: PosePairs, row_ids: np.ndarray, seed: int,
+                   inputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The 2D joints (N, K, 2 image px) each of ``inputs`` gives: "gt" the projected ground truth, a
+    readout the joints it reads from maps rendered with noise ``data.noise`` (one rendering for all)."""
+    out = {"gt": pairs.joints_2d.copy()} if "gt" in inputs else {}
+    readouts = [r for r in inputs if r != "gt"]
+    if readouts:
+        # One thread: a chunk of maps is small work, and with several threads the OpenMP hand-offs cost
+        # more than they gain (20x slower on a busy 2-core machine).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            read = read_heatmaps(pairs.joints_2d, readouts, NOISE_SETTINGS[cfg.data.noise], crop_size=cfg.data.crop_size,
+                                 heatmap_size=cfg.data.heatmap_size, seed=seed, row_ids=row_ids)
+        finally:
+            torch.set_num_threads(threads)
+        out.update({r: np.asarray(read[r], dtype=np.float32) for r in readouts})
+    return out
+
+
+# The test split's heatmap noise comes from another seed stream than the training split's.
+TEST_SEED_OFFSET = 1
 
 
 def build_lift_data(cfg: LiftConfig) -> LiftData:
-    """The training and test splits of ``cfg``: pairs from the archive and their 2D inputs.
-
-    The test inputs' noise is drawn from another seed stream than the training inputs', so no
-    noise draw is shared between the splits.
-    """
-    train = _read_archive(cfg, cfg.data.train_subjects)
-    test = _read_archive(cfg, cfg.data.test_subjects)
-    train = train.select(_evenly(len(train), cfg.data.limit_train))
-    test = test.select(_evenly(len(test), cfg.data.limit_test))
-    return LiftData(LiftSplit(train, _inputs(cfg, train, cfg.seed)), LiftSplit(test, _inputs(cfg, test, cfg.seed + 1)))
+    """The training and test splits of ``cfg``: pairs from the archive and their 2D inputs."""
+    (train, train_ids), (test, test_ids) = load_splits(cfg)
+    key = (cfg.data.inputs,)
+    return LiftData(LiftSplit(train, readout_inputs(cfg, train, train_ids, cfg.seed, key)[cfg.data.inputs]),
+                    LiftSplit(test, readout_inputs(cfg, test, test_ids, cfg.seed + TEST_SEED_OFFSET, key)[cfg.data.inputs]))
 
 
 class _Batches(Dataset):
