@@ -1,7 +1,7 @@
 """Readout -> 2D error -> 3D error: one lifter per (heatmap noise, readout, supervision) on Human3.6M pairs.
 
     python benchmarks/lift_readouts.py --output runs/lift_readouts [--noise none low] [--supervision 3d 2d]
-        [--limit-train 60000] [--limit-test 20000] [--set key=value ...]
+        [--limit-train 60000] [--limit-test 20000] [--cache DIR] [--set key=value ...]
 
 Every run is ``integral-pose lift`` with the given settings (``engine.lift.fit_lift``); the table
 goes to stdout, OUTPUT/table.md and OUTPUT/rows.json. The training and test pairs are evenly spaced
@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--limit-train", type=int, default=60000)
     ap.add_argument("--limit-test", type=int, default=20000)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--cache", default="runs/lift_readouts_inputs",
+                    help="folder that keeps the readouts' 2D inputs between runs (default runs/lift_readouts_inputs)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
     cfg = load_typed(LiftConfig, None, [f"data.limit_train={args.limit_train}", f"data.limit_test={args.limit_test}",
@@ -41,7 +43,7 @@ def main() -> None:
     prepare_run_folder(args.output, overwrite=args.overwrite)
     quiet_console()
     t0 = time.perf_counter()
-    rows = run_lift_readouts(cfg, args.output, args.noise, args.readouts, args.supervision)
+    rows = run_lift_readouts(cfg, args.output, args.noise, args.readouts, args.supervision, cache=args.cache)
     cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | head -1"], capture_output=True, text=True).stdout
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     head = (f"{cfg.data.limit_train:,} training / {cfg.data.limit_test:,} test pairs (evenly spaced), "

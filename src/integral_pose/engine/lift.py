@@ -450,7 +450,9 @@ def fit_lift(cfg: LiftConfig, output: str | Path, resume: bool = False, data: Li
     ckpt_dir = out / "checkpoints"
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=1, precision=_precision(cfg),
-        logger=L.pytorch.loggers.CSVLogger(out, name="", version="logs"),
+        # a resumed run logs beside the earlier logs instead of replacing them
+        logger=L.pytorch.loggers.CSVLogger(out, name="", version="logs" if not resume else
+                                           f"logs_resumed_{len(list(out.glob('logs*')))}"),
         callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
                    _SaveOnInterrupt(ckpt_dir / "last.ckpt")],
         enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, num_sanity_val_steps=0,

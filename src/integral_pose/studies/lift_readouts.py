@@ -33,14 +33,37 @@ def _crop_px(inputs: np.ndarray, gt: np.ndarray, crop_size: int) -> float:
     return float((err * (crop_size / scale)[:, None]).mean())
 
 
+def _cached_inputs(cfg: LiftConfig, split: str, pairs: Any, ids: np.ndarray, seed: int, inputs: tuple[str, ...],
+                   cache: Path | None) -> dict[str, np.ndarray]:
+    """:func:`readout_inputs`, kept in ``cache`` (one file per split, noise, seed and subset) when given."""
+    if cache is None:
+        return readout_inputs(cfg, pairs, ids, seed, inputs)
+    d = cfg.data
+    path = cache / (f"inputs_{split}_{d.noise}_seed{seed}_{len(ids)}of{int(ids[-1]) + 1}_{d.crop_size}px_"
+                    f"{d.heatmap_size}cells.npz")
+    have: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as f:
+            have = {k: f[k] for k in f.files}
+    missing = tuple(i for i in inputs if i not in have)
+    if missing:
+        have.update(readout_inputs(cfg, pairs, ids, seed, missing))
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **have)
+    return {i: have[i] for i in inputs}
+
+
 def run_lift_readouts(cfg: LiftConfig, output: str | Path, noises: Sequence[str] = ("none", "low"),
                       readouts: Sequence[str] = READOUTS, supervisions: Sequence[str] = ("3d", "2d"),
-                      log: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+                      log: Callable[[str], Any] = print, cache: str | Path | None = None) -> list[dict[str, Any]]:
     """Train and test one lifter per (noise, inputs, supervision) in ``output/<supervision>_<noise>_<inputs>``.
 
-    The ground-truth row is trained once per supervision (noise does not touch it). Returns the
-    rows (also what :func:`format_rows` prints).
+    The ground-truth row is trained once per supervision (noise does not touch it). ``cache``: a
+    folder that keeps each split's readout inputs, so that another run of the study (another
+    supervision, say) does not read the maps again. Returns the rows (also what
+    :func:`format_rows` prints).
     """
+    cache = Path(cache) if cache is not None else None
     out = Path(output)
     (train, train_ids), (test, test_ids) = load_splits(cfg)
     rows: list[dict[str, Any]] = []
@@ -49,8 +72,8 @@ def run_lift_readouts(cfg: LiftConfig, output: str | Path, noises: Sequence[str]
         run_cfg.data.noise = noise
         inputs = tuple(readouts) if rows else ("gt",) + tuple(readouts)
         t0 = time.perf_counter()
-        train_in = readout_inputs(run_cfg, train, train_ids, cfg.seed, inputs)
-        test_in = readout_inputs(run_cfg, test, test_ids, cfg.seed + TEST_SEED_OFFSET, inputs)
+        train_in = _cached_inputs(run_cfg, "train", train, train_ids, cfg.seed, inputs, cache)
+        test_in = _cached_inputs(run_cfg, "test", test, test_ids, cfg.seed + TEST_SEED_OFFSET, inputs, cache)
         log(f"noise {noise}: maps of {len(train) + len(test):,} pairs read by {len(inputs)} readouts "
             f"({time.perf_counter() - t0:.0f} s)")
         for name in inputs:
