@@ -5,7 +5,7 @@
 PYTHON ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: demo test test-fast install bench study clean
+.PHONY: demo test test-fast install bench study lift clean
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -33,6 +33,10 @@ bench: $(VENV_STAMP)
 
 study: $(VENV_STAMP)
 	$(PYTHON) -m integral_pose.cli study --poses ../shared/data/h36m_poses --output runs/study
+
+# Supervised lifting on the Human3.6M poses of ../shared/data (docs/lifting.md).
+lift: $(VENV_STAMP)
+	$(PYTHON) -m integral_pose.cli lift --poses ../shared/data/h36m_poses --supervision 3d --inputs gt --output runs/lift_3d
 
 clean:
 	rm -rf runs .pytest_cache

@@ -169,3 +169,26 @@ def test_h36m_pairs_split_sizes():
     pairs = pose_pairs(PoseArchive(POSES, subjects=(9, 11)))
     assert len(pairs) == 4 * 26383 and pairs.camera.max() == 3
     assert pairs.protocol().sum() == 4 * 442
+
+
+def test_docs_list_every_lift_key():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "lifting.md").read_text()
+    assert config_markdown(LiftConfig) in docs, "regenerate the keys table of docs/lifting.md from config_markdown(LiftConfig)"
+
+
+def test_lift_readouts_study_rows(tmp_path):
+    from integral_pose.studies.lift_readouts import format_rows, run_lift_readouts
+
+    root = _toy_archive(tmp_path)
+    cfg = load_typed(LiftConfig, None, [f"data.poses={root}", "data.train_subjects=[1]", "data.test_subjects=[9]",
+                                        "model.width=16", "model.blocks=0", "train.epochs=1", "train.batch_size=8",
+                                        "train.progress_bar=false"])
+    rows = run_lift_readouts(cfg, tmp_path / "study", noises=("none",), readouts=("argmax", "dark"), supervisions=("3d",),
+                             log=lambda _: None, cache=tmp_path / "cache")
+    assert [(r["inputs"], r["noise"]) for r in rows] == [("gt", None), ("argmax", "none"), ("dark", "none")]
+    err = {r["inputs"]: r["input_2d_error_crop_px"] for r in rows}
+    # quantisation alone: argmax is off by up to half a cell diagonal (7.5 px cells), DARK reads exact maps exactly
+    assert err["gt"] == 0 and 0.5 < err["argmax"] < 0.71 * 7.5 and err["dark"] < 0.05
+    assert len(list((tmp_path / "cache").glob("inputs_*.npz"))) == 2  # the readouts' inputs are kept per split
+    assert (tmp_path / "study" / "3d_none_dark" / "metrics.json").is_file()
+    assert "| none | DARK | yes |" in format_rows(rows)
