@@ -7,6 +7,7 @@ machine every test also runs on the GPU with the compiled kernels (benchmarks/gp
 Shapes are small because the interpreter is slow, but awkward: sizes that are not powers of two,
 1x1 maps, K = 1, chunks that end mid-block, the split (two-stage) reduction forced on tiny maps.
 """
+import importlib
 import os
 import re
 import subprocess
@@ -279,3 +280,52 @@ def test_kernels_compile_for_h100_without_spills():
         build(bwd, sig, dict(W=w, H=h, NDIM=ndim, BLOCK=1024, ACC=tl.float32))
     sig = dict(part_ptr="*fp32", out_ptr="*fp32", stats_ptr="*fp32", NSPLIT="i32", NDIM=c, P2=c, ACC=c)
     build(combine, sig, dict(NDIM=3, P2=8, ACC=tl.float32), warps=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# backend="auto": the kernel only after its one-time self-check on that device, dtype and rank
+# ---------------------------------------------------------------------------------------------
+
+def test_self_check_passes_and_is_remembered(monkeypatch):
+    sa = importlib.import_module("integral_pose.ops.soft_argmax")
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(sa, "_TRITON_CHECKED", {})
+    assert sa.triton_self_check("cpu", torch.float32, 1)
+    calls = []
+    monkeypatch.setattr(tsa, "triton_soft_argmax", lambda *a: calls.append(a))
+    assert sa.triton_self_check("cpu", torch.float32, 1) and not calls  # remembered: not run again
+
+
+@pytest.mark.parametrize("broken", ["wrong", "raises"])
+def test_self_check_falls_back_with_one_warning(monkeypatch, broken):
+    sa = importlib.import_module("integral_pose.ops.soft_argmax")
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(sa, "_TRITON_CHECKED", {})
+
+    def bad(x, beta=1.0):
+        if broken == "raises":
+            raise RuntimeError("PTX compile error\nsecond line")
+        return _soft_argmax_torch(x, beta) + 0.5
+
+    monkeypatch.setattr(tsa, "triton_soft_argmax", bad)
+    with pytest.warns(RuntimeWarning, match="not used on cpu for torch.float32 2D maps") as rec:
+        assert not sa.triton_self_check("cpu", torch.float32, 2)
+    assert len(rec) == 1 and ("disagrees" in str(rec[0].message)) == (broken == "wrong")
+    assert "\n" not in str(rec[0].message)
+    assert not sa.triton_self_check("cpu", torch.float32, 2)  # remembered, no second warning
+
+
+def test_auto_uses_the_kernel_only_where_checked(monkeypatch):
+    sa = importlib.import_module("integral_pose.ops.soft_argmax")
+
+    x = torch.randn(1, 2, 4, 5)
+    assert not sa._use_triton(x, "auto")  # CPU tensors: the PyTorch path, no check at all
+    assert sa._use_triton(x, "triton")  # forced
+    # a CUDA tensor whose check failed goes to PyTorch; one that passed, to the kernel
+    fake = type("FakeCuda", (), {"device": torch.device("cuda", 0), "dtype": torch.float32, "dim": lambda self: 4})()
+    monkeypatch.setattr(sa, "_TRITON_CHECKED", {("cuda:0", torch.float32, 2): False})
+    assert not sa._use_triton(fake, "auto")
+    monkeypatch.setattr(sa, "_TRITON_CHECKED", {("cuda:0", torch.float32, 2): True})
+    assert sa._use_triton(fake, "auto")

@@ -8,6 +8,8 @@ logits give the same answer as fp32 logits.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,7 @@ __all__ = [
     "soft_argmax",
     "split_depth_channels",
     "check_logits",
+    "triton_self_check",
 ]
 
 _BACKENDS = ("auto", "torch", "triton")
@@ -143,6 +146,59 @@ def _soft_argmax_torch(logits: Tensor, beta: float) -> Tensor:
     return torch.stack([expectation(m) for m in marginals(probs)], dim=-1)
 
 
+# (device, dtype, spatial rank) -> whether the fused kernel agreed with the PyTorch path there.
+_TRITON_CHECKED: dict[tuple[str, torch.dtype, int], bool] = {}
+# Agreement the self-check asks of the fused kernel, in heatmap cells (forward) and relative to the
+# gradient's scale (backward): both paths accumulate in float32, so they differ by rounding only.
+_CHECK_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+
+
+def triton_self_check(device: torch.device | str, dtype: torch.dtype, ndim: int) -> bool:
+    """Whether the fused Triton kernel agrees with the PyTorch path on ``device`` for ``dtype`` and
+    ``ndim`` spatial dims (1-3), forward and backward; run once per combination and remembered.
+
+    ``backend="auto"`` uses the kernel only where this holds: a kernel that fails to compile or
+    disagrees (a new GPU architecture, a Triton release with a regression) costs one warning and
+    the PyTorch path instead of wrong coordinates. The check runs awkward sizes (not powers of
+    two, several blocks) on random logits.
+
+    Example:
+        >>> import os; os.environ["TRITON_INTERPRET"] = "1"   # CPU tensors: Triton's interpreter
+        >>> triton_self_check("cpu", torch.float32, 2)
+        True
+    """
+    device = torch.device(device)
+    key = (str(device), dtype, int(ndim))
+    if key in _TRITON_CHECKED:
+        return _TRITON_CHECKED[key]
+    problem = None
+    try:
+        from integral_pose.ops.kernels.triton_soft_argmax import triton_soft_argmax
+
+        g = torch.Generator().manual_seed(0)
+        size = {1: (37,), 2: (13, 11), 3: (5, 6, 7)}[int(ndim)]
+        x = (3.0 * torch.randn(2, 3, *size, generator=g)).to(device=device, dtype=dtype)
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = triton_soft_argmax(a, 1.3), _soft_argmax_torch(b, 1.3)
+        up = torch.randn(ya.shape, generator=g).to(device)
+        ya.backward(up)
+        yb.backward(up)
+        tol = _CHECK_TOL.get(dtype, 1e-3)
+        fwd = float((ya.detach() - yb.detach()).abs().max())
+        bwd = float((a.grad - b.grad).abs().max() / b.grad.abs().max().clamp_min(1e-12))
+        if not (fwd <= tol * max(size) and bwd <= tol * 10):
+            problem = f"it disagrees with the PyTorch path (forward {fwd:.2e} cells, backward {bwd:.2e} relative)"
+    except Exception as exc:  # a compile or launch failure of any kind: fall back, say why
+        problem = f"it failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    ok = problem is None
+    _TRITON_CHECKED[key] = ok
+    if not ok:
+        warnings.warn(f"soft_argmax: the fused Triton kernel is not used on {device} for {dtype} {ndim}D maps, "
+                      f"because {problem}; the PyTorch path runs instead (backend='triton' forces the kernel)",
+                      RuntimeWarning, stacklevel=3)
+    return ok
+
+
 def _use_triton(logits: Tensor, backend: str) -> bool:
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
@@ -156,7 +212,10 @@ def _use_triton(logits: Tensor, backend: str) -> bool:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return True
+    key = (str(logits.device), logits.dtype, logits.dim() - 2)
+    if key not in _TRITON_CHECKED and torch.compiler.is_compiling():
+        return False  # no self-check inside a graph being traced; the PyTorch path is always correct
+    return triton_self_check(logits.device, logits.dtype, logits.dim() - 2)
 
 
 def soft_argmax(logits: Tensor, beta: float = 1.0, backend: str = "auto") -> Tensor:
@@ -171,8 +230,10 @@ def soft_argmax(logits: Tensor, beta: float = 1.0, backend: str = "auto") -> Ten
         logits: (B, K, *S) with 1 <= len(S) <= 3: (B, K, W), (B, K, H, W) or (B, K, D, H, W).
             float16/bfloat16 inputs are computed in float32.
         beta: inverse temperature; multiplies the logits.
-        backend: "auto" (Triton for CUDA tensors when Triton is importable, else PyTorch),
-            "torch", or "triton" (also on CPU tensors under ``TRITON_INTERPRET=1``).
+        backend: "auto" (the fused Triton kernel for CUDA tensors when Triton is importable and
+            the kernel passed its one-time :func:`triton_self_check` for that device, dtype and
+            rank; else PyTorch), "torch", or "triton" (forces the kernel; also on CPU tensors under
+            ``TRITON_INTERPRET=1``).
 
     Returns:
         (B, K, len(S)) coordinates in heatmap cells, ordered (x, y[, z]), cell centres at
