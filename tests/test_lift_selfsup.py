@@ -164,7 +164,15 @@ def test_lightning_training_reads_only_x2d_and_checkpoints(tmp_path):
 
 def test_training_on_synthetic_views_recovers_depth():
     """A few hundred steps on 2D projections of known 3D poses cut PA-MPJPE well below the untrained lift."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        _train_on_synthetic_views()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_on_synthetic_views() -> None:
     torch.manual_seed(0)
     x2d, x3d = synthetic_poses(4096, seed=1)
     test2d, test3d = synthetic_poses(512, seed=2)
