@@ -39,6 +39,12 @@ Speed: on a 2-core AMD EPYC with AVX512-BF16, ``bf16=True`` made a training step
 1024) 2.3-3x faster (0.95 -> 0.31-0.43 s, 1 thread) and trained as well; ``benchmarks/bench_lift_selfsup.py``
 turns it on. On a CPU without native bf16 leave it off.
 
+Known weakness: about half of the runs (2 of 4 seeds/thread counts tried) fall, in their first ~200
+lifter steps, into a degenerate solution in which the predicted elevation runs to ``elevation_range``
+and depths grow (PA-MPJPE > 100 mm on Human3.6M); the others reach ~40 mm in 15 CPU minutes. Watch
+``elevation_deg`` in the logs (a healthy run settles near 8 degrees on Human3.6M). A lower learning rate
+(5e-4) or a 30 degree bound did not prevent it.
+
 Outputs: root-relative 3D in camera axes (x right, y down, z away from the camera), joint 0 the root.
 """
 from __future__ import annotations
