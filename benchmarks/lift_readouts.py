@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--limit-train", type=int, default=60000)
     ap.add_argument("--limit-test", type=int, default=20000)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--no-gt", action="store_true", help="leave out the ground-truth row (a run that adds readouts)")
     ap.add_argument("--cache", default="runs/lift_readouts_inputs",
                     help="folder that keeps the readouts' 2D inputs between runs (default runs/lift_readouts_inputs)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -43,7 +44,8 @@ def main() -> None:
     prepare_run_folder(args.output, overwrite=args.overwrite)
     quiet_console()
     t0 = time.perf_counter()
-    rows = run_lift_readouts(cfg, args.output, args.noise, args.readouts, args.supervision, cache=args.cache)
+    rows = run_lift_readouts(cfg, args.output, args.noise, args.readouts, args.supervision, cache=args.cache,
+                             ground_truth=not args.no_gt)
     cpu = subprocess.run(["sh", "-c", "lscpu | grep 'Model name' | head -1"], capture_output=True, text=True).stdout
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     head = (f"{cfg.data.limit_train:,} training / {cfg.data.limit_test:,} test pairs (evenly spaced), "

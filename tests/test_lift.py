@@ -12,7 +12,7 @@ from integral_pose.cli import main as cli_main
 from integral_pose.data.h36m import Camera, PoseArchive
 from integral_pose.data.pose_pairs import action_label, normalise_screen, pose_pairs
 from integral_pose.engine.config import ConfigError
-from integral_pose.engine.lift import LiftConfig, LiftModule, cosine_lr
+from integral_pose.engine.lift import LiftConfig, LiftModule, cosine_lr, resolve
 from integral_pose.engine.typed_config import config_markdown, load_typed
 from integral_pose.metrics.joint_error import mpjpe
 from integral_pose.models.lifter import Lifter
@@ -120,7 +120,11 @@ def test_typed_config_errors_name_key_and_value():
         load_typed(LiftConfig, None, ["data.test_subjects=[1]"])
     cfg = load_typed(LiftConfig, None, ["train.lr=1e-4"])  # YAML 1.1 reads 1e-4 as text: still a number
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
-    assert "| `train.epochs` | `20` |" in config_markdown(LiftConfig)
+    assert "| `train.epochs` | `null` |" in config_markdown(LiftConfig)
+    # null means the supervision's own recipe
+    assert (resolve(cfg).train.epochs, resolve(cfg).model.dropout) == (20, 0.5)
+    cfg2 = load_typed(LiftConfig, None, ["train.supervision=2d", "model.dropout=0.1"])
+    assert (resolve(cfg2).train.lr, resolve(cfg2).model.dropout, resolve(cfg2).train.epochs) == (1e-3, 0.1, 12)
 
 
 def _run(args: list[str], capsys) -> tuple[int, str, str]:
@@ -191,4 +195,9 @@ def test_lift_readouts_study_rows(tmp_path):
     assert err["gt"] == 0 and 0.5 < err["argmax"] < 0.71 * 7.5 and err["dark"] < 0.05
     assert len(list((tmp_path / "cache").glob("inputs_*.npz"))) == 2  # the readouts' inputs are kept per split
     assert (tmp_path / "study" / "3d_none_dark" / "metrics.json").is_file()
-    assert "| none | DARK | yes |" in format_rows(rows)
+    # a later run adds readouts without training the ground-truth row again
+    rows = run_lift_readouts(cfg, tmp_path / "study2", noises=("none",), readouts=("argmax",), supervisions=("2d",),
+                             log=lambda _: None, cache=tmp_path / "cache", ground_truth=False)
+    assert [(r["inputs"], r["supervision"]) for r in rows] == [("argmax", "2d")]
+    assert rows[0]["scale_aligned_mpjpe_mm"] is not None  # without 3D labels the scale is aligned
+    assert "| none | argmax | no |" in format_rows(rows)

@@ -20,6 +20,7 @@ in ``metrics.json`` can be recomputed.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from integral_pose.metrics.joint_error import mpjpe, mpjpe_breakdown
 from integral_pose.models.lifter import Lifter
 
 __all__ = ["LiftConfig", "LiftModule", "LiftData", "build_lift_data", "fit_lift", "evaluate_lift", "SUPERVISIONS",
-           "INPUTS"]
+           "INPUTS", "resolve", "SUPERVISION_DEFAULTS"]
 
 SUPERVISIONS = ("3d", "2d")
 INPUTS = ("gt",) + READOUTS
@@ -60,7 +61,8 @@ def _help(text: str) -> dict[str, str]:
 class LiftModelConfig:
     width: int = field(default=1024, metadata=_help("Hidden features of the residual MLP (Martinez et al.: 1024)."))
     blocks: int = field(default=2, metadata=_help("Residual blocks (Martinez et al.: 2)."))
-    dropout: float = field(default=0.5, metadata=_help("Dropout probability (Martinez et al.: 0.5)."))
+    dropout: float | None = field(default=None, metadata=_help(
+        "Dropout probability; null = the supervision's: 0.5 with 3D labels (Martinez et al.), 0 without."))
 
 
 @dataclass
@@ -87,10 +89,14 @@ class LiftDataConfig:
 class LiftTrainConfig:
     supervision: str = field(default="3d", metadata=_help(
         "3d: regress 3D labels (Martinez et al.); 2d: no 3D label (geometric self-supervision, engine/lift_selfsup.py)."))
-    epochs: int = field(default=20, metadata=_help("Training epochs (passes over the training pairs)."))
+    epochs: int | None = field(default=None, metadata=_help(
+        "Training epochs (passes over the training pairs); null = the supervision's: 20 with 3D labels, 12 without "
+        "(sized for about 10 and 15 minutes on two CPU cores: benchmarks/RESULTS.md, Lifting)."))
     batch_size: int = field(default=1024, metadata=_help("Pairs per step."))
-    lr: float = field(default=3e-3, metadata=_help("Adam learning rate at the start (cosine decay to lr_final)."))
-    lr_final: float = field(default=1e-5, metadata=_help("Learning rate at the end: cosine decay from lr to lr_final over the run."))
+    lr: float | None = field(default=None, metadata=_help(
+        "Adam learning rate; null = the supervision's: 3e-3 with 3D labels (cosine decay to lr_final), 1e-3 without "
+        "(a warm-up, then exponential decay to 1 % of it: engine/lift_selfsup.py)."))
+    lr_final: float = field(default=1e-5, metadata=_help("With 3D labels: the learning rate at the end of the cosine decay."))
     weight_decay: float = field(default=0.0, metadata=_help("Adam weight decay."))
     precision: str = field(default="auto", metadata=_help(
         "auto (bf16 autocast on CPUs with native bf16 math and on CUDA, else fp32) or a Lightning precision string."))
@@ -118,22 +124,44 @@ class LiftConfig:
             if self.data.noise not in NOISE_SETTINGS:
                 raise ConfigError(f"data.noise = {self.data.noise!r}: expected one of {', '.join(NOISE_SETTINGS)}")
         for key, value, low in (("model.width", self.model.width, 1), ("model.blocks", self.model.blocks, 0),
-                                ("train.epochs", self.train.epochs, 1), ("train.batch_size", self.train.batch_size, 2),
+                                ("train.batch_size", self.train.batch_size, 2),
                                 ("data.crop_size", self.data.crop_size, 1), ("data.heatmap_size", self.data.heatmap_size, 2)):
             if value < low:
                 raise ConfigError(f"{key} = {value!r}: expected an integer >= {low}")
         for key, value in (("data.limit_train", self.data.limit_train), ("data.limit_test", self.data.limit_test),
-                           ("train.threads", self.train.threads)):
+                           ("train.threads", self.train.threads), ("train.epochs", self.train.epochs)):
             if value is not None and value < 1:
                 raise ConfigError(f"{key} = {value!r}: expected an integer >= 1 or null")
-        if not 0.0 <= self.model.dropout < 1.0:
-            raise ConfigError(f"model.dropout = {self.model.dropout!r}: expected a number in [0, 1)")
-        if not (self.train.lr > 0 and 0 <= self.train.lr_final <= self.train.lr):
-            raise ConfigError(f"train.lr = {self.train.lr!r}, train.lr_final = {self.train.lr_final!r}: "
-                              f"expected lr > 0 and 0 <= lr_final <= lr")
+        if self.model.dropout is not None and not 0.0 <= self.model.dropout < 1.0:
+            raise ConfigError(f"model.dropout = {self.model.dropout!r}: expected a number in [0, 1) or null")
+        if self.train.lr is not None and not self.train.lr > 0:
+            raise ConfigError(f"train.lr = {self.train.lr!r}: expected a number > 0 or null")
+        if not 0 <= self.train.lr_final <= (self.train.lr or math.inf):
+            raise ConfigError(f"train.lr_final = {self.train.lr_final!r}: expected 0 <= lr_final <= train.lr")
         if set(self.data.train_subjects) & set(self.data.test_subjects):
             raise ConfigError(f"data.train_subjects {self.data.train_subjects} and data.test_subjects "
                               f"{self.data.test_subjects} overlap: a test subject would be trained on")
+
+
+# What null means for each supervision: Martinez et al.'s recipe with 3D labels, the self-supervised
+# module's without (engine/lift_selfsup.py); the epochs fit ~10 and ~15 minutes on two CPU cores.
+SUPERVISION_DEFAULTS = {"3d": {"model.dropout": 0.5, "train.lr": 3e-3, "train.epochs": 20},
+                        "2d": {"model.dropout": 0.0, "train.lr": 1e-3, "train.epochs": 12}}
+
+
+def resolve(cfg: LiftConfig) -> LiftConfig:
+    """A copy of ``cfg`` with every null that means "the supervision's default" filled in.
+
+    Example:
+        >>> resolve(LiftConfig()).train.lr, resolve(LiftConfig()).model.dropout
+        (0.003, 0.5)
+    """
+    out = copy.deepcopy(cfg)
+    for key, value in SUPERVISION_DEFAULTS[cfg.train.supervision].items():
+        section, name = key.split(".")
+        if getattr(getattr(out, section), name) is None:
+            setattr(getattr(out, section), name, value)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,21 +355,16 @@ class LiftModule(L.LightningModule):
 
 
 def build_module(cfg: LiftConfig, steps_per_epoch: int) -> L.LightningModule:
-    """The Lightning module of ``cfg.train.supervision``."""
-    total = steps_per_epoch * cfg.train.epochs
+    """The Lightning module of ``cfg.train.supervision`` (``cfg`` resolved)."""
     common = dict(num_joints=17, width=cfg.model.width, blocks=cfg.model.blocks, dropout=cfg.model.dropout,
                   lr=cfg.train.lr)
     if cfg.train.supervision == "3d":
-        return LiftModule(**common, lr_final=cfg.train.lr_final, weight_decay=cfg.train.weight_decay, total_steps=total)
+        return LiftModule(**common, lr_final=cfg.train.lr_final, weight_decay=cfg.train.weight_decay,
+                          total_steps=steps_per_epoch * cfg.train.epochs)
     from integral_pose.engine.lift_selfsup import SelfSupervisedLiftModule
-    return SelfSupervisedLiftModule(**common, max_epochs=cfg.train.epochs)
-
-
-def module_class(supervision: str) -> type[L.LightningModule]:
-    if supervision == "3d":
-        return LiftModule
-    from integral_pose.engine.lift_selfsup import SelfSupervisedLiftModule
-    return SelfSupervisedLiftModule
+    # the module runs its layers under bf16 autocast itself and keeps the geometry and the flow in fp32
+    return SelfSupervisedLiftModule(**common, max_epochs=cfg.train.epochs, weight_decay=cfg.train.weight_decay,
+                                    bf16=_precision(cfg) == "bf16-mixed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,6 +455,7 @@ def fit_lift(cfg: LiftConfig, output: str | Path, resume: bool = False, data: Li
     from integral_pose.files import atomic_write_bytes
 
     out = Path(output)
+    cfg = resolve(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -449,7 +473,8 @@ def fit_lift(cfg: LiftConfig, output: str | Path, resume: bool = False, data: Li
         module.set_normalisation(*data.train.tensors())
     ckpt_dir = out / "checkpoints"
     trainer = L.Trainer(
-        max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=1, precision=_precision(cfg),
+        max_epochs=cfg.train.epochs, accelerator=cfg.train.accelerator, devices=1,
+        precision=_precision(cfg) if cfg.train.supervision == "3d" else "32-true",
         # a resumed run logs beside the earlier logs instead of replacing them
         logger=L.pytorch.loggers.CSVLogger(out, name="", version="logs" if not resume else
                                            f"logs_resumed_{len(list(out.glob('logs*')))}"),

@@ -55,10 +55,12 @@ def _cached_inputs(cfg: LiftConfig, split: str, pairs: Any, ids: np.ndarray, see
 
 def run_lift_readouts(cfg: LiftConfig, output: str | Path, noises: Sequence[str] = ("none", "low"),
                       readouts: Sequence[str] = READOUTS, supervisions: Sequence[str] = ("3d", "2d"),
-                      log: Callable[[str], Any] = print, cache: str | Path | None = None) -> list[dict[str, Any]]:
+                      log: Callable[[str], Any] = print, cache: str | Path | None = None,
+                      ground_truth: bool = True) -> list[dict[str, Any]]:
     """Train and test one lifter per (noise, inputs, supervision) in ``output/<supervision>_<noise>_<inputs>``.
 
-    The ground-truth row is trained once per supervision (noise does not touch it). ``cache``: a
+    The ground-truth row (unless ``ground_truth`` is False) is trained once per supervision (noise
+    does not touch it). ``cache``: a
     folder that keeps each split's readout inputs, so that another run of the study (another
     supervision, say) does not read the maps again. Returns the rows (also what
     :func:`format_rows` prints).
@@ -70,7 +72,7 @@ def run_lift_readouts(cfg: LiftConfig, output: str | Path, noises: Sequence[str]
     for noise in noises:
         run_cfg = copy.deepcopy(cfg)
         run_cfg.data.noise = noise
-        inputs = tuple(readouts) if rows else ("gt",) + tuple(readouts)
+        inputs = tuple(readouts) if rows or not ground_truth else ("gt",) + tuple(readouts)
         t0 = time.perf_counter()
         train_in = _cached_inputs(run_cfg, "train", train, train_ids, cfg.seed, inputs, cache)
         test_in = _cached_inputs(run_cfg, "test", test, test_ids, cfg.seed + TEST_SEED_OFFSET, inputs, cache)
