@@ -122,7 +122,7 @@ def test_typed_config_errors_name_key_and_value():
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
     assert "| `train.epochs` | `null` |" in config_markdown(LiftConfig)
     # null means the supervision's own recipe
-    assert (resolve(cfg).train.epochs, resolve(cfg).model.dropout) == (20, 0.5)
+    assert (resolve(cfg).train.epochs, resolve(cfg).model.dropout) == (16, 0.5)
     cfg2 = load_typed(LiftConfig, None, ["train.supervision=2d", "model.dropout=0.1"])
     assert (resolve(cfg2).train.lr, resolve(cfg2).model.dropout, resolve(cfg2).train.epochs) == (1e-3, 0.1, 12)
 
@@ -201,3 +201,29 @@ def test_lift_readouts_study_rows(tmp_path):
     assert [(r["inputs"], r["supervision"]) for r in rows] == [("argmax", "2d")]
     assert rows[0]["scale_aligned_mpjpe_mm"] is not None  # without 3D labels the scale is aligned
     assert "| none | argmax | no |" in format_rows(rows)
+
+
+def test_ctrl_c_leaves_a_resumable_checkpoint_and_exits_130(tmp_path, capsys, monkeypatch):
+    from integral_pose.engine import lift
+
+    root = _toy_archive(tmp_path)
+    args = ["lift", "--poses", str(root), "--output", str(tmp_path / "run"), "--set", "data.train_subjects=[1]",
+            "--set", "data.test_subjects=[9]", "--set", "model.width=16", "--set", "train.batch_size=4",
+            "--set", "train.progress_bar=false", "--epochs", "2"]
+    step = lift.LiftModule.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(lift.LiftModule, "training_step", interrupted)
+    code, _, err = _run(args, capsys)
+    assert code == 130 and err.strip().endswith("interrupted")
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3 and not (tmp_path / "run" / "metrics.json").exists()
+    monkeypatch.setattr(lift.LiftModule, "training_step", step)
+    code, _, err = _run(["lift", "--output", str(tmp_path / "run"), "--resume"], capsys)
+    assert code == 0, err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["epochs"] == 2 and m["steps"] == 2 * (40 // 4)  # the interrupted epoch was finished, not restarted
