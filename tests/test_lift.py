@@ -152,7 +152,8 @@ def test_lift_command_run_folder_resume_and_errors(tmp_path, capsys):
     assert np.allclose(pred["gt"], pairs.joints_3d) and (pred["camera"] == pairs.camera).all()
     assert (pred["frame"] == pairs.frame).all() and (pred["action"] == pairs.action).all()
     # the metrics recompute from the file
-    assert mpjpe(pred["pred"], pred["gt"], root=0) == pytest.approx(m["all_frames"]["mpjpe_mm"], rel=1e-4)
+    assert mpjpe(pred["pred"], pred["gt"], root=0) == pytest.approx(m["mpjpe_mm"], rel=1e-4)
+    assert m["mpjpe_mm"] == m["all_frames"]["mpjpe_mm"] and "pa_mpjpe_mm" in m
     # a new run never writes into a run folder
     code, _, err = _run(["lift", "--config", str(cfg), "--output", str(out)], capsys)
     assert code == 2 and "already holds a run" in err and len(err.strip().splitlines()) == 1

@@ -196,3 +196,31 @@ def _train_on_synthetic_views() -> None:
     after = score()
     print(f"PA-MPJPE untrained {before:.1f} mm, trained {after:.1f} mm")
     assert after < 0.6 * before, (before, after)
+
+
+def test_collapse_guard_restarts_a_pinned_lifter_and_keeps_the_flow():
+    torch.manual_seed(0)
+    x2d = torch.tensor(synthetic_poses(64)[0], dtype=torch.float32)
+    m = SelfSupervisedLiftModule(**SMALL, collapse_after=3, collapse_window=50, max_restarts=2)
+    opt_lift, opt_flow = m.configure_optimizers()
+
+    def pin():  # the degenerate solution: every elevation at the bound
+        with torch.no_grad():
+            m.elevation_head.bias.fill_(20.0)
+
+    pin()
+    flow_before = [p.detach().clone() for p in m.flow.parameters()]
+    for _ in range(SMALL["warmup_steps"] + 100):
+        m.fit_step(x2d, opt_lift, opt_flow, progress=0.0)
+        if int(m.restarts) == 1 and int(m.attempt_steps) == 0:
+            assert float(m.elevation_head.bias.abs().max()) == 0.0 and not opt_lift.state  # a fresh start
+            pin()  # it falls again: a second restart, then no more than max_restarts
+    assert int(m.restarts) == 2
+    # the flow was trained throughout, never re-initialised
+    assert any(not torch.equal(a, b) for a, b in zip(flow_before, m.flow.parameters()))
+    # a healthy lifter (elevation near 0) is never restarted
+    healthy = SelfSupervisedLiftModule(**SMALL, collapse_after=3, collapse_window=50)
+    o1, o2 = healthy.configure_optimizers()
+    for _ in range(SMALL["warmup_steps"] + 20):
+        healthy.fit_step(x2d, o1, o2, progress=0.0)
+    assert int(healthy.restarts) == 0

@@ -16,9 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from integral_pose.engine.config import flatten
+from integral_pose.engine.config import flatten, read_config_file
 from integral_pose.engine.console import quiet_console
 from integral_pose.engine.lift import INPUTS, SUPERVISIONS, LiftConfig, fit_lift
 from integral_pose.engine.train import prepare_run_folder
@@ -60,9 +58,9 @@ def _resolve_file_paths(cfg: LiftConfig, config_file: str | None) -> LiftConfig:
     """A relative ``data.poses`` written in a config file is relative to that file's folder."""
     if config_file is None:
         return cfg
-    loaded = yaml.safe_load(Path(config_file).read_text()) or {}
-    if "data.poses" in flatten(loaded) and not Path(cfg.data.poses).is_absolute():
-        poses = Path(flatten(loaded)["data.poses"])
+    loaded = flatten(read_config_file(config_file))
+    if "data.poses" in loaded and not Path(cfg.data.poses).is_absolute():
+        poses = Path(loaded["data.poses"])
         if str(poses) == cfg.data.poses:  # not replaced by --set / --poses
             cfg.data.poses = str(Path(config_file).parent / poses)
     return cfg

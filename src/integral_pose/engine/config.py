@@ -26,7 +26,7 @@ from integral_pose.models import list_models, output_stride
 from integral_pose.models.pose_net import HEAD_INITS, UPSCALES
 from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
 
-__all__ = ["SCHEMA", "default_config", "load_config", "apply_overrides", "flatten", "with_defaults", "ConfigError", "schema_markdown"]
+__all__ = ["SCHEMA", "default_config", "load_config", "read_config_file", "apply_overrides", "flatten", "with_defaults", "ConfigError", "schema_markdown"]
 
 
 class ConfigError(UserError, ValueError):
@@ -209,6 +209,25 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
     return cfg
 
 
+def read_config_file(path: str | Path) -> Mapping[str, Any]:
+    """The mapping of keys in the YAML file at ``path`` (nested or dotted), unchecked.
+
+    Raises:
+        ConfigError: a missing file, invalid YAML (with the parser's line and column), or a file
+            whose top level is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found (the shipped configs are in configs/)")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Defaults, then the YAML file at ``path`` (if any), then ``overrides``; validated.
 
@@ -217,16 +236,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """
     cfg = default_config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} not found (the shipped configs are in configs/)")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-        for key, value in flatten(loaded).items():
+        for key, value in flatten(read_config_file(path)).items():
             _check_key(key, str(path))
             _set(cfg, key, _coerce(key, value))
     apply_overrides(cfg, overrides)

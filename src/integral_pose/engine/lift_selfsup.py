@@ -39,11 +39,14 @@ Speed: on a 2-core AMD EPYC with AVX512-BF16, ``bf16=True`` made a training step
 1024) 2.3-3x faster (0.95 -> 0.31-0.43 s, 1 thread) and trained as well; ``benchmarks/bench_lift_selfsup.py``
 turns it on. On a CPU without native bf16 leave it off.
 
-Known weakness: about half of the runs (2 of 4 seeds/thread counts tried) fall, in their first ~200
-lifter steps, into a degenerate solution in which the predicted elevation runs to ``elevation_range``
-and depths grow (PA-MPJPE > 100 mm on Human3.6M); the others reach ~40 mm in 15 CPU minutes. Watch
-``elevation_deg`` in the logs (a healthy run settles near 8 degrees on Human3.6M). A lower learning rate
-(5e-4) or a 30 degree bound did not prevent it.
+Collapse guard: some runs fall, in their first few hundred lifter steps, into a degenerate solution in
+which the predicted elevation runs to ``elevation_range`` and depths grow (PA-MPJPE > 100 mm on
+Human3.6M); a lower learning rate (5e-4) or a 30 degree bound did not prevent it. The module watches
+the batch-mean elevation: when its moving average stays beyond ``collapse_fraction`` of the bound
+after ``collapse_after`` lifter steps (and before ``collapse_window``), the lifter and its elevation
+head start again from a new initialisation with a fresh optimiser state and learning-rate ramp,
+while the flow keeps what it has learned (at most ``max_restarts`` times; ``train/restarts`` in the
+logs counts them). Watch ``elevation_deg``: a healthy run settles near 8 degrees on Human3.6M.
 
 Outputs: root-relative 3D in camera axes (x right, y down, z away from the camera), joint 0 the root.
 """
@@ -136,6 +139,10 @@ class SelfSupervisedLiftModule(L.LightningModule):
         bf16: run the lifter's layers under bf16 autocast during training (the flow and the geometry stay fp32).
         flip_pairs, limbs: the skeleton (left/right joint pairs, bones); Human3.6M-17 by default.
         root: the root joint.
+        collapse_after, collapse_window, collapse_fraction, max_restarts: the collapse guard (above):
+            restart the lifter when the moving average of the batch-mean elevation exceeds
+            ``collapse_fraction * elevation_range`` between lifter steps ``collapse_after`` and
+            ``collapse_window`` of an attempt, at most ``max_restarts`` times.
 
     Shapes:
         ``forward(x2d)``: (B, K, 2) screen coordinates -> (B, K, 3) root-relative metres-like 3D.
@@ -173,6 +180,10 @@ class SelfSupervisedLiftModule(L.LightningModule):
         flip_pairs: tuple[tuple[int, int], ...] | None = None,
         limbs: tuple[tuple[int, int], ...] | None = None,
         root: int = 0,
+        collapse_after: int = 150,
+        collapse_window: int = 1500,
+        collapse_fraction: float = 0.8,
+        max_restarts: int = 4,
     ) -> None:
         super().__init__()
         if flip_pairs is None or limbs is None:
@@ -202,6 +213,10 @@ class SelfSupervisedLiftModule(L.LightningModule):
         self.register_buffer("limbs", torch.tensor(limbs, dtype=torch.long).view(-1, 2), persistent=False)
         self.register_buffer("sym_pairs", torch.tensor(pairs, dtype=torch.long).view(-1, 2), persistent=False)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        # the collapse guard's state: lifter steps of this attempt, the elevation's moving average, restarts
+        self.register_buffer("attempt_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("elevation_ema", torch.zeros(()))
+        self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
 
     # ----------------------------------------------------------------------------------- the lifter
     def lift_normalised(self, pose: Tensor) -> tuple[Tensor, Tensor]:
@@ -319,7 +334,7 @@ class SelfSupervisedLiftModule(L.LightningModule):
         opt_flow.step()
         out = {"flow_nll": nll.detach()}
         if int(self.steps_done) >= hp.warmup_steps:
-            ramp = min(1.0, (int(self.steps_done) - hp.warmup_steps + 1) / max(1, hp.lr_warmup_steps))
+            ramp = min(1.0, (int(self.attempt_steps) + 1) / max(1, hp.lr_warmup_steps))
             for g in opt_lift.param_groups:
                 g["lr"] = hp.lr * self.lr_factor(progress) * ramp
             self.flow.requires_grad_(False)
@@ -333,8 +348,38 @@ class SelfSupervisedLiftModule(L.LightningModule):
             finally:
                 self.flow.requires_grad_(True)
             out.update({k: v.detach() for k, v in terms.items()})
+            self.attempt_steps += 1
+            self._guard_collapse(terms["elevation_deg"], opt_lift)
+            out["restarts"] = self.restarts.float()
         self.steps_done += 1
         return out
+
+    def _guard_collapse(self, elevation_deg: Tensor, opt_lift: torch.optim.Optimizer) -> None:
+        """Restart the lifter when its elevation sits at the bound (the degenerate solution)."""
+        hp = self.hparams
+        self.elevation_ema.mul_(0.95).add_(0.05 * elevation_deg.detach().abs().float())
+        bound = hp.collapse_fraction * math.degrees(hp.elevation_range)
+        steps = int(self.attempt_steps)
+        if not (hp.collapse_after <= steps <= hp.collapse_window and float(self.elevation_ema) > bound
+                and int(self.restarts) < hp.max_restarts):
+            return
+        self.restarts += 1
+        g = torch.Generator().manual_seed(1_000_003 * int(self.restarts) + int(self.steps_done))
+        with torch.no_grad():
+            for m in self.lifter.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / m.in_features))
+                    m.bias.zero_()
+                elif isinstance(m, nn.BatchNorm1d):
+                    m.reset_parameters()
+                    m.reset_running_stats()
+            self.lifter.out.weight.mul_(0.01)
+            self.elevation_head.weight.zero_()
+            self.elevation_head.bias.zero_()
+        inner = getattr(opt_lift, "optimizer", opt_lift)  # Lightning's wrapper holds the torch optimiser
+        inner.state.clear()
+        self.attempt_steps.zero_()
+        self.elevation_ema.zero_()
 
     def _backward(self, loss: Tensor) -> None:
         if self._trainer is not None:

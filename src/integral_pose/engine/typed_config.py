@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from integral_pose.engine.config import ConfigError, flatten
+from integral_pose.engine.config import ConfigError, flatten, read_config_file
 from integral_pose.files import atomic_write_text
 
 __all__ = ["load_typed", "from_mapping", "to_dict", "config_markdown", "dump_typed", "typed_keys"]
@@ -142,16 +142,7 @@ def load_typed(cls: type[T], path: str | Path | None = None, overrides: Iterable
     """
     cfg = base if base is not None else cls()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
-        cfg = from_mapping(cls, loaded, str(path), cfg)
+        cfg = from_mapping(cls, read_config_file(path), str(path), cfg)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value (e.g. train.lr=0.001)")
