@@ -39,6 +39,9 @@ _EXPECTED = (
     # Short runs (tests, the smoke settings) have fewer batches than train.log_every_n_steps; the
     # epoch-level rows and the final evaluation still come.
     (PossibleUserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval"),
+    # The self-supervised lifter's validation_step serves scripts that pass a validation set; `lift`
+    # scores the test split after training (engine/lift.evaluate_lift).
+    (UserWarning, r"You defined a `validation_step` but have no `val_dataloader`"),
 )
 
 
