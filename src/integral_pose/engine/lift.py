@@ -503,6 +503,8 @@ def fit_lift(cfg: LiftConfig, output: str | Path, resume: bool = False, data: Li
                     "train_input_2d_error_px": float(np.linalg.norm(data.train.input_2d - data.train.pairs.joints_2d,
                                                                     axis=-1).mean()),
                     "threads": torch.get_num_threads(), "precision": _precision(cfg), "config": to_dict(cfg)})
+    if hasattr(module, "restarts"):  # the self-supervised lifter's collapse guard (engine/lift_selfsup.py)
+        metrics["restarts"] = int(module.restarts)
     p = data.test.pairs
     import io
     buf = io.BytesIO()

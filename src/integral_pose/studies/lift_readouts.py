@@ -91,20 +91,21 @@ def run_lift_readouts(cfg: LiftConfig, output: str | Path, noises: Sequence[str]
                              "input_2d_error_crop_px": _crop_px(test_in[name], test.joints_2d, cfg.data.crop_size),
                              "mpjpe_mm": a["mpjpe_mm"], "pa_mpjpe_mm": a["pa_mpjpe_mm"],
                              "scale_aligned_mpjpe_mm": a.get("scale_aligned_mpjpe_mm"),
-                             "train_time_s": m["train_time_s"], "folder": str(folder)})
+                             "restarts": m.get("restarts"), "train_time_s": m["train_time_s"], "folder": str(folder)})
                 log(format_rows(rows[-1:], header=False))
     return rows
 
 
 def format_rows(rows: Sequence[dict[str, Any]], header: bool = True) -> str:
-    """Markdown: noise, 2D inputs, supervision, 2D error (image and crop px), MPJPE, PA-MPJPE, scale-aligned."""
+    """Markdown: noise, 2D inputs, supervision, 2D error (image and crop px), MPJPE, PA-MPJPE, scale-aligned,
+    and the self-supervised lifter's collapse restarts (each costs the run the steps before it)."""
     lines = ["| heatmap noise | 2D inputs | 3D labels | 2D error (image px) | 2D error (480 crop px) | MPJPE (mm) "
-             "| PA-MPJPE (mm) | scale-aligned MPJPE (mm) |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"] if header else []
+             "| PA-MPJPE (mm) | scale-aligned MPJPE (mm) | lifter restarts |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"] if header else []
     for r in rows:
         inputs = "ground truth" if r["inputs"] == "gt" else DECODE_LABELS.get(r["inputs"], r["inputs"])
         scaled = "—" if r["scale_aligned_mpjpe_mm"] is None else f"{r['scale_aligned_mpjpe_mm']:.1f}"
         lines.append(f"| {r['noise'] or '—'} | {inputs} | {'yes' if r['supervision'] == '3d' else 'no'} "
                      f"| {r['input_2d_error_px']:.2f} | {r['input_2d_error_crop_px']:.2f} | {r['mpjpe_mm']:.1f} "
-                     f"| {r['pa_mpjpe_mm']:.1f} | {scaled} |")
+                     f"| {r['pa_mpjpe_mm']:.1f} | {scaled} | {'—' if r.get('restarts') is None else r['restarts']} |")
     return "\n".join(lines)
