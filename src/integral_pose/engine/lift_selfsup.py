@@ -366,13 +366,7 @@ class SelfSupervisedLiftModule(L.LightningModule):
         self.restarts += 1
         g = torch.Generator().manual_seed(1_000_003 * int(self.restarts) + int(self.steps_done))
         with torch.no_grad():
-            for m in self.lifter.modules():
-                if isinstance(m, nn.Linear):
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / m.in_features))
-                    m.bias.zero_()
-                elif isinstance(m, nn.BatchNorm1d):
-                    m.reset_parameters()
-                    m.reset_running_stats()
+            self.lifter.reset_parameters(generator=g)
             self.lifter.out.weight.mul_(0.01)
             self.elevation_head.weight.zero_()
             self.elevation_head.bias.zero_()

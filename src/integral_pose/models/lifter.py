@@ -66,11 +66,19 @@ class Lifter(nn.Module):
                                   nn.Dropout(dropout))
         self.blocks = nn.Sequential(*[_ResidualBlock(width, dropout) for _ in range(blocks)])
         self.out = nn.Linear(width, num_joints * out_dim)
+        self.zero_init_output = zero_init_output
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """A fresh initialisation (Kaiming-normal linear layers, zero biases, batch norm at identity
+        with cleared running statistics); ``generator`` makes it reproducible."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=generator)
                 nn.init.zeros_(m.bias)
-        if zero_init_output:
+            elif isinstance(m, nn.BatchNorm1d):
+                m.reset_parameters()
+        if self.zero_init_output:
             nn.init.zeros_(self.out.weight)
 
     def forward(self, joints: Tensor) -> Tensor:
