@@ -543,3 +543,26 @@ def test_a_short_train_prints_only_the_projects_own_lines(tmp_path):
         assert noise not in text
     assert "[integral] epoch 1/1" in r.stdout  # stdout is no terminal: one line per epoch, no bar
     assert "Rendering 64 synthetic training images" in r.stderr
+
+
+def test_ctrl_c_in_a_single_process_run_exits_130_with_a_resumable_checkpoint(tmp_path, capsys, monkeypatch):
+    from integral_pose.cli import main as cli_main
+    from integral_pose.engine import module as engine_module
+
+    step = engine_module.PoseLightningModule.training_step
+
+    def interrupted(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    args = ["train", "--output", str(tmp_path / "run")] + [a for o in TINY + ["data.synthetic_train=48"] for a in ("--set", o)]
+    monkeypatch.setattr(engine_module.PoseLightningModule, "training_step", interrupted)
+    code = cli_main(args)
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip().endswith("integral-pose train: interrupted"), err[-500:]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 3
+    monkeypatch.setattr(engine_module.PoseLightningModule, "training_step", step)
+    assert cli_main(args[:3] + ["--resume"] + args[3:]) == 0
+    assert (tmp_path / "run" / "metrics.json").is_file()

@@ -2,10 +2,39 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["EpochSummary"]
+__all__ = ["EpochSummary", "SaveOnInterrupt", "fit_or_interrupt"]
+
+
+class SaveOnInterrupt(Callback):
+    """Ctrl-C: write ``path`` (``last.ckpt``) where training stopped, mid-epoch, so ``--resume``
+    continues from there. Single-process runs only: under DDP every rank would have to join the save."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
+            trainer.save_checkpoint(self.path)
+
+
+def fit_or_interrupt(trainer: Any, *args: Any, **kwargs: Any) -> None:
+    """``trainer.fit(*args, **kwargs)``, with Ctrl-C raised as ``KeyboardInterrupt``.
+
+    Lightning answers Ctrl-C by tearing down and calling ``sys.exit(1)``: the command line would end
+    with status 1 and no word. Raised again as ``KeyboardInterrupt``, the one error boundary
+    (``cli.main``) prints one line and returns 130, the shell's status for Ctrl-C.
+    """
+    try:
+        trainer.fit(*args, **kwargs)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
 
 class EpochSummary(Callback):

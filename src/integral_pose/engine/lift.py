@@ -37,6 +37,7 @@ from integral_pose.data.h36m import PoseArchive
 from integral_pose.data.heatmap_inputs import NOISE_SETTINGS, READOUTS, read_heatmaps
 from integral_pose.data.pose_pairs import (TEST_SUBJECTS, TRAIN_SUBJECTS, PosePairs, action_label, normalise_screen,
                                            pose_pairs)
+from integral_pose.engine.callbacks import SaveOnInterrupt, fit_or_interrupt
 from integral_pose.engine.config import ConfigError
 from integral_pose.engine.sampling import ResumableDataLoader, ResumableSampler
 from integral_pose.engine.train import cpu_bf16_native, cpu_flags
@@ -429,17 +430,6 @@ def evaluate_lift(module: L.LightningModule, split: LiftSplit, supervision: str)
     return metrics, pred
 
 
-class _SaveOnInterrupt(L.Callback):
-    """Ctrl-C: write ``last.ckpt`` where training stopped, so ``--resume`` continues from there."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
-            trainer.save_checkpoint(self.path)
-
-
 def fit_lift(cfg: LiftConfig, output: str | Path, resume: bool = False, data: LiftData | None = None,
              log: Any = print) -> dict[str, Any]:
     """Train the lifter of ``cfg`` in ``output``, evaluate it on the test split, write the run's files.
@@ -482,18 +472,13 @@ def fit_lift(cfg: LiftConfig, output: str | Path, resume: bool = False, data: Li
         logger=L.pytorch.loggers.CSVLogger(out, name="", version="logs" if not resume else
                                            f"logs_resumed_{len(list(out.glob('logs*')))}"),
         callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
-                   _SaveOnInterrupt(ckpt_dir / "last.ckpt")],
+                   SaveOnInterrupt(ckpt_dir / "last.ckpt")],
         enable_progress_bar=cfg.train.progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=20,
     )
     trainer_box.append(trainer)
     t_fit = time.perf_counter()
-    try:
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
-    except SystemExit:  # Lightning's answer to Ctrl-C, after on_exception wrote the checkpoint
-        if trainer.interrupted:
-            raise KeyboardInterrupt from None
-        raise
+    fit_or_interrupt(trainer, module, train_dataloaders=loader, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
     train_s = time.perf_counter() - t_fit
     metrics, pred = evaluate_lift(module.cpu(), data.test, cfg.train.supervision)
     metrics.update({"supervision": cfg.train.supervision, "inputs": cfg.data.inputs,

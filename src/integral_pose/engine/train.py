@@ -37,7 +37,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from integral_pose.engine.callbacks import EpochSummary
+from integral_pose.engine.callbacks import EpochSummary, SaveOnInterrupt, fit_or_interrupt
 from integral_pose.engine.config import ConfigError, dump_config, flatten, with_defaults
 from integral_pose.engine.console import use_progress_bar
 from integral_pose.engine.data import PoseDataModule, build_transform, dataset_skeleton, depth_notice
@@ -339,6 +339,7 @@ def run_training(
     bar = use_progress_bar(cfg)
     if not bar:
         all_callbacks.append(EpochSummary(t["mode"]))
+    all_callbacks.append(SaveOnInterrupt(ckpt_dir / "last.ckpt"))
     all_callbacks.extend(callbacks)
     gpu = on_gpu(cfg)
     trainer = L.Trainer(
@@ -372,7 +373,7 @@ def run_training(
     if last is not None and verbose and trainer.is_global_zero:
         print(f"[{t['mode']}] resuming from {last}", flush=True)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last is not None else None)
+    fit_or_interrupt(trainer, module, datamodule=dm, ckpt_path=str(last) if last is not None else None)
     train_s = time.perf_counter() - t0
     if not trainer.is_global_zero:
         return {}
