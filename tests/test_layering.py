@@ -214,3 +214,16 @@ def test_the_source_check_sees_function_level_relative_and_private_imports(tmp_p
     assert any("report.py:5" in u and "integral_pose.engine " in u for u in upward)
     assert private == ["integral_pose/metrics/report.py:4: integral_pose.metrics.report imports private _transform "
                        "from integral_pose.engine.data"], private
+
+
+def test_the_command_list_loads_no_command_and_no_torch():
+    # `integral-pose --help` (and a mistyped command) answers without importing any command module,
+    # torch or Lightning: the commands load only when they run
+    probe = ("import sys\nfrom integral_pose.cli import main\n"
+             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'cv2', 'numpy')"
+             " or m.startswith('integral_pose.commands.'))\n"
+             "print('HEAVY', heavy)\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "HEAVY []" in r.stdout, r.stdout[-2000:]

@@ -14,44 +14,56 @@ to show the traceback. The table of mistakes and their messages is docs/errors.m
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from integral_pose.commands import (bench, decode, evaluate, export, lift, make_toy_data, predict, quantization, show_data,
-                                    study, train)
 from integral_pose.files import UserError
 
 EXIT_USER_ERROR = 2  # the status argparse uses for a bad command line: one status for "fix your input"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
-# One line per command: (name, module, help).
+# One line per command: (name, module in integral_pose.commands, help). A command's module (and the
+# torch, Lightning, OpenCV it imports) loads only when that command runs, so `integral-pose --help`
+# and a mistyped command answer at once.
 COMMANDS = [
-    ("quantization", quantization, "decoding error of every readout, in input pixels"),
-    ("bench", bench, "speed of the soft-argmax readout: fused Triton, PyTorch, kornia, torch.compile"),
-    ("show-data", show_data, "draw a grid of dataset samples with their skeletons"),
-    ("evaluate", evaluate, "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
-    ("train", train, "train a model from a config (default: the synthetic CPU demo)"),
-    ("predict", predict, "run a checkpoint on images, folders or globs: a PNG per image + one COCO keypoints.json"),
-    ("lift", lift, "train a 2D -> 3D lifter on a pose archive (3D labels or none) and test it: MPJPE, PA-MPJPE"),
-    ("decode", decode, "a file of heatmaps from any model -> joints in image pixels (.npz, COCO results)"),
-    ("export", export, "export a checkpoint to ONNX and check onnxruntime against PyTorch"),
-    ("study", study, "reproduction study: readouts x output resolution, mixed 2D/3D training"),
-    ("make-toy-data", make_toy_data, "write a small COCO-format set with its own 5-point skeleton (README: Train on your own data)"),
+    ("quantization", "quantization", "decoding error of every readout, in input pixels"),
+    ("bench", "bench", "speed of the soft-argmax readout: fused Triton, PyTorch, kornia, torch.compile"),
+    ("show-data", "show_data", "draw a grid of dataset samples with their skeletons"),
+    ("evaluate", "evaluate", "score predictions: PCK, MPII PCKh, MPJPE, COCO AP"),
+    ("train", "train", "train a model from a config (default: the synthetic CPU demo)"),
+    ("predict", "predict", "run a checkpoint on images, folders or globs: a PNG per image + one COCO keypoints.json"),
+    ("export", "export", "export a checkpoint to ONNX and check onnxruntime against PyTorch"),
+    ("study", "study", "reproduction study: readouts x output resolution, mixed 2D/3D training"),
+    ("make-toy-data", "make_toy_data", "write a small COCO-format set with its own 5-point skeleton (README: Train on your own data)"),
+    ("lift", "lift", "train a 2D -> 3D lifter on a pose archive (3D labels or none) and test it: MPJPE, PA-MPJPE"),
+    ("decode", "decode", "a file of heatmaps from any model -> joints in image pixels (.npz, COCO results)"),
 ]
 
 _DEBUG_HELP = "on an error, show the full traceback instead of the one-line message"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = "all") -> argparse.ArgumentParser:
+    """The parser: every command's options (``command="all"``), one command's (its name), or only
+    the command list (None: what ``integral-pose --help`` needs, without importing any command)."""
     parser = argparse.ArgumentParser(prog="integral-pose", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module, help_text in COMMANDS:
+    for name, module_name, help_text in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Also accepted after the command; SUPPRESS keeps a --debug given before it.
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
-        module.add_arguments(p)
-        p.set_defaults(_main=module.main)
+        if command in ("all", name):
+            module = importlib.import_module(f"integral_pose.commands.{module_name}")
+            module.add_arguments(p)
+            p.set_defaults(_main=module.main)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on the command line (the first word that is not an option), if any."""
+    names = {name for name, _, _ in COMMANDS}
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in names else None
 
 
 def one_line(message: object) -> str:
@@ -72,7 +84,8 @@ def _os_error_message(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     prefix = f"integral-pose {args.command}"
     try:
         return int(args._main(args) or 0)
