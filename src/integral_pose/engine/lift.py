@@ -40,7 +40,7 @@ from integral_pose.data.pose_pairs import (TEST_SUBJECTS, TRAIN_SUBJECTS, PosePa
 from integral_pose.engine.callbacks import SaveOnInterrupt, fit_or_interrupt
 from integral_pose.engine.config import ConfigError
 from integral_pose.engine.sampling import ResumableDataLoader, ResumableSampler
-from integral_pose.engine.train import cpu_bf16_native, cpu_flags
+from integral_pose.engine.train import precision_for
 from integral_pose.engine.typed_config import to_dict
 from integral_pose.files import MissingFileError
 from integral_pose.metrics.joint_error import mpjpe, mpjpe_breakdown
@@ -374,12 +374,7 @@ def build_module(cfg: LiftConfig, steps_per_epoch: int) -> L.LightningModule:
 # ---------------------------------------------------------------------------------------------
 
 def _precision(cfg: LiftConfig) -> str:
-    p = cfg.train.precision
-    if p != "auto":
-        return p
-    if torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda"):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_bf16_native(cpu_flags()) else "32-true"
+    return precision_for(cfg.train.precision, cfg.train.accelerator)
 
 
 @torch.no_grad()

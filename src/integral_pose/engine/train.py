@@ -48,7 +48,7 @@ from integral_pose.files import UserError, atomic_write_text
 from integral_pose.skeletons import get_skeleton
 
 __all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resume", "config_differences", "on_gpu", "launched_rank_zero",
-           "resolve_precision", "keep_freed_memory", "RUNTIME_KEYS"]
+           "resolve_precision", "precision_for", "keep_freed_memory", "RUNTIME_KEYS"]
 
 # Keys that say how a run uses this machine, not what it trains: a resumed run may change them
 # (another thread count, no progress bar in a log file, side by side or not, how many epoch
@@ -117,17 +117,27 @@ def keep_freed_memory() -> bool:
 
 
 def resolve_precision(cfg: dict[str, Any]) -> str:
-    """``train.precision`` -> a Lightning precision string. "auto": bf16-mixed on GPUs that support it
-    (else 16-mixed), bf16-mixed (autocast) on CPUs with native bf16 math, else 32-true.
+    """``train.precision`` -> a Lightning precision string (:func:`precision_for`).
 
     Example:
         >>> resolve_precision({"train": {"precision": "32-true"}})
         '32-true'
     """
-    p = cfg["train"]["precision"]
-    if p != "auto":
-        return str(p)
-    if on_gpu(cfg):
+    return precision_for(cfg["train"]["precision"], cfg["train"].get("accelerator", "auto"))
+
+
+def precision_for(precision: str, accelerator: str = "auto") -> str:
+    """A precision setting -> a Lightning precision string. "auto": bf16-mixed on GPUs that support
+    it (else 16-mixed), bf16-mixed (autocast) on CPUs with native bf16 math, else 32-true; any
+    other value is returned as it is.
+
+    Example:
+        >>> precision_for("16-mixed")
+        '16-mixed'
+    """
+    if precision != "auto":
+        return str(precision)
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_bf16_native(cpu_flags()) else "32-true"
 
