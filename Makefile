@@ -19,7 +19,7 @@ $(VENV_STAMP): pyproject.toml | .venv/bin/python
 install: $(VENV_STAMP)
 
 demo: $(VENV_STAMP)
-	$(PYTHON) -m integral_pose.cli train --output runs/demo --overwrite
+	$(PYTHON) -m integral_pose.cli demo --config configs/synthetic_2d.yaml --output runs/demo --overwrite
 
 test: $(VENV_STAMP)
 	$(PYTHON) -m pytest -q tests

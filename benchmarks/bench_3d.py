@@ -44,7 +44,8 @@ from integral_pose.engine.config import load_config
 from integral_pose.engine.console import quiet_console
 from integral_pose.engine.cpu_runs import WallClockSchedule
 from integral_pose.engine.data import render_synthetic
-from integral_pose.engine.train import prepare_run_folder, run_training
+from integral_pose.engine.run_folder import prepare_run_folder
+from integral_pose.engine.train import run_training
 from integral_pose.files import atomic_write_bytes, atomic_write_text
 
 

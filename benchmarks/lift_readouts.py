@@ -20,7 +20,7 @@ from pathlib import Path
 from integral_pose.data.heatmap_inputs import NOISE_SETTINGS, READOUTS
 from integral_pose.engine.console import quiet_console
 from integral_pose.engine.lift import LiftConfig
-from integral_pose.engine.train import prepare_run_folder
+from integral_pose.engine.run_folder import prepare_run_folder
 from integral_pose.engine.typed_config import load_typed
 from integral_pose.studies.lift_readouts import format_rows, run_lift_readouts
 

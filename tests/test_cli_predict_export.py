@@ -56,7 +56,7 @@ def test_predict_matches_evaluation_path(run, tmp_path):
     assert png is not None and png.shape[0] >= raw["image"].shape[0]
     # the same image through the dataset pipeline and the evaluation code
     batch = default_collate([val[i]])
-    col = collect_predictions(model, [batch], tuple(cfg["data"]["input_size"]), ["integral"],
+    col = collect_predictions(model, [batch], tuple(cfg.data.input_size), ["integral"],
                               flip_permutation(skeleton).tolist())
     np.testing.assert_allclose(got, col["pred"]["integral"][0], atol=2e-3)
 
@@ -114,7 +114,7 @@ def test_evaluate_checkpoint_writes_metrics(run, tmp_path):
     # the per-sample predictions come with it, and score the same
     col = read_predictions(tmp_path / "predictions.npz")
     _, cfg, skeleton = load_checkpoint(ckpt)
-    again = compute_metrics(col, get_skeleton(skeleton), m["decoder"], cfg["eval"]["pck_threshold"])
+    again = compute_metrics(col, get_skeleton(skeleton), m["decoder"], cfg.eval.pck_threshold)
     assert again["pck@0.2"] == pytest.approx(m["pck@0.2"]) and again["mean_error_px"] == pytest.approx(m["mean_error_px"])
     # an earlier result is kept: the training run's own metrics.json, or this evaluation's
     for folder in (run, tmp_path):

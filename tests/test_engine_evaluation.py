@@ -50,16 +50,16 @@ def test_pck_key_and_the_table_follow_the_threshold():
 def test_integral_models_are_evaluated_with_every_logit_readout():
     cfg = load_config(None)
     assert decoders_for_mode(cfg) == ["integral_local", "integral", "integral_debiased"]  # eval.integral_decoder first
-    cfg["eval"]["integral_decoder"] = None  # then the one the loss trains through
+    cfg.eval.integral_decoder = None  # then the one the loss trains through
     assert decoders_for_mode(cfg) == list(LOGIT_METHODS)
-    cfg["train"]["integral_readout"] = "debiased"
+    cfg.train.integral_readout = "debiased"
     assert decoders_for_mode(cfg) == ["integral_debiased", "integral", "integral_local"]
     with pytest.raises(ConfigError, match="eval.integral_decoder = 'dark'"):
         load_config(None, ["eval.integral_decoder=dark"])
-    cfg["train"]["mode"] = "heatmap_then_integral"
+    cfg.train.mode = "heatmap_then_integral"
     assert set(decoders_for_mode(cfg)) == set(LOGIT_METHODS)
-    cfg["train"]["mode"] = "heatmap"
-    assert decoders_for_mode(cfg) == cfg["eval"]["decoders"]
+    cfg.train.mode = "heatmap"
+    assert decoders_for_mode(cfg) == cfg.eval.decoders
 
 
 def test_coco_metrics_scores_the_collected_predictions(tmp_path):

@@ -83,10 +83,10 @@ def test_recipes_reach_the_module_and_train(overrides):
     total.backward()
     assert torch.isfinite(total) and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     fn = m.integral_loss
-    cfg = m.cfg["train"]
+    cfg = m.cfg.train
     assert (fn.readout, fn.coord_kind, fn.regularizer, fn.nll_scale) == (
         cfg["integral_readout"], cfg["coord_loss"], cfg["regularizer"], cfg["nll_scale"])
-    assert fn.sigma == (cfg["regularizer_sigma"] or m.cfg["data"]["heatmap_sigma"])
+    assert fn.sigma == (cfg["regularizer_sigma"] or m.cfg.data.heatmap_sigma)
     if fn.log_scale is not None:  # the learned factor trains with the network
         assert fn.log_scale.grad is not None and torch.isfinite(fn.log_scale.grad).all()
         opt = m.configure_optimizers()["optimizer"]
@@ -166,7 +166,7 @@ def test_a_progress_source_moves_the_switch_and_the_decay_together():
 
 def test_the_demo_anneals_within_max_epochs_and_stops_on_its_time_budget():
     cfg = load_config(None)
-    t = cfg["train"]
+    t = cfg.train
     # the fixed-length variant (train.max_time_s=null) must reach every decay before max_epochs ends
     assert t["max_time_s"] and all(0 < s < t["max_epochs"] for s in t["lr_steps"])
     fractions = [s / t["max_epochs"] for s in t["lr_steps"]]

@@ -99,7 +99,7 @@ def test_kill_mid_epoch_and_resume_gives_identical_weights(tmp_path):
     rows_before = (tmp_path / "cut/csv/metrics.csv").read_text().splitlines()
     assert len(rows_before) > 1
     # the progress bar is a runtime setting: the run resumes and config.yaml stays as it was
-    run_training({**cfg, "train": {**cfg["train"], "progress_bar": True}}, tmp_path / "cut", resume=True, verbose=False)
+    run_training({**cfg, "train": {**cfg.train, "progress_bar": True}}, tmp_path / "cut", resume=True, verbose=False)
     assert (tmp_path / "cut/config.yaml").read_bytes() == config_before
     rows_after = (tmp_path / "cut/csv/metrics.csv").read_text().splitlines()
     header = rows_after[0].split(",")
@@ -323,7 +323,7 @@ def test_resume_is_checked_before_any_work(tmp_path, capsys):
     assert "Rendering" not in out + err and not (tmp_path / "a" / "heatmap").exists()
     # a comparison run that started without a checkpoint is refused as well, by its own folder
     _fake_run(tmp_path / "b", cfg)
-    heatmap_cfg = {**cfg, "train": {**cfg["train"], "mode": "heatmap", "compare_modes": []}}
+    heatmap_cfg = {**cfg, "train": {**cfg.train, "mode": "heatmap", "compare_modes": []}}
     _fake_run(tmp_path / "b" / "heatmap", heatmap_cfg, checkpoint=False)
     code, out, err = _cli(["train", "--output", str(tmp_path / "b"), "--resume"] + sets, capsys)
     assert code == 2 and str(tmp_path / "b" / "heatmap" / "checkpoints" / "last.ckpt") in err
@@ -344,24 +344,24 @@ def test_resume_check_ignores_runtime_keys_only(tmp_path):
     _fake_run(tmp_path, cfg)
     same = copy.deepcopy(cfg)
     same["train"].update(threads=2, progress_bar=True, parallel_compare=False, keep_checkpoints=-1,
-                         keep_freed_memory=not cfg["train"]["keep_freed_memory"])
-    same["data"]["num_workers"] = 2
+                         keep_freed_memory=not cfg.train.keep_freed_memory)
+    same.data.num_workers = 2
     assert {
         "train.threads", "train.progress_bar", "train.parallel_compare", "train.keep_checkpoints", "data.num_workers",
         "train.keep_freed_memory",
     } == RUNTIME_KEYS
     assert check_resume(same, tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
     other = copy.deepcopy(cfg)
-    other["train"]["max_epochs"] = 5
+    other.train.max_epochs = 5
     with pytest.raises(UserError, match=r"train\.max_epochs \(stored 2, now 5\)"):
         check_resume(other, tmp_path)
     # a run written before a key existed resumes: the missing key means its default
     stored = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    del stored["model"]["upscale"]
+    del stored.model.upscale
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
     assert check_resume(cfg, tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
     with pytest.raises(UserError, match=r"model\.upscale \(stored 1, now 2\)"):
-        check_resume({**cfg, "model": {**cfg["model"], "upscale": 2}}, tmp_path)
+        check_resume({**cfg, "model": {**cfg.model, "upscale": 2}}, tmp_path)
 
 
 def test_zero_synthetic_images_is_a_config_error(tmp_path, capsys):
@@ -394,7 +394,7 @@ def test_cpu_precision_auto_is_bf16_only_where_the_cpu_has_native_bf16(tmp_path,
     for flags, expected in (({"avx2", "amx_bf16"}, "bf16-mixed"), ({"avx2"}, "32-true")):
         monkeypatch.setattr(train_mod, "cpu_flags", lambda flags=flags: frozenset(flags))
         assert train_mod.resolve_precision(cfg) == expected
-    cfg["train"]["precision"] = "32-true"  # an explicit choice is kept
+    cfg.train.precision = "32-true"  # an explicit choice is kept
     assert train_mod.resolve_precision(cfg) == "32-true"
 
 

@@ -70,7 +70,7 @@ def test_wrong_keypoint_count_names_file_and_annotation(toy):
 
 def _cfg(toy, **data):
     cfg = load_config(REPO / "configs" / "own_skeleton" / "star5.yaml")
-    cfg["data"].update({"root": str(toy), **data})
+    cfg.data.update({"root": str(toy), **data})
     return cfg
 
 
@@ -149,7 +149,7 @@ def test_checkpoints_carry_the_skeleton_and_old_names_still_load(toy, tmp_path):
     del ckpt["hyper_parameters"]["cfg"]["model"]["upscale"]
     torch.save(ckpt, tmp_path / "older.ckpt")
     loaded, cfg_loaded, _ = load_checkpoint(tmp_path / "older.ckpt")
-    assert cfg_loaded["model"]["upscale"] == 1 and loaded.stride == 4
+    assert cfg_loaded.model.upscale == 1 and loaded.stride == 4
 
 
 @pytest.mark.slow
@@ -174,7 +174,7 @@ def test_readme_walk_through_end_to_end(tmp_path, monkeypatch, capsys):
     sk_file.unlink()
 
     _, cfg, skeleton = load_checkpoint(ckpt)
-    assert get_skeleton(skeleton) == STAR5 and cfg["data"]["skeleton"] == str(sk_file)
+    assert get_skeleton(skeleton) == STAR5 and cfg.data.skeleton == str(sk_file)
     assert cli(["evaluate", "--checkpoint", str(ckpt), "--output", "eval"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["num_samples"] == 8 and 0.0 <= metrics["auc"] <= 1.0

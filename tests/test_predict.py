@@ -167,13 +167,13 @@ def coco_run(tmp_path_factory):
 def test_predict_people_equals_the_evaluation_path(coco_run):
     """Each dataset person, predicted from its image and COCO box, gets the joints evaluate scores."""
     model, cfg, skeleton = load_checkpoint(coco_run)
-    decoder = cfg["eval"]["integral_decoder"]  # predict reads with the run's first readout
+    decoder = cfg.eval.integral_decoder  # predict reads with the run's first readout
     assert decoder == "integral_local"
     val = build_dataset(cfg, "val")
     perm = flip_permutation(skeleton).tolist()
     batch = default_collate([val[i] for i in range(len(val))])
-    col = collect_predictions(model, [batch], tuple(cfg["data"]["input_size"]), [decoder], perm,
-                              dark_sigma=float(cfg["data"]["heatmap_sigma"]))
+    col = collect_predictions(model, [batch], tuple(cfg.data.input_size), [decoder], perm,
+                              dark_sigma=float(cfg.data.heatmap_sigma))
     by_image: dict[str, list[int]] = {}
     for i, r in enumerate(val.records):
         by_image.setdefault(str(r["file"]), []).append(i)
@@ -211,7 +211,7 @@ def test_predict_detections_to_coco_results_scored_by_evaluate(coco_run, tmp_pat
     # the joints are the evaluation path's for the same people (GT boxes through the reader)
     model, cfg, skeleton = load_checkpoint(coco_run)
     val = build_dataset(cfg, "val")
-    col = collect_predictions(model, [default_collate([val[i] for i in range(len(val))])], tuple(cfg["data"]["input_size"]),
+    col = collect_predictions(model, [default_collate([val[i] for i in range(len(val))])], tuple(cfg.data.input_size),
                               ["integral"], flip_permutation(skeleton).tolist())
     expect = {(r["image_id"], tuple(np.round(to_coco_box(r["bbox"]), 3))): col["pred"]["integral"][i] for i, r in enumerate(val.records)}
     for r in res:
@@ -310,7 +310,7 @@ def test_depth_is_reported_only_when_training_saw_depth_labels(coco_run):
     image = np.zeros((100, 80, 3), np.uint8)
     box = np.array([[10.0, 10.0, 50.0, 80.0]])
     for dataset, expect in (("coco", "unsupervised"), ("h36m", "measured")):
-        c = {**cfg, "model": {**cfg["model"], "depth_bins": 8}, "data": {**cfg["data"], "dataset": dataset}}
+        c = {**cfg, "model": {**cfg.model, "depth_bins": 8}, "data": {**cfg.data, "dataset": dataset}}
         torch.manual_seed(0)
         model = build_model_from_config({**c, "model": {**c["model"], "pretrained": None}}, 17).eval()
         res = predict_people(model, image, box, c, skeleton)

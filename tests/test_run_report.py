@@ -42,7 +42,7 @@ def _fake_run(folder, cfg, val, offsets):
         fixed = fixed_pose_readout(np.full((17, 2), hm[0] / 2), hm)(batch)
         return Readout({**coords, **fixed.coords}, hm)
 
-    col = collect_readouts(DataLoader(val, batch_size=5), readout, tuple(cfg["data"]["input_size"]))
+    col = collect_readouts(DataLoader(val, batch_size=5), readout, tuple(cfg.data.input_size))
     folder.mkdir(parents=True)
     dump_config(cfg, folder / "config.yaml")
     write_predictions(col, folder / "predictions.npz")
@@ -134,5 +134,5 @@ def test_train_command_writes_baseline_predictions_and_pictures(tmp_path, capsys
         for m in readouts:  # the file holds what the metrics were computed from
             assert compute_metrics(col, H36M17, m)["mean_error_px"] == pytest.approx(
                 saved["by_decoder"][m]["mean_error_px"], rel=1e-9)
-        assert cfg["train"]["mode"] in ("integral", "heatmap")
+        assert cfg.train.mode in ("integral", "heatmap")
     assert (out / "predictions.png").read_bytes()[:8] == PNG and (out / "pck_curve.png").read_bytes()[:8] == PNG

@@ -1,6 +1,7 @@
 """The reproduction study (`integral-pose study`): its building blocks and a CI smoke run (< 60 s on 2 cores)."""
 from __future__ import annotations
 
+from integral_pose.engine.inference import MEAN_POSE_LABEL
 import json
 import math
 from dataclasses import replace
@@ -25,7 +26,7 @@ def test_resolution_changes_only_the_head():
         assert S.num_deconv_for(res, setting.input_size, setting.model) == nd
         cfg = S._config(setting, "integral", res, None, 1)
         # the study's pinned integral recipe (L1 + JS 1.0, plain readout), whatever the engine's defaults are
-        t = cfg["train"]
+        t = cfg.train
         assert t["js_weight"] == 1.0 and t["regularizer"] == "js" and t["coord_loss"] == "l1" and not t["combine"]
         assert t["integral_readout"] == "plain" and t["regularizer_sigma"] is None
         net = build_model_from_config(cfg, 17).eval()
@@ -104,7 +105,7 @@ def test_smoke_run_end_to_end(tmp_path):
     out = tmp_path / "study"
     res = _study("--smoke", "--output", str(out))
     rows = res["2d"]
-    labels = [S.MEAN_POSE, S.GT_ARGMAX] + [lab for lab, _, _ in S.READOUTS_2D]
+    labels = [MEAN_POSE_LABEL, S.GT_ARGMAX] + [lab for lab, _, _ in S.READOUTS_2D]
     for r in (8, 16):
         got = {x["readout"]: x for x in rows if x["resolution"] == r}
         assert sorted(got) == sorted(labels)
@@ -112,7 +113,7 @@ def test_smoke_run_end_to_end(tmp_path):
             assert 0.0 <= x["pck@0.2"] <= 1.0 and 0.0 <= x["pckh@0.5"] <= 1.0 and math.isfinite(x["mean_error_px"])
         # argmax and DARK read one trained heatmap model (same training run)
         assert got["heatmap + argmax"]["train_time_s"] == got["heatmap + DARK"]["train_time_s"]
-        steps = {x["steps"] for lab, x in got.items() if lab not in (S.GT_ARGMAX, S.MEAN_POSE)}
+        steps = {x["steps"] for lab, x in got.items() if lab not in (S.GT_ARGMAX, MEAN_POSE_LABEL)}
         assert steps == {res["setting"]["steps_2d"]}
     # argmax of exact ground-truth heatmaps: its error is the quantisation step, halved per doubling
     floor = {x["resolution"]: x["mean_error_px"] for x in rows if x["readout"] == S.GT_ARGMAX}
@@ -211,7 +212,7 @@ def test_head_init_reaches_every_run():
         setting = replace(S.SETTINGS["smoke"], head_init=init)
         for mode, (lo, hi) in by_mode.items():
             cfg = S._config(setting, mode, 16, None, 1)
-            assert cfg["model"]["head_init"] == init
+            assert cfg.model.head_init == init
             torch.manual_seed(0)
             net = build_model_from_config(cfg, 17)
             assert lo < float(net.head.final.weight.detach().std()) < hi, (init, mode)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from integral_pose.engine.evaluate import evaluate_checkpoint, write_json
+from integral_pose.engine.tables import metrics_table
 from integral_pose.files import UserError, read_json, refuse_overwrite, refuse_overwrite_file
 from integral_pose.metrics import (COCO_STAT_NAMES, MPII_GROUPS, align_prediction, approx_head_boxes, bbox_size,
                                    bbox_size_from_joints, coco_keypoint_ap, curve_auc, head_size_from_boxes,
@@ -320,7 +321,12 @@ def main(args: argparse.Namespace) -> int:
     if args.checkpoint:
         result = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.overrides, output=args.output,
                                      overwrite=args.overwrite)
-        title = f"checkpoint {args.checkpoint}"
+        # the table train prints, for the same numbers
+        print(f"Held-out evaluation of {args.checkpoint} ({result['num_samples']} images, flip test "
+              f"{'on' if result['flip_test'] else 'off'})\n\n{metrics_table({result['mode']: result})}")
+        if args.output:
+            print(f"results: {args.output}")
+        return 0
     else:
         try:
             result, title = evaluate_files(args)

@@ -21,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.overwrite:
         refuse_overwrite_file(args.output, "--output")
     model, cfg, _ = load_checkpoint(args.checkpoint)
-    size = tuple(cfg["data"]["input_size"])
+    size = tuple(cfg.data.input_size)
     export_onnx(model, args.output, size, opset=args.opset)
     diffs = check_onnx(model, args.output, size, batch=args.batch)
     ok = all(d <= args.tolerance for d in diffs.values())

@@ -16,11 +16,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from integral_pose.engine.config import flatten, read_config_file
+from integral_pose.engine.typed_config import flatten, read_config_file
 from integral_pose.engine.console import quiet_console
 from integral_pose.engine.lift import INPUTS, SUPERVISIONS, LiftConfig, fit_lift
-from integral_pose.engine.train import prepare_run_folder
-from integral_pose.engine.typed_config import load_typed, to_dict
+from integral_pose.engine.run_folder import prepare_run_folder, refuse_changes
+from integral_pose.engine.typed_config import load_typed
 from integral_pose.files import UserError
 
 # What a resumed run may change: how long it trains and how it uses the machine, never what it learns.
@@ -77,11 +77,7 @@ def load_run_config(args: argparse.Namespace) -> LiftConfig:
     stored = load_typed(LiftConfig, stored_file)
     asked = load_typed(LiftConfig, args.config, overrides, base=load_typed(LiftConfig, stored_file)) if (
         args.config or overrides) else stored
-    before, after = flatten(to_dict(stored)), flatten(to_dict(asked))
-    changed = [k for k in after if after[k] != before[k] and k not in RESUMABLE_KEYS]
-    if changed:
-        raise UserError(f"--resume continues the run with its own config; it cannot change {', '.join(changed)} "
-                        f"(start a new run in another --output for that)")
+    refuse_changes(stored, asked, RESUMABLE_KEYS)
     return asked
 
 

@@ -251,8 +251,8 @@ def main(args: argparse.Namespace) -> int:
 
     if jobs and jobs[0]["source"] == "whole image":
         print("no --box or --detections: the whole image is the person box")
-    if cfg["model"]["depth_bins"] and not depth_supervised(cfg):
-        print(f"depth: not reported (data.dataset = {cfg['data']['dataset']!r} has no depth labels, "
+    if cfg.model.depth_bins and not depth_supervised(cfg):
+        print(f"depth: not reported (data.dataset = {cfg.data.dataset!r} has no depth labels, "
               "so the checkpoint's depth axis is unsupervised)")
     results: list[dict] = []
     for job, name in zip(jobs, names):

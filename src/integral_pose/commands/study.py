@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from integral_pose.engine.console import quiet_console
-from integral_pose.engine.train import prepare_run_folder
+from integral_pose.engine.run_folder import prepare_run_folder
 from integral_pose.files import UserError
 from integral_pose.models.pose_net import HEAD_INITS
 from integral_pose.studies.study import SETTINGS, num_deconv_for, run_study

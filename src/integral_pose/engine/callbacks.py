@@ -57,7 +57,7 @@ class EpochSummary(Callback):
             return
         m = trainer.callback_metrics
         elapsed = time.perf_counter() - self._t0
-        seen = trainer.global_step * pl_module.cfg["data"]["batch_size"] * trainer.world_size
+        seen = trainer.global_step * pl_module.cfg.data.batch_size * trainer.world_size
         parts = [f"[{self.tag}] epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
         if "train/loss" in m:
             parts.append(f"loss {float(m['train/loss']):.4f}")

@@ -18,7 +18,10 @@ import logging
 import sys
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from integral_pose.engine.config import Config
 
 # Importing it also installs Lightning's own warning filters, before ours: ours come first in the list.
 from lightning.fabric.utilities.warnings import PossibleUserWarning
@@ -58,9 +61,9 @@ def quiet_console() -> None:
         warnings.filterwarnings("ignore", category=category, message=message)
 
 
-def use_progress_bar(cfg: dict[str, Any]) -> bool:
+def use_progress_bar(cfg: Config) -> bool:
     """``train.progress_bar``, and only when stdout is a terminal (else one line per epoch)."""
-    return bool(cfg["train"]["progress_bar"]) and sys.stdout.isatty()
+    return bool(cfg.train.progress_bar) and sys.stdout.isatty()
 
 
 class RenderProgress:

@@ -17,13 +17,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from integral_pose import __version__
-from integral_pose.engine.config import ConfigError, apply_overrides, flatten, load_config, validate, with_defaults
+from integral_pose.engine.config import Config, ConfigError, config_from_stored, load_config
+from integral_pose.engine.typed_config import flatten, to_dict
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
 from integral_pose.metrics.calibration import expected_oks, scale_calibration
 from integral_pose.metrics.coco import coco_ground_truth, coco_index, coco_keypoint_ap, keypoint_results
-from integral_pose.losses import READOUT_DECODERS
-from integral_pose.ops.decoders import LOGIT_METHODS
+from integral_pose.ops.decoders import LOGIT_METHODS, SCORE_METHODS
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text, refuse_overwrite
 from integral_pose.skeletons import flip_permutation, get_skeleton
@@ -32,25 +32,24 @@ __all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders
            "write_predictions", "read_predictions"]
 
 
-def decoders_for_mode(cfg: dict[str, Any]) -> list[str]:
-    """Readouts a run is evaluated with, the primary one first.
+def decoders_for_mode(cfg: Config) -> list[str]:
+    """Readouts a run is evaluated with, its own (``eval.readout``: what predict and export use) first.
 
-    Heatmap training: ``eval.decoders``. Integral training: every logit readout
-    (``ops.decoders.LOGIT_METHODS``), led by ``eval.integral_decoder``, or where that is null by the
-    one the loss trained through (``train.integral_readout``, by ``losses.READOUT_DECODERS``: plain
-    -> "integral", debiased -> "integral_debiased", local -> "integral_local").
+    ``eval.readout`` null: the one the training mode implies, ``train.readout`` for integral modes
+    and DARK for heatmap training. Then ``eval.readouts``, or where null the mode's family: the
+    score readouts for heatmap training, the logit readouts for integral modes.
 
     Example:
-        >>> decoders_for_mode({"train": {"mode": "integral", "integral_readout": "debiased"}, "eval": {}})
+        >>> from integral_pose.engine.config import load_config
+        >>> decoders_for_mode(load_config(None, ["train.readout=integral_debiased"]))
         ['integral_debiased', 'integral', 'integral_local']
-        >>> decoders_for_mode({"train": {"mode": "integral"}, "eval": {"integral_decoder": "integral_local"}})
-        ['integral_local', 'integral', 'integral_debiased']
+        >>> decoders_for_mode(load_config(None, ["train.mode=heatmap"]))
+        ['dark', 'argmax', 'argmax_quarter']
     """
-    mode = cfg["train"]["mode"]
-    if mode == "heatmap":
-        return list(cfg["eval"]["decoders"] or ["argmax"])
-    primary = cfg["eval"].get("integral_decoder") or READOUT_DECODERS[cfg["train"].get("integral_readout") or "plain"]
-    return [primary] + [m for m in LOGIT_METHODS if m != primary]
+    heatmap = cfg.train.mode == "heatmap"
+    primary = cfg.eval.readout or ("dark" if heatmap else cfg.train.readout)
+    family = cfg.eval.readouts if cfg.eval.readouts is not None else SCORE_METHODS if heatmap else LOGIT_METHODS
+    return [primary] + [m for m in family if m != primary]
 
 
 def coco_annotation_file(dataset: Dataset) -> Path | None:
@@ -172,9 +171,11 @@ def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[
     if written_by is not None and _major(written_by) != _major(__version__):
         raise BadFileError(f"checkpoint {str(path)!r} was written by integral-pose {written_by}; this is {__version__} "
                         f"(another major version: its config and weights may not mean the same here)")
-    cfg, k, skeleton = with_defaults(hp["cfg"]), int(hp["num_joints"]), hp["skeleton"]
+    k, skeleton = int(hp["num_joints"]), hp["skeleton"]
     try:
-        model = build_model_from_config({**cfg, "model": {**cfg["model"], "pretrained": None}}, k)
+        cfg = config_from_stored(hp["cfg"], f"checkpoint {str(path)!r}")
+        cfg.model.pretrained = None  # the checkpoint holds the trunk's weights
+        model = build_model_from_config(cfg, k)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadFileError(f"checkpoint {str(path)!r}: its config does not describe a model of this version ({exc!r})") from exc
     if not isinstance(ckpt.get("state_dict"), dict):
@@ -197,7 +198,7 @@ def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[
 def evaluate_model(
     model: torch.nn.Module,
     dataset: Dataset,
-    cfg: dict[str, Any],
+    cfg: Config,
     skeleton: Any,
     methods: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
@@ -220,19 +221,19 @@ def evaluate_model(
         "baseline_mean_pose": metrics with ``mean_cells``.
     """
     methods = list(methods or decoders_for_mode(cfg))
-    loader = DataLoader(dataset, batch_size=cfg["eval"]["batch_size"], shuffle=False, num_workers=0)
-    flip = flip_permutation(skeleton).tolist() if cfg["eval"]["flip_test"] else None
+    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=0)
+    flip = flip_permutation(skeleton).tolist() if cfg.eval.flip_test else None
     was_training = model.training
     model.to(device)
-    readout = model_readout(model, methods, flip, float(cfg["data"]["heatmap_sigma"]), device)
+    readout = model_readout(model, methods, flip, float(cfg.data.heatmap_sigma), device)
     if mean_cells is not None:
         readout = _with_fixed_pose(readout, fixed_pose_readout(mean_cells, heatmap_size(cfg)))
-    col = collect_readouts(loader, readout, tuple(cfg["data"]["input_size"]), cfg["model"]["depth_bins"])
+    col = collect_readouts(loader, readout, tuple(cfg.data.input_size), cfg.model.depth_bins)
     model.train(was_training)
     sk = get_skeleton(skeleton)
     scored = methods + ([MEAN_POSE] if mean_cells is not None else [])
-    by = {m: compute_metrics(col, sk, m, cfg["eval"]["pck_threshold"]) for m in scored}
-    ann = coco_annotation_file(dataset) if cfg["data"]["dataset"] == "coco" else None
+    by = {m: compute_metrics(col, sk, m, cfg.eval.pck_threshold) for m in scored}
+    ann = coco_annotation_file(dataset) if cfg.data.dataset == "coco" else None
     if ann is not None:
         for m in scored:
             by[m].update(coco_metrics(col, ann, m, sk.sigmas))
@@ -240,8 +241,9 @@ def evaluate_model(
     out: dict[str, Any] = {"decoder": methods[0], **by[methods[0]], "num_samples": int(len(col["gt"])), "by_decoder": by}
     if baseline is not None:
         out["baseline_mean_pose"] = baseline
-    out["flip_test"] = bool(cfg["eval"]["flip_test"])
-    out["pck_threshold"] = float(cfg["eval"]["pck_threshold"])
+    out["mode"] = cfg.train.mode
+    out["flip_test"] = bool(cfg.eval.flip_test)
+    out["pck_threshold"] = float(cfg.eval.pck_threshold)
     if predictions_path is not None:
         write_predictions(col, predictions_path)
     return out
@@ -365,19 +367,17 @@ def evaluate_checkpoint(
     if not overwrite:
         refuse_overwrite(targets)
     model, ckpt_cfg, skeleton = load_checkpoint(checkpoint)
+    # the checkpoint fixes the model and how it trained (whose readout leads its evaluation); a
+    # config file replaces the data and eval sections, overrides come last
+    base = ckpt_cfg
     if config is not None:
-        cfg = load_config(config)
-        cfg["model"] = ckpt_cfg["model"]
-        cfg["train"]["mode"] = ckpt_cfg["train"]["mode"]
-        # the readout the model was trained through leads its evaluation (decoders_for_mode)
-        cfg["train"]["integral_readout"] = ckpt_cfg["train"].get("integral_readout", "plain")
-    else:
-        cfg = json.loads(json.dumps(ckpt_cfg))
-    apply_overrides(cfg, overrides)
-    bad = [k for k in flatten(cfg) if k.startswith("model.") and flatten(cfg)[k] != flatten(ckpt_cfg).get(k)]
+        base = load_config(config)
+        base.model, base.train = ckpt_cfg.model, ckpt_cfg.train
+    cfg = load_config(None, overrides, base=base)
+    before, after = flatten(to_dict(ckpt_cfg.model)), flatten(to_dict(cfg.model))
+    bad = [f"model.{k}" for k in after if after[k] != before.get(k)]
     if bad:
-        raise ConfigError(f"model keys cannot change at evaluation (the checkpoint fixes them): {bad}")
-    validate(cfg)
+        raise ConfigError(f"model keys cannot change at evaluation (the checkpoint fixes them): {', '.join(bad)}")
     dataset = build_dataset(cfg, "val", skeleton=skeleton)  # the checkpoint's, not a file the config names
     device = "cuda" if torch.cuda.is_available() else "cpu"
     predictions = targets[1] if len(targets) == 2 else None

@@ -3,7 +3,7 @@
 Training modes (``train.mode``):
 
 - "integral": L1 (or l2 / smooth_l1, or a Laplace / Gaussian likelihood: ``train.coord_loss``)
-  between the integral readout (plain or bias-corrected: ``train.integral_readout``) and the target,
+  between the integral readout (``train.readout``) and the target,
   both in normalised coordinates ([-1/2, 1/2] over the map extent; ``cells_to_normalized``), as in
   the paper; optional extra terms: heatmap MSE (``train.combine``) and the DSNT regulariser
   (``train.js_weight``, ``train.regularizer``). One owner builds the sum:
@@ -23,6 +23,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from integral_pose.engine.config import Config, TrainConfig
+from integral_pose.engine.typed_config import to_dict
 from integral_pose import losses
 from integral_pose.engine.distributed import convert_batchnorm
 from integral_pose.engine.inference import decode_logits
@@ -33,56 +35,56 @@ from integral_pose.skeletons import get_skeleton
 __all__ = ["PoseLightningModule", "build_model_from_config", "build_integral_loss", "build_optimizer", "current_mode", "lr_factor"]
 
 
-def build_model_from_config(cfg: dict[str, Any], num_joints: int):
-    m = cfg["model"]
+def build_model_from_config(cfg: Config, num_joints: int):
+    m = cfg.model
     return create_model(
-        m["name"],
+        m.name,
         num_joints,
-        depth_bins=m["depth_bins"],
-        pretrained=m["pretrained"],
-        head_channels=m["head_channels"],
-        num_deconv=m["num_deconv"],
-        width=m["width"],
+        depth_bins=m.depth_bins,
+        pretrained=m.pretrained,
+        head_channels=m.head_channels,
+        num_deconv=m.num_deconv,
+        width=m.width,
         head_init=resolve_head_init(cfg),
-        upscale=m["upscale"],
+        upscale=m.upscale,
     )
 
 
-def resolve_head_init(cfg: dict[str, Any]) -> str:
+def resolve_head_init(cfg: Config) -> str:
     """``model.head_init`` with "auto" resolved: the integral init when training starts on the
     integral loss, Simple Baselines' when it starts on heatmaps."""
-    init = cfg["model"]["head_init"]
+    init = cfg.model.head_init
     if init == "auto":
-        return "integral" if cfg["train"]["mode"] == "integral" else "simple_baselines"
+        return "integral" if cfg.train.mode == "integral" else "simple_baselines"
     return init
 
 
-def build_integral_loss(cfg: dict[str, Any], num_joints: int) -> losses.CombinedLoss:
+def build_integral_loss(cfg: Config, num_joints: int) -> losses.CombinedLoss:
     """The integral training loss the ``train`` keys describe (docs/training.md, "Integral recipes").
 
     Heatmap MSE (``train.combine``) needs 2D maps, so a volumetric model leaves it out; the
     regulariser's sigma is ``train.regularizer_sigma``, or ``data.heatmap_sigma`` when null.
     """
-    t = cfg["train"]
-    two_d = cfg["model"]["depth_bins"] is None
-    sigma = t["regularizer_sigma"] if t["regularizer_sigma"] is not None else cfg["data"]["heatmap_sigma"]
+    t = cfg.train
+    two_d = cfg.model.depth_bins is None
+    sigma = t.regularizer_sigma if t.regularizer_sigma is not None else cfg.data.heatmap_sigma
     return losses.CombinedLoss(
-        coord_weight=float(t["coord_weight"]),
-        heatmap_weight=float(t["heatmap_weight"]) if t["combine"] and two_d else 0.0,
-        js_weight=float(t["js_weight"]),
-        coord_kind=t["coord_loss"],
+        coord_weight=float(t.coord_weight),
+        heatmap_weight=float(t.heatmap_weight) if t.combine and two_d else 0.0,
+        js_weight=float(t.js_weight),
+        coord_kind=t.coord_loss,
         sigma=float(sigma),
-        readout=t["integral_readout"],
-        regularizer=t["regularizer"],
-        nll_scale=t["nll_scale"],
+        readout={v: k for k, v in losses.READOUT_DECODERS.items()}[t.readout],
+        regularizer=t.regularizer,
+        nll_scale=t.nll_scale,
         num_joints=num_joints,
         ndim=2 if two_d else 3,
-        axis_weights=t["axis_weights"],
-        heatmap_peak=float(t["combine_peak"]),
+        axis_weights=t.axis_weights,
+        heatmap_peak=float(t.combine_peak),
     )
 
 
-def build_optimizer(train_cfg: dict[str, Any], params: Iterable[Tensor]) -> torch.optim.Optimizer:
+def build_optimizer(train_cfg: TrainConfig, params: Iterable[Tensor]) -> torch.optim.Optimizer:
     """The configured optimizer over ``params``: ``train.optimizer`` (adam, or sgd with momentum 0.9)
     with ``train.lr`` and ``train.weight_decay``.
 
@@ -92,13 +94,13 @@ def build_optimizer(train_cfg: dict[str, Any], params: Iterable[Tensor]) -> torc
 
     Example:
         >>> net = torch.nn.Linear(3, 2)
-        >>> opt = build_optimizer({"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}, net.parameters())
+        >>> opt = build_optimizer(TrainConfig(optimizer="adam", lr=1e-3), net.parameters())
         >>> type(opt).__name__, opt.defaults["fused"]
         ('Adam', True)
     """
     params = list(params)
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
-    kind, lr, wd = train_cfg["optimizer"], float(train_cfg["lr"]), float(train_cfg["weight_decay"])
+    kind, lr, wd = train_cfg.optimizer, float(train_cfg.lr), float(train_cfg.weight_decay)
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, fused=fused or None)
     if kind == "adam":
@@ -106,20 +108,20 @@ def build_optimizer(train_cfg: dict[str, Any], params: Iterable[Tensor]) -> torc
     raise ValueError(f"train.optimizer must be adam or sgd, got {kind!r}")
 
 
-def current_mode(train_cfg: dict[str, Any], epoch: float) -> str:
+def current_mode(train_cfg: TrainConfig, epoch: float) -> str:
     """The loss a ``train.mode`` uses at ``epoch``: heatmap_then_integral is "heatmap" before
     ``train.switch_epoch`` (null: half of max_epochs, at least 1) and "integral" from it on.
 
     Example:
-        >>> [current_mode({"mode": "heatmap_then_integral", "switch_epoch": 2, "max_epochs": 8}, e) for e in (0, 1, 2, 7)]
+        >>> [current_mode(TrainConfig(mode="heatmap_then_integral", switch_epoch=2, max_epochs=8), e) for e in (0, 1, 2, 7)]
         ['heatmap', 'heatmap', 'integral', 'integral']
     """
-    mode = train_cfg["mode"]
+    mode = train_cfg.mode
     if mode != "heatmap_then_integral":
         return mode
-    switch = train_cfg["switch_epoch"]
+    switch = train_cfg.switch_epoch
     if switch is None:
-        switch = max(1, train_cfg["max_epochs"] // 2)
+        switch = max(1, train_cfg.max_epochs // 2)
     return "heatmap" if epoch < switch else "integral"
 
 
@@ -153,15 +155,15 @@ class PoseLightningModule(L.LightningModule):
             test and the torso of PCK; stored in full as ``Skeleton.to_dict()``, so a checkpoint
             carries it (``get_skeleton`` restores it; older checkpoints store a name).
         progress: optional training progress in epochs from another source than the trainer's
-            epoch count (the CPU demo's wall clock: ``engine.cpu_runs.WallClockSchedule``); the
+            epoch count (the CPU demo's wall clock: ``studies.demo.WallClockSchedule``); the
             schedule (the learning rate's step decay, ``heatmap_then_integral``'s switch) follows
             whichever is further.
     """
 
-    def __init__(self, cfg: dict[str, Any], num_joints: int, skeleton: Any,
+    def __init__(self, cfg: Config, num_joints: int, skeleton: Any,
                  progress: Callable[[], float] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters({"cfg": cfg, "num_joints": num_joints, "skeleton": get_skeleton(skeleton).to_dict()})
+        self.save_hyperparameters({"cfg": to_dict(cfg), "num_joints": num_joints, "skeleton": get_skeleton(skeleton).to_dict()})
         self.cfg = cfg
         self.model = build_model_from_config(cfg, num_joints)
         self.integral_loss = build_integral_loss(cfg, num_joints)
@@ -170,13 +172,13 @@ class PoseLightningModule(L.LightningModule):
         self.progress = progress
 
     def setup(self, stage: str) -> None:
-        if self.cfg["train"]["channels_last"]:
+        if self.cfg.train.channels_last:
             # Weights in NHWC make the convolutions run (and return) NHWC; inputs need no change.
             self.model.to(memory_format=torch.channels_last)
         # GPUs: Lightning swaps in torch's SyncBatchNorm (Trainer(sync_batchnorm=True)). CPU
         # processes (gloo) get the CPU-capable equivalent here, before DDP wraps the model.
         t = self.trainer
-        if self.cfg["train"]["sync_batchnorm"] and t is not None and t.world_size > 1 and self.device.type == "cpu":
+        if self.cfg.train.sync_batchnorm and t is not None and t.world_size > 1 and self.device.type == "cpu":
             convert_batchnorm(self.model)
 
     # ----------------------------------------------------------------------------- losses
@@ -189,7 +191,7 @@ class PoseLightningModule(L.LightningModule):
         return epoch
 
     def current_mode(self) -> str:
-        return current_mode(self.cfg["train"], self.progress_epochs())
+        return current_mode(self.cfg.train, self.progress_epochs())
 
     def heatmap_targets(self, logits: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Gaussian targets (B, K, h, w) and weights (B, K) for the heatmap loss.
@@ -202,14 +204,14 @@ class PoseLightningModule(L.LightningModule):
         if "heatmap" in batch:
             return batch["heatmap"], batch["heatmap_weight"]
         return render_heatmaps(batch["target"][..., :2].float(), tuple(logits.shape[-2:]),
-                               float(self.cfg["data"]["heatmap_sigma"]), visible=_weight_2d(batch))
+                               float(self.cfg.data.heatmap_sigma), visible=_weight_2d(batch))
 
     def compute_loss(self, logits: Tensor, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:
         """(total loss, its weighted parts by name) for ``mode`` ("heatmap" or "integral")."""
         if mode == "heatmap":
             if logits.dim() != 4:
                 raise ValueError("train.mode heatmap needs a 2D model (model.depth_bins: null)")
-            part = self.cfg["train"]["heatmap_weight"] * losses.heatmap_mse(logits.float(), *self.heatmap_targets(logits, batch))
+            part = self.cfg.train.heatmap_weight * losses.heatmap_mse(logits.float(), *self.heatmap_targets(logits, batch))
             return part, {"heatmap": part}
         fn = self.integral_loss
         hm, hm_w = self.heatmap_targets(logits, batch) if fn.heatmap_weight else (None, None)
@@ -261,8 +263,11 @@ class PoseLightningModule(L.LightningModule):
         logits = self.model(batch["image"])
         mode = self.current_mode()
         bs = batch["image"].shape[0]
-        if logits.dim() == 4 and (mode == "heatmap" or self.cfg["train"]["combine"]):
-            mse = losses.heatmap_mse(logits.float(), *self.heatmap_targets(logits, batch))
+        if logits.dim() == 4 and (mode == "heatmap" or self.cfg.train.combine):
+            target, weight = self.heatmap_targets(logits, batch)
+            if mode != "heatmap":  # the combined loss's targets peak at train.combine_peak
+                target = target * float(self.cfg.train.combine_peak)
+            mse = losses.heatmap_mse(logits.float(), target, weight)
             self.log("val/heatmap_mse", mse, sync_dist=True, batch_size=bs)
         if mode == "heatmap":
             coords, _ = decode_logits(logits, "argmax")
@@ -276,11 +281,11 @@ class PoseLightningModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- optimiser
     def configure_optimizers(self):
-        t = self.cfg["train"]
+        t = self.cfg.train
         opt = build_optimizer(t, self.parameters())
-        steps = sorted(int(s) for s in (t["lr_steps"] or []))
-        factor = float(t["lr_factor"])
-        warm = int(t["warmup_steps"] or 0)
+        steps = sorted(int(s) for s in (t.lr_steps or []))
+        factor = float(t.lr_factor)
+        warm = int(t.warmup_steps or 0)
 
         # One step-wise schedule: linear warm-up by optimizer step, step decay by epoch. It reads the
         # trainer's epoch, which a resumed run restores, so a resumed run follows the same curve.

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from integral_pose.engine.config import Config
 from integral_pose.engine.data import build_transform, depth_supervised
 from integral_pose.engine.evaluate import decoders_for_mode
 from integral_pose.engine.inference import cells_to_image, predict_cells
@@ -78,7 +79,7 @@ def predict_people(
     model: torch.nn.Module,
     image: np.ndarray,
     boxes: np.ndarray,
-    cfg: dict[str, Any],
+    cfg: Config,
     skeleton: Any,
     flip_test: bool = True,
     batch_size: int | None = None,
@@ -105,10 +106,10 @@ def predict_people(
     transform = build_transform(cfg, False, False, skeleton)  # the evaluation crop
     method = decoders_for_mode(cfg)[0]
     perm = flip_permutation(skeleton).tolist() if flip_test else None
-    sigma = float(cfg["data"]["heatmap_sigma"])
-    bins = cfg["model"]["depth_bins"]
+    sigma = float(cfg.data.heatmap_sigma)
+    bins = cfg.model.depth_bins
     device = next(model.parameters()).device
-    step = int(batch_size or cfg["eval"]["batch_size"])
+    step = int(batch_size or cfg.eval.batch_size)
     joints, scores, depth = [], [], []
     for start in range(0, len(boxes), step):
         samples = [

@@ -4,25 +4,21 @@ A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/`` (one 
 ``last.ckpt``), ``tb/`` (TensorBoard), ``csv/metrics.csv``, ``metrics.json`` (the final
 evaluation on held-out data, with the mean-training-pose baseline) and ``predictions.npz`` (the
 held-out predictions of every readout, ``engine.evaluate.read_predictions``). Folders are never
-overwritten by accident (:func:`prepare_run_folder`), and ``resume`` continues one only when its
+overwritten by accident (``engine.run_folder``), and ``resume`` continues one only when its
 checkpoint exists and its config is the same (:func:`check_resume`); a resumed run appends to its
 logs and leaves ``config.yaml`` as it was. Result files are written atomically (``integral_pose.files``).
 
 Multi-GPU / multi-node: set ``train.devices`` / ``train.num_nodes`` and launch the way Lightning
 expects (plain ``python -m integral_pose.cli train ...`` spawns one process per device on a node;
 under ``torchrun`` or ``srun`` Lightning reads the launcher's environment). The CPU demo's extras
-(threads from the load average, runs side by side, a clock-driven schedule) are in
-:mod:`integral_pose.engine.cpu_runs`.
+(runs side by side, a clock-driven schedule, its thread guess) are in :mod:`integral_pose.studies.demo`.
 """
 from __future__ import annotations
 
 import csv
-import ctypes
-import ctypes.util
 import functools
 import io
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +34,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from integral_pose.engine.callbacks import EpochSummary, SaveOnInterrupt, fit_or_interrupt
-from integral_pose.engine.config import ConfigError, dump_config, flatten, with_defaults
+from integral_pose.engine.config import Config, ConfigError, config_from_stored, dump_config
+from integral_pose.engine.run_folder import refuse_changes
 from integral_pose.engine.console import use_progress_bar
 from integral_pose.engine.data import PoseDataModule, build_transform, dataset_skeleton, depth_notice
 from integral_pose.engine.evaluate import evaluate_model, write_json
@@ -47,15 +44,15 @@ from integral_pose.engine.module import PoseLightningModule
 from integral_pose.files import UserError, atomic_write_text
 from integral_pose.skeletons import get_skeleton
 
-__all__ = ["run_training", "check_one_batch", "prepare_run_folder", "check_resume", "config_differences", "on_gpu", "launched_rank_zero",
-           "resolve_precision", "precision_for", "keep_freed_memory", "RUNTIME_KEYS"]
+__all__ = ["run_training", "check_one_batch", "check_resume", "on_gpu", "launched_rank_zero",
+           "resolve_precision", "precision_for", "RUNTIME_KEYS", "read_run_config"]
 
 # Keys that say how a run uses this machine, not what it trains: a resumed run may change them
 # (another thread count, no progress bar in a log file, side by side or not, how many epoch
 # checkpoints to keep). Everything else must equal the run's stored config.yaml, or the
 # checkpoints would continue a different experiment.
-RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "train.parallel_compare", "data.num_workers",
-                          "train.keep_checkpoints", "train.keep_freed_memory"})
+RUNTIME_KEYS = frozenset({"train.threads", "train.progress_bar", "data.num_workers", "train.keep_checkpoints",
+                          "train.max_epochs", "eval.batch_size"})
 
 
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of CPUs with native bf16 math
@@ -88,42 +85,15 @@ def cpu_bf16_native(flags: Iterable[str]) -> bool:
     return not CPU_BF16_FLAGS.isdisjoint(flags)
 
 
-# glibc's mallopt() parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the largest value glibc accepts on 64-bit systems
-_TRIM_THRESHOLD = 1024 * 1024 * 1024
-
-
-@functools.lru_cache(maxsize=1)
-def keep_freed_memory() -> bool:
-    """Make this process's C allocator keep freed tensor memory for reuse (glibc only); True if set.
-
-    A training step on a CPU allocates and frees the same tensors of a few MB every step. With
-    glibc's defaults, blocks of that size are mmap'ed and returned to the kernel when freed (the
-    dynamic mmap threshold grows only up to the largest block freed so far, and the heap's top is
-    trimmed above 128 kB), so the next step page-faults fresh zeroed pages for them again; on
-    small models that is a large share of the step. Serving blocks up to 32 MB (the most glibc
-    allows) from the heap and trimming only above 1 GB free removes that: the process keeps its
-    peak memory instead. The setting is process-wide and made once; False (nothing changed) where
-    the C library has no ``mallopt`` (macOS, Windows, musl's stub).
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
-
-
-def resolve_precision(cfg: dict[str, Any]) -> str:
+def resolve_precision(cfg: Config) -> str:
     """``train.precision`` -> a Lightning precision string (:func:`precision_for`).
 
     Example:
-        >>> resolve_precision({"train": {"precision": "32-true"}})
+        >>> from integral_pose.engine.config import load_config
+        >>> resolve_precision(load_config(None, ["train.precision=32-true"]))
         '32-true'
     """
-    return precision_for(cfg["train"]["precision"], cfg["train"].get("accelerator", "auto"))
+    return precision_for(cfg.train.precision, cfg.train.accelerator)
 
 
 def precision_for(precision: str, accelerator: str = "auto") -> str:
@@ -142,9 +112,9 @@ def precision_for(precision: str, accelerator: str = "auto") -> str:
     return "bf16-mixed" if cpu_bf16_native(cpu_flags()) else "32-true"
 
 
-def on_gpu(cfg: dict[str, Any]) -> bool:
+def on_gpu(cfg: Config) -> bool:
     """Whether ``cfg`` trains on a GPU here (``train.accelerator`` auto/gpu/cuda and one is present)."""
-    return torch.cuda.is_available() and cfg["train"]["accelerator"] in ("auto", "gpu", "cuda")
+    return torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
 
 
 def launched_rank_zero() -> bool:
@@ -153,74 +123,37 @@ def launched_rank_zero() -> bool:
     return all(int(os.environ.get(k) or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-RUN_MARKERS = ("config.yaml", "checkpoints")  # what a training run folder holds
-
-
-def prepare_run_folder(output: str | Path, overwrite: bool = False, markers: Sequence[str] = RUN_MARKERS,
-                       resumable: bool = True) -> None:
-    """Make sure a NEW run may write to ``output``: it must be missing or empty.
-
-    ``overwrite`` first clears an earlier run folder (one holding any of ``markers``, e.g. a
-    ``config.yaml`` or ``checkpoints/``); a non-empty folder that is not a run folder is never
-    cleared. ``resumable``: the message offers ``--resume`` (the study's folders are not resumable).
+def read_run_config(output: str | Path) -> Config:
+    """The :class:`Config` a run folder's ``config.yaml`` stores (of this or an earlier version).
 
     Raises:
-        UserError: ``output`` holds files (naming the folder and how to continue).
+        UserError: no ``config.yaml`` in ``output``, or one that cannot be read as a config.
     """
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output {str(out)!r} is a file, not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not overwrite:
-        resume = "continue it with --resume, " if resumable else ""
-        raise UserError(f"--output {str(out)!r} already holds a run; {resume}choose another "
-                        f"--output, or pass --overwrite to delete it first")
-    if not any((out / m).exists() for m in markers):
-        raise UserError(f"--overwrite: {str(out)!r} is not empty and holds no run (none of {', '.join(markers)}); "
-                        f"it is not deleted, choose another --output")
-    shutil.rmtree(out)
+    stored_path = Path(output) / "config.yaml"
+    if not stored_path.is_file():
+        raise UserError(f"{str(stored_path)!r} not found: {str(output)!r} holds no training run")
+    try:
+        stored = yaml.safe_load(stored_path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{str(stored_path)!r} cannot be read: {str(e).splitlines()[0]}") from None
+    if not isinstance(stored, Mapping):
+        raise UserError(f"{str(stored_path)!r} is not a config (expected a mapping of keys)")
+    return config_from_stored(stored, str(stored_path))
 
 
-def config_differences(stored: Mapping[str, Any], cfg: Mapping[str, Any], ignore: frozenset[str] = RUNTIME_KEYS) -> list[str]:
-    """Dotted keys whose values differ between two configs, as ``key (stored A, now B)``.
-
-    Example:
-        >>> config_differences({"train": {"lr": 0.001, "threads": 2}}, {"train": {"lr": 0.002, "threads": 1}})
-        ['train.lr (stored 0.001, now 0.002)']
-    """
-    # through YAML, as config.yaml stores it, so that e.g. a tuple and a list compare equal
-    a = flatten(yaml.safe_load(yaml.safe_dump(dict(stored))))
-    b = flatten(yaml.safe_load(yaml.safe_dump(dict(cfg))))
-    keys = sorted(k for k in a.keys() | b.keys() if k not in ignore and (k not in a or k not in b or a[k] != b[k]))
-    return [f"{k} (stored {a[k] if k in a else 'nothing'}, now {b[k] if k in b else 'nothing'})" for k in keys]
-
-
-def check_resume(cfg: dict[str, Any], output: str | Path) -> Path:
+def check_resume(cfg: Config, output: str | Path) -> Path:
     """Check that the run in ``output`` can be resumed with ``cfg``; return its ``last.ckpt``.
 
     Raises:
-        UserError: no ``checkpoints/last.ckpt``, no ``config.yaml``, or a config that differs from
-            the stored one in a key outside :data:`RUNTIME_KEYS` (naming the keys).
+        UserError: no ``checkpoints/last.ckpt``, no readable ``config.yaml``, or a config that
+            differs from the stored one in a key outside :data:`RUNTIME_KEYS` (naming the keys).
     """
     out = Path(output)
     last = out / "checkpoints" / "last.ckpt"
     if not last.is_file():
-        raise UserError(f"--resume: {str(last)!r} not found, so there is nothing to resume in {str(out)!r}; "
-                        f"start a new run without --resume (another --output, or --overwrite)")
-    stored_path = out / "config.yaml"
-    if not stored_path.is_file():
-        raise UserError(f"--resume: {str(stored_path)!r} not found; the checkpoint's config cannot be checked")
-    try:
-        stored = yaml.safe_load(stored_path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"--resume: {str(stored_path)!r} cannot be read: {str(e).splitlines()[0]}") from None
-    if not isinstance(stored, Mapping):
-        raise UserError(f"--resume: {str(stored_path)!r} is not a config (expected a mapping of keys)")
-    diff = config_differences(with_defaults(stored), cfg)
-    if diff:
-        raise UserError(f"--resume: the config differs from {str(stored_path)!r} in {'; '.join(diff)}; resume with "
-                        f"--config {stored_path} and no --set, or start a new run (another --output)")
+        raise UserError(f"{str(last)!r} not found, so there is nothing to resume in {str(out)!r}; "
+                        f"start a new run (another --output, or --overwrite)")
+    refuse_changes(read_run_config(out), cfg, RUNTIME_KEYS)
     return last
 
 
@@ -272,7 +205,7 @@ class _CSVLogger(CSVLogger):
         return self._experiment
 
 
-def check_one_batch(cfg: dict[str, Any], train_images: int | None = None, world_size: int = 1) -> None:
+def check_one_batch(cfg: Config, train_images: int | None = None, world_size: int = 1) -> None:
     """A run must have one full batch per process to train on (drop_last), or it trains zero steps.
 
     ``train_images`` None: the synthetic set's size from the config (known before it is rendered);
@@ -281,19 +214,19 @@ def check_one_batch(cfg: dict[str, Any], train_images: int | None = None, world_
     Raises:
         ConfigError: naming the batch size, the process count and the training set's size.
     """
-    d = cfg["data"]
+    d = cfg.data
     if train_images is None:
-        if d["dataset"] != "synthetic":
+        if d.dataset != "synthetic":
             return
-        train_images = min(int(d["synthetic_train"]), int(d["limit_train"] or d["synthetic_train"]))
-    if train_images < d["batch_size"] * world_size:
-        raise ConfigError(f"data.batch_size = {d['batch_size']} x {world_size} process(es), but the "
+        train_images = min(int(d.synthetic_train), int(d.limit_train or d.synthetic_train))
+    if train_images < d.batch_size * world_size:
+        raise ConfigError(f"data.batch_size = {d.batch_size} x {world_size} process(es), but the "
                           f"training set has {train_images} images: not one full batch to train on; lower "
                           f"data.batch_size or use more data (data.synthetic_train, data.limit_train)")
 
 
 def run_training(
-    cfg: dict[str, Any],
+    cfg: Config,
     output: str | Path,
     resume: bool = False,
     verbose: bool = True,
@@ -318,15 +251,13 @@ def run_training(
         The metrics written to ``metrics.json``; an empty dict on the other ranks of a DDP run.
     """
     out = Path(output)
-    t = cfg["train"]
+    t = cfg.train
     last = check_resume(cfg, out) if resume else None
     # mmap: only the step is read here; Lightning loads the whole checkpoint when it resumes
     resume_step = int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["global_step"]) if last else None
-    if isinstance(t["threads"], int) and t["threads"] > 0:  # "auto" is the CPU demo's (engine.cpu_runs)
-        torch.set_num_threads(t["threads"])
-    if t["keep_freed_memory"] and not on_gpu(cfg):
-        keep_freed_memory()
-    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    if t.threads is not None:
+        torch.set_num_threads(t.threads)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     skeleton = dataset_skeleton(cfg)
     notice = depth_notice(cfg)
     if verbose and notice and launched_rank_zero():
@@ -337,42 +268,42 @@ def run_training(
         dm.train_set, dm.val_set = datasets  # set before setup(), which then builds nothing
 
     ckpt_dir = out / "checkpoints"
-    keep = int(t["keep_checkpoints"])
+    keep = int(t.keep_checkpoints)
     # Ranking by epoch keeps the newest `keep` epoch files (Lightning offers the epoch as a monitor).
     all_callbacks: list[Any] = [ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                                                 save_top_k=keep, monitor="epoch" if keep > 0 else None, mode="max",
                                                 every_n_epochs=1, save_last=True, enable_version_counter=False)]
-    if t["checkpoint_every_n_steps"]:
+    if t.checkpoint_every_n_steps:
         # Both callbacks write last.ckpt (no last-v1.ckpt): it is always the newest state.
         all_callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True, enable_version_counter=False,
-                                             every_n_train_steps=int(t["checkpoint_every_n_steps"])))
+                                             every_n_train_steps=int(t.checkpoint_every_n_steps)))
     bar = use_progress_bar(cfg)
     if not bar:
-        all_callbacks.append(EpochSummary(t["mode"]))
+        all_callbacks.append(EpochSummary(t.mode))
     all_callbacks.append(SaveOnInterrupt(ckpt_dir / "last.ckpt"))
     all_callbacks.extend(callbacks)
     gpu = on_gpu(cfg)
     trainer = L.Trainer(
         default_root_dir=str(out),
-        accelerator=t["accelerator"],
-        devices=t["devices"],
-        num_nodes=t["num_nodes"],
-        strategy=t["strategy"],
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
         precision=resolve_precision(cfg),
-        max_epochs=t["max_epochs"],
-        max_steps=t["max_steps"],
-        max_time={"seconds": float(t["max_time_s"])} if t["max_time_s"] else None,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time={"seconds": float(t.max_time_s)} if t.max_time_s else None,
         callbacks=all_callbacks,
         logger=[TensorBoardLogger(str(out), name="tb", version=""), _CSVLogger(str(out), name="csv", version="", resume_step=resume_step)],
-        log_every_n_steps=t["log_every_n_steps"],
+        log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=bar,
         enable_model_summary=False,
-        deterministic=(True if not gpu else "warn") if t["deterministic"] else False,
-        sync_batchnorm=bool(t["sync_batchnorm"]) and gpu,  # CPU: PoseLightningModule.setup converts BN
+        deterministic=(True if not gpu else "warn") if t.deterministic else False,
+        sync_batchnorm=bool(t.sync_batchnorm) and gpu,  # CPU: PoseLightningModule.setup converts BN
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         num_sanity_val_steps=0,
-        check_val_every_n_epoch=max(1, int(t["val_every_n_epochs"])),
-        limit_val_batches=None if t["val_every_n_epochs"] else 0,
+        check_val_every_n_epoch=max(1, int(t.val_every_n_epochs)),
+        limit_val_batches=None if t.val_every_n_epochs else 0,
     )
     dm.setup("fit")  # the datasets now: a missing or too small one fails before the run folder is written
     check_one_batch(cfg, len(dm.train_set), trainer.world_size)
@@ -381,7 +312,7 @@ def run_training(
         out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / "config.yaml")
     if last is not None and verbose and trainer.is_global_zero:
-        print(f"[{t['mode']}] resuming from {last}", flush=True)
+        print(f"[{t.mode}] resuming from {last}", flush=True)
     t0 = time.perf_counter()
     fit_or_interrupt(trainer, module, datamodule=dm, ckpt_path=str(last) if last is not None else None)
     train_s = time.perf_counter() - t0
@@ -393,22 +324,22 @@ def run_training(
                              mean_cells=mean_cells, predictions_path=out / "predictions.npz")
     metrics.update(
         {
-            "mode": t["mode"],
+            "mode": t.mode,
             "train_time_s": round(train_s, 2),
             "train_images": int(len(dm.train_set)),
             "epochs": int(trainer.current_epoch),
-            "stopped_by_time_cap": bool(t["max_time_s"]) and trainer.current_epoch < t["max_epochs"]
-            and (t["max_steps"] < 0 or trainer.global_step < t["max_steps"]),
+            "stopped_by_time_cap": bool(t.max_time_s) and trainer.current_epoch < t.max_epochs
+            and (t.max_steps < 0 or trainer.global_step < t.max_steps),
             "global_step": int(trainer.global_step),
             "parameters": int(sum(p.numel() for p in module.model.parameters())),
             "threads": torch.get_num_threads(),
             "precision": str(trainer.precision),  # "auto" resolved: what this machine trained with
-            "images_per_s": round(trainer.global_step * cfg["data"]["batch_size"] * trainer.world_size / max(train_s, 1e-9), 1),
+            "images_per_s": round(trainer.global_step * cfg.data.batch_size * trainer.world_size / max(train_s, 1e-9), 1),
         }
     )
     write_json(metrics, out / "metrics.json")
     if verbose:
-        keys = (pck_key(cfg["eval"]["pck_threshold"]), "pckh@0.5", "auc", "mean_error_px", "mpjpe_mm")
-        print(f"[{cfg['name']} / {t['mode']}] " + ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
+        keys = (pck_key(cfg.eval.pck_threshold), "pckh@0.5", "auc", "mean_error_px", "mpjpe_mm")
+        print(f"[{cfg.name} / {t.mode}] " + ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
               + f"  ({train_s:.0f} s training)", flush=True)
     return metrics

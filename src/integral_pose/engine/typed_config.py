@@ -31,10 +31,57 @@ from typing import Any, TypeVar
 
 import yaml
 
-from integral_pose.engine.config import ConfigError, flatten, read_config_file
-from integral_pose.files import atomic_write_text
+from integral_pose.files import UserError, atomic_write_text
 
-__all__ = ["load_typed", "from_mapping", "to_dict", "config_markdown", "dump_typed", "typed_keys"]
+__all__ = ["ConfigError", "flatten", "read_config_file", "load_typed", "from_mapping", "to_dict", "config_markdown",
+           "dump_typed", "typed_keys", "closest"]
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem: unknown key, bad value, missing file."""
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {dotted key: value} (lists are values, not nested).
+
+    Example:
+        >>> flatten({"train": {"lr": 0.001, "lr_steps": [8, 11]}, "seed": 0})
+        {'train.lr': 0.001, 'train.lr_steps': [8, 11], 'seed': 0}
+    """
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """The parser's complaint and where, on one line: "expected ',' or ']', but got ':' at line 3, column 7"."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+def read_config_file(path: str | Path) -> Mapping[str, Any]:
+    """The mapping of keys in the YAML file at ``path`` (nested or dotted), unchecked.
+
+    Raises:
+        ConfigError: a missing file, invalid YAML (with the parser's line and column), or a file
+            whose top level is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found (the shipped configs are in configs/)")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
+    if not isinstance(loaded, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    return loaded
 
 T = TypeVar("T")
 
@@ -89,6 +136,11 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if isinstance(value, str):  # YAML 1.1 reads 2e4 as text: the integer it spells
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -107,8 +159,14 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     raise ConfigError(f"{key} = {value!r}: expected {_type_name(tp)}")
 
 
-def _closest(key: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)
+def closest(value: Any, valid: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the closest valid name, or "" when none is close.
+
+    Example:
+        >>> closest("resnet19", ["resnet18", "tiny"])
+        "; did you mean 'resnet18'?"
+    """
+    close = difflib.get_close_matches(str(value), sorted(valid), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -128,7 +186,7 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any], source: str, base: T 
     keys = typed_keys(cls)
     for key, value in flatten(mapping).items():
         if key not in keys:
-            raise ConfigError(f"unknown config key {key!r} in {source}{_closest(key, keys)}")
+            raise ConfigError(f"unknown config key {key!r} in {source}{closest(key, keys)}")
         _set(cfg, key, _coerce(key, keys[key][0], value))
     return cfg
 
@@ -149,8 +207,8 @@ def load_typed(cls: type[T], path: str | Path | None = None, overrides: Iterable
         key, raw = (s.strip() for s in item.split("=", 1))
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item}: value {raw!r} is not valid YAML") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item}: value {raw!r} is not valid YAML ({yaml_problem(e)})") from None
         cfg = from_mapping(cls, {key: value}, f"--set {item}", cfg)
     validate = getattr(cfg, "validate", None)
     if validate is not None:

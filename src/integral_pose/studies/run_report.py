@@ -19,14 +19,14 @@ from typing import Any
 
 import matplotlib
 import numpy as np
-import yaml
 
 from integral_pose import metrics as M
 from integral_pose.metrics.pck_auc import DEFAULT_AUC_THRESHOLDS
 from integral_pose.engine.data import build_dataset, dataset_skeleton
 from integral_pose.engine.evaluate import read_predictions
 from integral_pose.engine.inference import MEAN_POSE, MEAN_POSE_LABEL
-from integral_pose.files import BadFileError, MissingFileError, atomic_write_bytes
+from integral_pose.engine.train import read_run_config
+from integral_pose.files import BadFileError, atomic_write_bytes
 from integral_pose.geometry import apply_affine, invert_affine
 from integral_pose.ops.decoders import DECODE_LABELS
 from integral_pose.viz import (GROUND_TRUTH_COLOR, draw_legend, draw_prediction_panel, figure_png, make_grid, palette,
@@ -199,10 +199,7 @@ def write_run_pictures(
     """
     rows, shared = table_rows(runs)
     first = Path(next(iter(runs.values())))
-    try:
-        cfg = yaml.safe_load((first / "config.yaml").read_text())
-    except OSError as exc:
-        raise MissingFileError(f"{str(first / 'config.yaml')!r} cannot be read: {exc.strerror or exc}") from exc
+    cfg = read_run_config(first)
     skeleton = dataset_skeleton(cfg)
     gt, visible = shared["gt"], shared["visible"]
     models = [i for i, (label, _) in enumerate(rows) if label != MEAN_POSE_LABEL]
@@ -216,7 +213,7 @@ def write_run_pictures(
     out = Path(output)
     pred_png, pck_png = out / "predictions.png", out / "pck_curve.png"
     save_image(pred_png, picture)
-    threshold = float(cfg.get("eval", {}).get("pck_threshold", 0.2))
+    threshold = float(cfg.eval.pck_threshold)
     atomic_write_bytes(pck_png, plot_pck_curves(rows, gt, visible, skeleton, threshold,
-                                                title=f"{cfg.get('name', '')}: {len(gt)} held-out images"))
+                                                title=f"{cfg.name}: {len(gt)} held-out images"))
     return pred_png, pck_png

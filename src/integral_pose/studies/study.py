@@ -31,7 +31,6 @@ setting), ``study_2d.png`` (metrics versus output resolution, one line per reado
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -44,7 +43,9 @@ from torch.utils.data import Dataset, Subset
 
 from integral_pose.data import MixedDataset, PoseArchive, SyntheticHumans
 
-from integral_pose.engine.config import load_config, validate
+from integral_pose.engine.config import Config
+from integral_pose.engine.inference import MEAN_POSE_LABEL
+from integral_pose.engine.typed_config import from_mapping
 from integral_pose.engine.data import build_transform, heatmap_size
 from integral_pose.engine.inference import (Readout, collect_readouts, compute_metrics, fixed_pose_readout, mean_pose,
                                            pck_key)
@@ -63,7 +64,6 @@ __all__ = [
     "build_renders",
     "READOUTS_2D",
     "GT_ARGMAX",
-    "MEAN_POSE",
 ]
 
 SKELETON = "h36m17"
@@ -79,7 +79,6 @@ READOUTS_2D: tuple[tuple[str, str, str], ...] = (
     ("heatmap then integral", "heatmap_then_integral", "integral"),
 )
 GT_ARGMAX = "ground-truth heatmap + argmax"
-MEAN_POSE = "mean training pose (no image)"
 SKELETON_K = 17
 
 
@@ -261,73 +260,76 @@ def build_renders(setting: StudySetting, poses_dir: str | Path | None = None, ve
 
 
 # Every training key the comparison depends on, pinned here so that the study does not drift when
-# the engine's demo defaults change. The integral loss is the project's recipe (L1 on normalised
+# the library's defaults change. The integral loss is the project's recipe (L1 on normalised
 # coordinates plus the DSNT JS regulariser); docs/study.md says why.
-PINNED: dict[str, dict[str, Any]] = {
-    "data": {"rotation": 20.0, "scale": 0.25, "flip": True, "box_padding": 1.25, "num_workers": 0,
-             "limit_train": None, "limit_val": None},
-    "train": {"optimizer": "adam", "weight_decay": 0.0, "lr_factor": 0.1, "coord_loss": "l1", "coord_weight": 1.0,
-              "heatmap_weight": 1.0, "js_weight": 1.0, "regularizer": "js", "regularizer_sigma": None,
-              "integral_readout": "plain", "axis_weights": None, "combine": False, "switch_epoch": None,
-              "max_steps": -1, "max_time_s": None, "compare_modes": [], "progress_bar": False,
-              # bf16 autocast where the CPU has native bf16 (or on a GPU); a run repeats exactly on one
-              # machine at a fixed thread count either way
-              "precision": "auto",
-              "val_every_n_epochs": 0, "checkpoint_every_n_steps": 0, "channels_last": True},
-    "eval": {"pck_threshold": 0.2, "batch_size": 64, "integral_decoder": None},
-}
-PCK = pck_key(PINNED["eval"]["pck_threshold"])  # the metrics key of the study's PCK
-
-
-def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int | None, epochs: int) -> dict[str, Any]:
-    cfg = load_config(None)
-    for section, values in PINNED.items():
-        for key, value in values.items():
-            cfg[section][key] = copy.deepcopy(value)
-    cfg["seed"] = setting.seed
-    cfg["name"] = f"study_{setting.name}"
-    cfg["model"].update(head_init=setting.head_init, name=setting.model, num_deconv=num_deconv_for(resolution, setting.input_size, setting.model),
-                        head_channels=setting.head_channels, depth_bins=depth_bins, width=None, pretrained=None)
-    cfg["data"].update(input_size=[setting.input_size, setting.input_size],
-                       heatmap_sigma=heatmap_sigma_for(resolution, setting.input_size), batch_size=setting.batch_size)
-    cfg["train"].update(mode=mode, max_epochs=epochs, lr=setting.lr, lr_steps=[max(1, round(0.75 * epochs))],
-                        warmup_steps=setting.warmup_steps)
+PINNED: dict[str, Any] = {
+    "data.rotation": 20.0, "data.scale": 0.25, "data.flip": True, "data.box_padding": 1.25, "data.num_workers": 0,
+    "data.limit_train": None, "data.limit_val": None,
+    "train.optimizer": "adam", "train.weight_decay": 0.0, "train.lr_factor": 0.1, "train.coord_loss": "l1",
+    "train.coord_weight": 1.0, "train.heatmap_weight": 1.0, "train.js_weight": 1.0, "train.regularizer": "js",
+    "train.regularizer_sigma": None, "train.readout": "integral", "train.axis_weights": None, "train.combine": False,
+    "train.switch_epoch": None, "train.max_steps": -1, "train.max_time_s": None, "train.progress_bar": False,
+    # bf16 autocast where the CPU has native bf16 (or on a GPU); a run repeats exactly on one
+    # machine at a fixed thread count either way
+    "train.precision": "auto",
+    "train.val_every_n_epochs": 0, "train.checkpoint_every_n_steps": 0, "train.channels_last": True,
     # Flip test off: averaging two argmax readouts halves their quantisation step, which is the
     # very effect the study measures.
-    cfg["eval"].update(flip_test=False, decoders=["argmax", "dark"])
-    validate(cfg)
+    "eval.pck_threshold": 0.2, "eval.batch_size": 64, "eval.readout": None, "eval.readouts": ["argmax", "dark"],
+    "eval.flip_test": False,
+}
+PCK = pck_key(PINNED["eval.pck_threshold"])  # the metrics key of the study's PCK
+
+
+def _config(setting: StudySetting, mode: str, resolution: int, depth_bins: int | None, epochs: int) -> Config:
+    values = dict(PINNED)
+    values.update({
+        "seed": setting.seed, "name": f"study_{setting.name}",
+        "model.head_init": setting.head_init, "model.name": setting.model,
+        "model.num_deconv": num_deconv_for(resolution, setting.input_size, setting.model),
+        "model.head_channels": setting.head_channels, "model.depth_bins": depth_bins, "model.width": None,
+        "model.pretrained": None,
+        "data.input_size": [setting.input_size, setting.input_size],
+        "data.heatmap_sigma": heatmap_sigma_for(resolution, setting.input_size), "data.batch_size": setting.batch_size,
+        "train.mode": mode, "train.max_epochs": epochs, "train.lr": setting.lr,
+        "train.lr_steps": [max(1, round(0.75 * epochs))], "train.warmup_steps": setting.warmup_steps,
+    })
+    if mode != "heatmap":
+        values["eval.readouts"] = None  # the integral readouts
+    cfg = from_mapping(Config, values, "the study's settings")
+    cfg.validate()
     return cfg
 
 
-def _transform(cfg: dict[str, Any], train: bool, heatmaps: bool | None = None):
+def _transform(cfg: Config, train: bool, heatmaps: bool | None = None):
     """The engine's TopDownTransform for ``cfg`` (heatmap targets only where the mode trains on them)."""
     if heatmaps is None:
-        heatmaps = train and cfg["train"]["mode"] in ("heatmap", "heatmap_then_integral")
+        heatmaps = train and cfg.train.mode in ("heatmap", "heatmap_then_integral")
     return build_transform(cfg, train, heatmaps, SKELETON)
 
 
-def _train(cfg: dict[str, Any], train_set: Dataset, test_set: Dataset, folder: Path) -> dict[str, Any]:
+def _train(cfg: Config, train_set: Dataset, test_set: Dataset, folder: Path) -> dict[str, Any]:
     """One run of the study: the engine's ``run_training`` on the study's renders; its metrics."""
     return run_training(cfg, folder, verbose=False, datasets=(train_set, test_set))
 
 
-def _fixed_readout(cfg: dict[str, Any], test: Any, readout: Any, heatmaps: bool = False) -> dict[str, float]:
+def _fixed_readout(cfg: Config, test: Any, readout: Any, heatmaps: bool = False) -> dict[str, float]:
     """Metrics of a readout without a network (``readout(batch) -> inference.Readout``, one method) on
     the test crops, through the engine's evaluation loop (``inference.collect_readouts``)."""
     view = test.with_transform(_transform(cfg, train=False, heatmaps=heatmaps))
     loader = torch.utils.data.DataLoader(view, batch_size=128, shuffle=False)
-    col = collect_readouts(loader, readout, tuple(cfg["data"]["input_size"]), cfg["model"]["depth_bins"])
+    col = collect_readouts(loader, readout, tuple(cfg.data.input_size), cfg.model.depth_bins)
     (method,) = col["pred"]
-    return compute_metrics(col, get_skeleton(SKELETON), method, cfg["eval"]["pck_threshold"])
+    return compute_metrics(col, get_skeleton(SKELETON), method, cfg.eval.pck_threshold)
 
 
-def _gt_argmax(cfg: dict[str, Any], test: Any) -> dict[str, float]:
+def _gt_argmax(cfg: Config, test: Any) -> dict[str, float]:
     """Argmax of ground-truth Gaussian heatmaps on the test crops: argmax's quantisation floor."""
     hm = heatmap_size(cfg)
     return _fixed_readout(cfg, test, lambda b: Readout({"argmax": decode(b["heatmap"], "argmax")}, hm), heatmaps=True)
 
 
-def _mean_pose(cfg: dict[str, Any], train: Any, test: Any) -> dict[str, float]:
+def _mean_pose(cfg: Config, train: Any, test: Any) -> dict[str, float]:
     """Predict the mean training pose (in crop cells, every training item) for every test crop: what
     "learned nothing from the image" scores, since the crop itself already centres and scales the person."""
     cells = mean_pose(train, _transform(cfg, train=False), max_items=None)
@@ -354,7 +356,7 @@ def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
     log(f"  2D mean training pose (no image): {PCK.upper()} {100 * mean[PCK]:5.1f}%  PCKh@0.5 "
         f"{100 * mean.get('pckh@0.5', float('nan')):5.1f}%  err {mean['mean_error_px']:.2f} px")
     for res in setting.resolutions:
-        rows.append({"readout": MEAN_POSE, "training": "none", "resolution": res, **_keep(mean, METRICS_2D),
+        rows.append({"readout": MEAN_POSE_LABEL, "training": "none", "resolution": res, **_keep(mean, METRICS_2D),
                      "train_time_s": 0.0, "steps": 0})
         base = _config(setting, "integral", res, None, setting.epochs_2d)
         floor = _gt_argmax(base, test)
@@ -368,7 +370,7 @@ def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
             for label, dec in readouts:
                 row = {"readout": label, "training": mode, "resolution": res, **_keep(by[dec], METRICS_2D),
                        "train_time_s": round(secs, 1), "steps": steps, "params": params,
-                       "num_deconv": cfg["model"]["num_deconv"], "heatmap_sigma": cfg["data"]["heatmap_sigma"]}
+                       "num_deconv": cfg.model.num_deconv, "heatmap_sigma": cfg.data.heatmap_sigma}
                 rows.append(row)
                 log(f"  2D res {res:>2} | {label:<22} {PCK.upper()} {100 * (row[PCK] or 0):5.1f}%  "
                     f"PCKh@0.5 {100 * (row['pckh@0.5'] or 0):5.1f}%  err {row['mean_error_px']:.2f} px  "

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from integral_pose.files import atomic_write_text
-from integral_pose.studies.study import GT_ARGMAX, MEAN_POSE, METRICS_2D, METRICS_3D, PCK, READOUTS_2D
+from integral_pose.engine.inference import MEAN_POSE_LABEL
+from integral_pose.studies.study import GT_ARGMAX, METRICS_2D, METRICS_3D, PCK, READOUTS_2D
 from integral_pose.viz import save_figure
 
 __all__ = ["machine_info", "combine_seeds", "format_tables", "plot_results", "write_report"]
@@ -99,7 +100,7 @@ def format_tables(results: dict[str, Any]) -> str:
     rows = results.get("2d") or []
     if rows:
         res_list = sorted({r["resolution"] for r in rows})
-        labels = [MEAN_POSE, GT_ARGMAX] + [lab for lab, _, _ in READOUTS_2D]
+        labels = [MEAN_POSE_LABEL, GT_ARGMAX] + [lab for lab, _, _ in READOUTS_2D]
         for key, title, fmt in ((PCK, f"{PCK.upper()} (torso)", _pct), ("pckh@0.5", "PCKh@0.5 (head-normalised)", _pct),
                                 ("mean_error_px", "mean error (px of the rendered image)", _num)):
             out.append(f"**2D — {title}**, by output resolution (input {results['setting']['input_size']} px)\n")
@@ -137,7 +138,7 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
     if rows:
         res_list = sorted({r["resolution"] for r in rows})
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-        styles = {MEAN_POSE: ("k", (0, (1, 3)), ""), GT_ARGMAX: ("0.5", ":", "x"), "heatmap + argmax": ("C0", "-", "o"), "heatmap + DARK": ("C1", "-", "s"),
+        styles = {MEAN_POSE_LABEL: ("k", (0, (1, 3)), ""), GT_ARGMAX: ("0.5", ":", "x"), "heatmap + argmax": ("C0", "-", "o"), "heatmap + DARK": ("C1", "-", "s"),
                   "integral": ("C2", "-", "^"), "heatmap then integral": ("C3", "--", "v")}
         for ax, (key, title, scale) in zip(axes, (("mean_error_px", "mean error (px, lower is better)", 1.0),
                                                   (PCK, f"{PCK.upper()} torso (%)", 100.0),
