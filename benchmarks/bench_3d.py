@@ -11,7 +11,7 @@ Each variant is ``NAME: key=value; key=value`` (``--set`` overrides apply to eve
 One run = ``engine.train.run_training`` (Lightning, the engine's loss and data pipeline, the run
 folder in ``OUT/NAME``) on ``--threads`` torch threads, under ``train.max_time_s = --time`` with the
 learning-rate decay following the clock like ``integral-pose train`` on a CPU
-(``engine.cpu_runs.WallClockSchedule``), or for ``--steps`` optimizer steps with no time cap and the
+(``studies.demo.WallClockSchedule``), or for ``--steps`` optimizer steps with no time cap and the
 decay at the same fractions of the steps (``max_epochs`` must cover them); then
 the engine's held-out evaluation (flip test, every logit readout). The synthetic renders are made
 once per data setting and shared by the runs (``--cache-dir`` keeps them on disk between calls).
@@ -42,7 +42,7 @@ from lightning.pytorch.callbacks import Callback
 
 from integral_pose.engine.config import load_config
 from integral_pose.engine.console import quiet_console
-from integral_pose.engine.cpu_runs import WallClockSchedule
+from integral_pose.studies.demo import WallClockSchedule
 from integral_pose.engine.data import render_synthetic
 from integral_pose.engine.run_folder import prepare_run_folder
 from integral_pose.engine.train import run_training
@@ -58,11 +58,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, [item.strip() for item in rest.split(";") if item.strip()]
 
 
-def cached_renders(cfg: dict[str, Any], cache_dir: Path | None, have: dict) -> dict:
+def cached_renders(cfg: Any, cache_dir: Path | None, have: dict) -> dict:
     """The config's synthetic renders (``engine.data.render_synthetic``): from ``have`` (this call's
     earlier runs), else from ``cache_dir``, else rendered (and stored there)."""
-    d = cfg["data"]
-    setting = repr((cfg["seed"], *(d[k] for k in sorted(d) if k.startswith("synthetic_") or k.startswith("limit_"))))
+    d = cfg.data
+    setting = repr((cfg.seed, *(v for k, v in sorted(vars(d).items()) if k.startswith("synthetic_") or k.startswith("limit_"))))
     if setting not in have:
         path = cache_dir / f"render_{hashlib.sha1(setting.encode()).hexdigest()[:12]}.pkl" if cache_dir else None
         if path is not None and path.is_file():
@@ -79,7 +79,7 @@ def cached_renders(cfg: dict[str, Any], cache_dir: Path | None, have: dict) -> d
 
 class StepSchedule(Callback):
     """Progress in epochs as a fraction of a fixed step budget, for the learning-rate schedule: the
-    step-count twin of ``engine.cpu_runs.WallClockSchedule``, so a ``--steps`` run decays at the same
+    step-count twin of ``studies.demo.WallClockSchedule``, so a ``--steps`` run decays at the same
     fractions of its budget as a ``--time`` run (``train.lr_steps`` / ``train.max_epochs``)."""
 
     def __init__(self, max_steps: int, max_epochs: int) -> None:
@@ -129,20 +129,19 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     for name, extra in variants:
-        overrides = [*args.overrides, *extra, *budget, f"train.threads={args.threads}", "train.progress_bar=false",
-                     "train.compare_modes=[]"]
+        overrides = [*args.overrides, *extra, *budget, f"train.threads={args.threads}", "train.progress_bar=false"]
         cfg = load_config(args.config, overrides)
         run_renders = cached_renders(cfg, cache_dir, renders)
         load = os.getloadavg()[0]
         run_dir = out / name
         prepare_run_folder(run_dir, overwrite=True)
         t0 = time.perf_counter()
-        cap = cfg["train"]["max_time_s"]
+        cap = cfg.train.max_time_s
         if cap:
-            clock = WallClockSchedule(float(cap), int(cfg["train"]["max_epochs"]))
+            clock = WallClockSchedule(float(cap), int(cfg.train.max_epochs))
             m = run_training(cfg, run_dir, verbose=False, renders=run_renders, callbacks=[clock], progress=clock)
         else:
-            steps = StepSchedule(int(cfg["train"]["max_steps"]), int(cfg["train"]["max_epochs"]))
+            steps = StepSchedule(int(cfg.train.max_steps), int(cfg.train.max_epochs))
             m = run_training(cfg, run_dir, verbose=False, renders=run_renders, callbacks=[steps], progress=steps)
         wall = time.perf_counter() - t0
         base = m["baseline_mean_pose"]  # scored by the engine in the same evaluation pass

@@ -64,6 +64,9 @@ from integral_pose import create_model, soft_argmax
 from integral_pose.engine.export import export_onnx
 
 
+# The CPU demo's setting (the library's defaults are neutral, not the demo's).
+DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_2d.yaml")
+
 def _cpu_name() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -200,15 +203,15 @@ def _engine_step(cfg: dict, fused: bool = True) -> tuple:
     torch.manual_seed(0)
     module = PoseLightningModule(cfg, 17, "h36m17")
     model = module.model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(cfg["train"], model.parameters()) if fused else torch.optim.Adam(model.parameters(), cfg["train"]["lr"])
-    w, h = cfg["data"]["input_size"]
-    x = torch.rand(cfg["data"]["batch_size"], 3, h, w)
+    opt = build_optimizer(cfg.train, model.parameters()) if fused else torch.optim.Adam(model.parameters(), cfg.train.lr)
+    w, h = cfg.data.input_size
+    x = torch.rand(cfg.data.batch_size, 3, h, w)
     bf16 = resolve_precision(cfg) == "bf16-mixed"
     with torch.no_grad():
         size = model(x[:1]).shape[2:]
     batch = {"target": torch.rand(x.shape[0], 17, len(size)) * (torch.tensor(list(reversed(size))) - 1),
              "target_weight": torch.ones(x.shape[0], 17, len(size))}
-    mode = cfg["train"]["mode"]
+    mode = cfg.train.mode
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -223,7 +226,7 @@ def _engine_step(cfg: dict, fused: bool = True) -> tuple:
 
 def _memory_worker(config: str, keep: bool, threads: int, steps: int, results) -> None:
     from integral_pose.engine.config import load_config
-    from integral_pose.engine.train import keep_freed_memory
+    from integral_pose.studies.demo import keep_freed_memory
 
     torch.set_num_threads(threads)
     if keep:
@@ -246,15 +249,15 @@ def bench_recipes(rounds: int, steps: int, optimizers: bool = False) -> dict:
     """The demo's training step for each of :data:`RECIPES` (``optimizers``: the demo's recipe with
     each of :data:`OPTIMIZERS`), alternating ``rounds`` times (1 thread)."""
     from integral_pose.engine.config import load_config
-    from integral_pose.engine.train import keep_freed_memory
+    from integral_pose.studies.demo import keep_freed_memory
 
     torch.set_num_threads(1)
     keep_freed_memory()
     load_before = os.getloadavg()
     if optimizers:
-        steps_by = {name: _engine_step(load_config(None), fused) for name, fused in OPTIMIZERS.items()}
+        steps_by = {name: _engine_step(load_config(DEMO_CONFIG), fused) for name, fused in OPTIMIZERS.items()}
     else:
-        steps_by = {name: _engine_step(load_config(None, overrides)) for name, overrides in RECIPES.items()}
+        steps_by = {name: _engine_step(load_config(DEMO_CONFIG, overrides)) for name, overrides in RECIPES.items()}
     speeds: dict[str, list[float]] = {name: [] for name in steps_by}
     for r in range(rounds):
         for name, (step, batch_size) in steps_by.items():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from integral_pose.engine.config import load_config
+from integral_pose.engine.train import read_run_config
 from integral_pose.engine.data import dataset_skeleton
 from integral_pose.engine.evaluate import calibration_report, read_predictions
 from integral_pose.ops.decoders import LOGIT_METHODS
@@ -36,7 +36,7 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | --- | --- | --- |")
     for run in a.runs:
         folder = Path(run)
-        cfg = load_config(folder / "config.yaml")
+        cfg = read_run_config(folder)
         collected = read_predictions(folder / "predictions.npz")
         for method in [m for m in a.readouts if m in collected["pred"]]:
             r = calibration_report(collected, dataset_skeleton(cfg), method, a.bins)

@@ -31,6 +31,7 @@ epochs, load average. Renders are cached between runs in ``--cache-dir`` (pickle
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -48,7 +49,7 @@ from integral_pose.engine.evaluate import decoders_for_mode, evaluate_model
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import PoseLightningModule, build_model_from_config, build_optimizer, current_mode, lr_factor
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableSampler
-from integral_pose.engine.train import keep_freed_memory
+from integral_pose.studies.demo import keep_freed_memory
 from integral_pose.files import atomic_write_bytes
 from integral_pose.models.pose_net import IMAGENET_MEAN, IMAGENET_STD
 from integral_pose.models.resnet import BasicBlock, ResNet
@@ -92,6 +93,9 @@ class SkipHeadNet(nn.Module):
         return self.final(x)
 
 
+# The CPU demo's setting (the library's defaults are neutral, not the demo's).
+DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_2d.yaml")
+
 def lr_at(step: int, fraction: float, lr: float, schedule: str, train_cfg: dict) -> float:
     """Learning rate at ``step``, ``fraction`` of the run done: the engine's step schedule with the
     run's progress in epochs = fraction x train.max_epochs, or a cosine."""
@@ -100,8 +104,8 @@ def lr_at(step: int, fraction: float, lr: float, schedule: str, train_cfg: dict)
         if fraction < warm:
             return lr * fraction / warm
         return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (fraction - warm) / (1 - warm))))
-    return lr * lr_factor(step, fraction * train_cfg["max_epochs"], int(train_cfg["warmup_steps"] or 0),
-                          sorted(int(s) for s in train_cfg["lr_steps"] or []), float(train_cfg["lr_factor"]))
+    return lr * lr_factor(step, fraction * train_cfg.max_epochs, int(train_cfg.warmup_steps or 0),
+                          sorted(int(s) for s in train_cfg.lr_steps or []), float(train_cfg.lr_factor))
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -152,16 +156,15 @@ def main() -> None:
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    overrides = list(a.overrides) + ["train.compare_modes=[]", f"data.batch_size={a.batch_size}"]
+    overrides = list(a.overrides) + [f"data.batch_size={a.batch_size}"]
     overrides += [f"model.{k}={v}" for k, v in (("width", a.width), ("head_channels", a.head_channels),
                                                   ("num_deconv", a.num_deconv)) if v is not None]
-    cfg = load_config(None, overrides)
-    if cfg["train"]["keep_freed_memory"]:  # as engine.train.run_training does for CPU runs
-        keep_freed_memory()
-    lr = a.lr if a.lr is not None else float(cfg["train"]["lr"])
-    d = cfg["data"]
-    tag = json.dumps([cfg["seed"], d["synthetic_train"], d["synthetic_val"], d["synthetic_image_size"],
-                      d["synthetic_pose_amplitude"], d["synthetic_clutter"]])
+    cfg = load_config(DEMO_CONFIG, overrides)
+    keep_freed_memory()  # as the demo does for its CPU runs
+    lr = a.lr if a.lr is not None else float(cfg.train.lr)
+    d = cfg.data
+    tag = json.dumps([cfg.seed, d.synthetic_train, d.synthetic_val, d.synthetic_image_size,
+                      d.synthetic_pose_amplitude, d.synthetic_clutter])
     cache = Path(a.cache_dir) / f"{hashlib.sha1(tag.encode()).hexdigest()[:16]}.pkl"
     if cache.is_file():
         renders = pickle.loads(cache.read_bytes())
@@ -175,9 +178,9 @@ def main() -> None:
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     losses = PoseLightningModule(cfg, k, "h36m17")  # its compute_loss: the engine's integral loss
-    opt = build_optimizer({**cfg["train"], "lr": lr}, model.parameters())
+    opt = build_optimizer(dataclasses.replace(cfg.train, lr=lr), model.parameters())
     # the engine's loading: a new permutation and new augmentation of every image each epoch
-    sampler = ResumableSampler(len(train_set), shuffle=True, seed=int(cfg["seed"]), encode_epoch=True)
+    sampler = ResumableSampler(len(train_set), shuffle=True, seed=int(cfg.seed), encode_epoch=True)
     loader = torch.utils.data.DataLoader(EpochSeededDataset(train_set), batch_size=a.batch_size,
                                          sampler=sampler, drop_last=True)
     bf16 = a.precision == "bf16-mixed"
@@ -196,8 +199,8 @@ def main() -> None:
                 done = True
                 break
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, fraction, lr, a.schedule, cfg["train"])
-            mode = current_mode(cfg["train"], int(fraction * cfg["train"]["max_epochs"]))
+                group["lr"] = lr_at(step, fraction, lr, a.schedule, cfg.train)
+            mode = current_mode(cfg.train, int(fraction * cfg.train.max_epochs))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 logits = model(batch["image"])
             loss, _ = losses.compute_loss(logits, batch, mode)
@@ -216,7 +219,7 @@ def main() -> None:
     methods = decoders_for_mode(cfg)
     methods += [m for m in ("argmax", "dark") if m not in methods]  # heatmap decoders on any model's maps
     m = evaluate_model(model, val_set, cfg, "h36m17", methods=methods)
-    pck = pck_key(cfg["eval"]["pck_threshold"])
+    pck = pck_key(cfg.eval.pck_threshold)
     by = {name: {pck: round(100 * v[pck], 1), "mean_error_px": round(v["mean_error_px"], 2)}
           for name, v in m["by_decoder"].items()}
     row = {"name": a.name, "decoder": m["decoder"], pck: round(100 * m[pck], 1), "mean_error_px": round(m["mean_error_px"], 2),

@@ -41,9 +41,9 @@ def main() -> None:
         for mode in a.modes:
             for init in a.inits:
                 cfg = S._config(setting, mode, 16, None, epochs)
-                cfg["data"].update(rotation=0.0, scale=0.0, flip=False)
-                cfg["model"]["head_init"] = init
-                cfg["eval"]["decoders"] = ["argmax"]
+                cfg.data.rotation, cfg.data.scale, cfg.data.flip = 0.0, 0.0, False
+                cfg.model.head_init = init
+                cfg.eval.readout, cfg.eval.readouts = "argmax", []
                 fit_view = train.with_transform(S._transform(cfg, False))  # the fit is measured on the training images
                 t0 = time.perf_counter()
                 m = run_training(cfg, Path(runs) / f"{mode}_{init}", verbose=False,

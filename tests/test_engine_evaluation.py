@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from integral_pose.commands.train import format_table
+from integral_pose.engine.tables import metrics_table as format_table
 from integral_pose.engine.config import ConfigError, load_config
 from integral_pose.engine.evaluate import coco_metrics, decoders_for_mode, evaluate_model
 from integral_pose.engine.inference import pck_key

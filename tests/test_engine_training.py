@@ -163,7 +163,7 @@ def test_short_training_learns_and_writes_run_dir(tmp_path):
 
 @pytest.mark.slow
 def test_heatmap_mode_and_comparison_table(tmp_path):
-    from integral_pose.commands.train import format_table
+    from integral_pose.engine.tables import metrics_table as format_table
 
     cfg = load_config(None, TINY + ["train.mode=heatmap", "train.max_epochs=1", "data.synthetic_train=32"])
     m = run_training(cfg, tmp_path / "hm", verbose=False)

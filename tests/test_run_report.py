@@ -10,7 +10,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from integral_pose import cli
-from integral_pose.commands.train import format_table
+from integral_pose.engine.tables import metrics_table as format_table
 from integral_pose.engine.config import dump_config, load_config
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.evaluate import read_predictions, write_predictions

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 import yaml
 
 from integral_pose.engine.typed_config import (ConfigError, closest, config_markdown, flatten, from_mapping, load_typed,
-                                               read_config_file, to_dict)
+                                               read_config_file, to_dict, typed_keys)
 from integral_pose.files import atomic_write_text
 from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, REGULARIZERS
 from integral_pose.models import list_models, output_stride
@@ -214,10 +215,14 @@ class Config:
         for key, choices in _CHOICES.items():
             if flat[key] not in choices:
                 raise ConfigError(f"{key} = {flat[key]!r}: expected one of {', '.join(choices)}{closest(flat[key], choices)}")
+        types = {k: tp for k, (tp, _) in typed_keys(Config).items()}
         for key, (low, inclusive) in _RANGES.items():
             value = flat[key]
             if value is not None and (value != value or (value < low if inclusive else value <= low)):
-                raise ConfigError(f"{key} = {value!r}: expected {'>=' if inclusive else '>'} {low:g}")
+                kinds = typing.get_args(types[key]) or (types[key],)
+                what = "an integer" if int in kinds else "a number"
+                null = " or null" if type(None) in kinds else ""
+                raise ConfigError(f"{key} = {value!r}: expected {what} {'>=' if inclusive else '>'} {low:g}{null}")
         m, d, t, e = self.model, self.data, self.train, self.eval
         if m.num_deconv is not None and m.num_deconv > 5:
             raise ConfigError(f"model.num_deconv = {m.num_deconv!r}: expected an integer in 0..5 or null")
