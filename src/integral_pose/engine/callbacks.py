@@ -40,28 +40,58 @@ def fit_or_interrupt(trainer: Any, *args: Any, **kwargs: Any) -> None:
 class EpochSummary(Callback):
     """One plain line per epoch, for logs and for runs trained side by side (no progress bar):
 
-    ``[integral] epoch 3/12  loss 0.1234  val error 1.02 cells  190 img/s  95 s``
+    ``[integral] epoch 3/12  loss 0.1234  val error 4.08 input px  190 img/s  95 s``
 
-    Images/s and seconds count from the start of training.
+    The validation error is in the network input's pixels (``val/error_cells`` times the output
+    stride); images/s count training steps only (validation excluded), seconds everything since the
+    start of training.
     """
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, stride: float = 1.0) -> None:
         self.tag = tag
+        self.stride = float(stride)
         self._t0: float | None = None
+        self._running_since: float | None = None  # the training steps' clock, paused for validation
+        self._train_s = 0.0
+        self._step0 = 0
+        self._reported_epoch = -1
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()
+        self._step0 = trainer.global_step  # a resumed run counts its own steps
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._running_since = time.perf_counter()
+
+    def _pause(self) -> None:
+        if self._running_since is not None:
+            self._train_s += time.perf_counter() - self._running_since
+            self._running_since = None
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._pause()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self._t0 is None:
+        if not trainer.sanity_checking:
+            self._report(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._pause()
+        if self._reported_epoch != trainer.current_epoch:  # no validation this epoch
+            self._report(trainer, pl_module)
+
+    def _report(self, trainer, pl_module) -> None:
+        self._reported_epoch = trainer.current_epoch
+        if not trainer.is_global_zero or self._t0 is None:
             return
         m = trainer.callback_metrics
-        elapsed = time.perf_counter() - self._t0
-        seen = trainer.global_step * pl_module.cfg.data.batch_size * trainer.world_size
         parts = [f"[{self.tag}] epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
         if "train/loss" in m:
             parts.append(f"loss {float(m['train/loss']):.4f}")
         if "val/error_cells" in m:
-            parts.append(f"val error {float(m['val/error_cells']):.2f} cells")
-        parts.append(f"{seen / max(elapsed, 1e-9):.0f} img/s  {elapsed:.0f} s")
+            parts.append(f"val error {float(m['val/error_cells']) * self.stride:.2f} input px")
+        seen = (trainer.global_step - self._step0) * pl_module.cfg.data.batch_size * trainer.world_size
+        if self._train_s > 0:
+            parts.append(f"{seen / self._train_s:.3g} img/s")
+        parts.append(f"{time.perf_counter() - self._t0:.0f} s")
         print("  ".join(parts), flush=True)

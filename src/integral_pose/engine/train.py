@@ -37,7 +37,7 @@ from integral_pose.engine.callbacks import EpochSummary, SaveOnInterrupt, fit_or
 from integral_pose.engine.config import Config, ConfigError, config_from_stored, dump_config
 from integral_pose.engine.run_folder import refuse_changes
 from integral_pose.engine.console import use_progress_bar
-from integral_pose.engine.data import PoseDataModule, build_transform, dataset_skeleton, depth_notice
+from integral_pose.engine.data import PoseDataModule, build_transform, dataset_skeleton, depth_notice, heatmap_size
 from integral_pose.engine.evaluate import evaluate_model, write_json
 from integral_pose.engine.inference import mean_pose, pck_key
 from integral_pose.engine.module import PoseLightningModule
@@ -279,7 +279,7 @@ def run_training(
                                              every_n_train_steps=int(t.checkpoint_every_n_steps)))
     bar = use_progress_bar(cfg)
     if not bar:
-        all_callbacks.append(EpochSummary(t.mode))
+        all_callbacks.append(EpochSummary(t.mode, stride=cfg.data.input_size[0] / heatmap_size(cfg)[0]))
     all_callbacks.append(SaveOnInterrupt(ckpt_dir / "last.ckpt"))
     all_callbacks.extend(callbacks)
     gpu = on_gpu(cfg)
