@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from integral_pose.data.toy_coco import STAR5, make_toy_coco
+from integral_pose.engine.run_folder import prepare_run_folder
 from integral_pose.files import UserError
 
 __all__ = ["add_arguments", "main"]
@@ -20,7 +21,7 @@ __all__ = ["add_arguments", "main"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="new (or empty) folder for images/, annotations/ and skeleton.yaml")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output (replacing files of the same names)")
+    parser.add_argument("--overwrite", action="store_true", help="delete an earlier toy set in --output first")
     parser.add_argument("--train", type=int, default=1024, help="training images (one person each)")
     parser.add_argument("--val", type=int, default=128, help="validation images")
     parser.add_argument("--image-size", type=int, default=96, help="side of the square images in pixels")
@@ -32,9 +33,8 @@ def main(args: argparse.Namespace) -> int:
         if value < low:
             raise UserError(f"{flag} {value}: must be >= {low}")
     out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        what = "is not a folder" if not out.is_dir() else "is not empty"
-        raise UserError(f"--output {str(out)!r} {what}; choose a new folder (or pass --overwrite to write into it)")
+    # the one run-folder policy: a new folder, or --overwrite deletes an earlier toy set (never another folder)
+    prepare_run_folder(out, overwrite=args.overwrite, markers=("annotations", "skeleton.yaml"), resumable=False)
     total = args.train + args.val
     interactive = sys.stderr.isatty()
 
