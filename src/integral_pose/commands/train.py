@@ -16,17 +16,12 @@ import argparse
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from integral_pose.engine.config import load_config
-from integral_pose.engine.console import quiet_console
-from integral_pose.engine.cpu_runs import Job, single_cpu_process, train_on_cpu
-from integral_pose.engine.data import dataset_skeleton, render_synthetic
-from integral_pose.engine.inference import MEAN_POSE_LABEL, pck_key
-from integral_pose.engine.train import check_one_batch, check_resume, launched_rank_zero, prepare_run_folder, run_training
 from integral_pose.files import UserError, atomic_write_text
-from integral_pose.ops.decoders import DECODE_LABELS
-from integral_pose.studies.run_report import write_run_pictures
+
+if TYPE_CHECKING:
+    from integral_pose.engine.cpu_runs import Job
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +44,9 @@ def format_table(runs: dict[str, dict[str, Any]]) -> str:
     the data) is printed once: what predicting the average crop-relative pose, without looking at the
     image, scores -- a model near it has learned little.
     """
+    from integral_pose.engine.inference import MEAN_POSE_LABEL, pck_key
+    from integral_pose.ops.decoders import DECODE_LABELS
+
     pck = pck_key(next(iter(runs.values())).get("pck_threshold", 0.2)) if runs else pck_key(0.2)
     baseline = next((r["baseline_mean_pose"] for r in runs.values() if r.get("baseline_mean_pose")), None)
     cols = [(pck, pck.upper(), 100), ("pckh@0.5", "PCKh@0.5", 100), ("auc", "AUC", 100), ("coco_ap", "COCO AP", 100),
@@ -90,6 +88,15 @@ def comparison_jobs(cfg: dict[str, Any], output: Path, resume: bool) -> list[Job
 
 
 def main(args: argparse.Namespace) -> int:
+    # The engine (torch, Lightning) loads here, not for --help; without the [train] extra this is where
+    # the command stops, with the one line of cli.main.
+    from integral_pose.engine.config import load_config
+    from integral_pose.engine.console import quiet_console
+    from integral_pose.engine.cpu_runs import single_cpu_process, train_on_cpu
+    from integral_pose.engine.data import dataset_skeleton, render_synthetic
+    from integral_pose.engine.train import check_one_batch, check_resume, launched_rank_zero, prepare_run_folder, run_training
+    from integral_pose.studies.run_report import write_run_pictures
+
     overrides = list(args.overrides)
     if args.max_epochs is not None:
         overrides.append(f"train.max_epochs={args.max_epochs}")
