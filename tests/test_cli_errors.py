@@ -274,7 +274,8 @@ def test_every_docs_row_is_tested():
     rows = [line.split("|")[1].strip() for line in DOCS.read_text().splitlines()
             if line.startswith("| ") and not line.startswith("| mistake") and not line.startswith("| ---")]
     tested = {r[0] for r in ROWS} | {"show-data without `--root` outside the repository", "bench `--device cuda` without a GPU",
-                                     "Ctrl-C", "unknown flag or missing argument"}
+                                     "Ctrl-C", "unknown flag or missing argument",
+                                     "optional package not installed"}  # tests/test_lean_install.py
     assert set(rows) == tested, f"docs/errors.md and the tests differ: {set(rows) ^ tested}"
 
 

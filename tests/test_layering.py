@@ -1,6 +1,6 @@
 """The layers import downward only, checked on the real import graph and on the source.
 
-    ops, geometry, skeletons, files          (layer 0: tensors, affine maps, joint sets, file I/O)
+    ops, geometry, skeletons, files, extras  (layer 0: tensors, affine maps, joint sets, file I/O, optional packages)
     losses, models, metrics, data, viz       (layer 1: built from layer 0)
     engine                                   (layer 2: config -> data -> model -> Lightning -> evaluate)
     studies                                  (layer 3: runs of the engine)
@@ -33,7 +33,7 @@ import integral_pose
 
 SRC = Path(integral_pose.__file__).resolve().parent
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("ops", "geometry", "skeletons", "files"),
+    ("ops", "geometry", "skeletons", "files", "extras"),
     ("losses", "models", "metrics", "data", "viz"),
     ("engine",),
     ("studies",),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from integral_pose import cli
-from integral_pose.commands import evaluate as evaluate_command
+from integral_pose.engine import evaluate as engine_evaluate
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 MPII_JSON = DATA / "mpii" / "test_mpii.json"
@@ -146,7 +146,8 @@ def test_cli_checkpoint_calls_engine(monkeypatch, capsys):
         calls.update(checkpoint=checkpoint, config=config, overrides=tuple(overrides), output=output, overwrite=overwrite)
         return {"PCKh": {"Mean": 91.25}, "num_samples": 7}
 
-    monkeypatch.setattr(evaluate_command, "evaluate_checkpoint", fake_evaluate_checkpoint)
+    # the command imports the engine when it runs (its --help loads no engine): patched at its owner
+    monkeypatch.setattr(engine_evaluate, "evaluate_checkpoint", fake_evaluate_checkpoint)
     # --set accumulates, as in train: every override reaches the engine, in order
     assert run(["--checkpoint", "c.ckpt", "--config", "cfg.yaml", "--set", "a=1", "--set", "b=2", "--output", "o"]) == 0
     assert calls == {"checkpoint": "c.ckpt", "config": "cfg.yaml", "overrides": ("a=1", "b=2"), "output": "o", "overwrite": False}

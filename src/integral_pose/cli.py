@@ -8,8 +8,11 @@ Errors: a command raises :class:`integral_pose.files.UserError` (``ConfigError``
 mistake the user can fix; :func:`main` prints it as ONE line ``integral-pose <command>: error:
 <message>`` on stderr and returns 2, without a traceback. An ``OSError`` that no command translated
 (a disk that is full, a folder that cannot be written) is reported the same way, naming its file.
-Ctrl-C prints one line and returns 130 (the shell's code for SIGINT). ``--debug`` re-raises instead,
-to show the traceback. The table of mistakes and their messages is docs/errors.md.
+Ctrl-C prints one line and returns 130 (the shell's code for SIGINT). An optional package that is
+not installed (``integral_pose.extras``: a command's own import, or a library function's
+``MissingExtraError``) is one line naming the extra, ``integral-pose <command> needs the [train]
+extra: pip install 'integral-pose[train]'``, and status 2. ``--debug`` re-raises instead, to show
+the traceback. The table of mistakes and their messages is docs/errors.md.
 """
 from __future__ import annotations
 
@@ -17,14 +20,16 @@ import argparse
 import importlib
 import sys
 
+from integral_pose.extras import extra_for, install_hint
 from integral_pose.files import UserError
 
 EXIT_USER_ERROR = 2  # the status argparse uses for a bad command line: one status for "fix your input"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
-# One line per command: (name, module in integral_pose.commands, help). A command's module (and the
-# torch, Lightning, OpenCV it imports) loads only when that command runs, so `integral-pose --help`
-# and a mistyped command answer at once.
+# One line per command: (name, module in integral_pose.commands, help). A command's module loads only
+# when that command runs or shows its help, so `integral-pose --help` and a mistyped command answer at
+# once; a command module imports its engine (torch, Lightning, OpenCV) in its main(), so that its
+# --help answers quickly too, also where the [train] extra is not installed.
 COMMANDS = [
     ("quantization", "quantization", "decoding error of every readout, in input pixels"),
     ("bench", "bench", "speed of the soft-argmax readout: fused Triton, PyTorch, kornia, torch.compile"),
@@ -84,12 +89,29 @@ def _os_error_message(exc: OSError) -> str:
     return f"{' -> '.join(map(str, files))}: {reason}" if files else reason
 
 
+def _missing_extra(exc: ModuleNotFoundError, prefix: str, debug: bool) -> int:
+    """Print the one line for an optional package that is not installed and return 2. Any other missing
+    module (a broken install, a bug) keeps its traceback, as everything does under ``--debug``."""
+    extra = extra_for(exc.name)
+    if extra is None or debug:
+        raise exc
+    print(install_hint(prefix, extra), file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_command_in(argv)).parse_args(argv)
+    command = _command_in(argv)
+    try:
+        parser = build_parser(command)
+    except ModuleNotFoundError as exc:  # a command whose options are defined beside an extra's package
+        return _missing_extra(exc, f"integral-pose {command}", "--debug" in argv)
+    args = parser.parse_args(argv)
     prefix = f"integral-pose {args.command}"
     try:
         return int(args._main(args) or 0)
+    except ModuleNotFoundError as exc:  # first: a MissingExtraError is also a UserError
+        return _missing_extra(exc, prefix, args.debug)
     except UserError as exc:
         if args.debug:
             raise

@@ -1,5 +1,8 @@
 """Drawing skeletons on images (OpenCV) and tiling images into a grid.
 
+OpenCV and matplotlib (the [train] extra) are imported by the functions that draw and write, so
+that the module, and the commands that import it, load without them.
+
 Joint coordinates follow the project's pixel-centre convention; when an image is upscaled for
 display by ``s`` the joints are mapped with ``(x + 0.5) * s - 0.5`` so they stay on their pixels.
 
@@ -14,14 +17,18 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
-import torch
 
+from integral_pose.extras import require
 from integral_pose.files import atomic_write_bytes
 from integral_pose.skeletons import Skeleton, get_skeleton
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["to_uint8_image", "draw_skeleton", "make_grid", "save_image", "save_figure", "figure_png", "put_label", "palette",
            "draw_prediction_panel", "draw_legend", "GROUND_TRUTH_COLOR"]
@@ -30,9 +37,16 @@ __all__ = ["to_uint8_image", "draw_skeleton", "make_grid", "save_image", "save_f
 _LEFT, _RIGHT, _CENTRE = (40, 120, 255), (255, 140, 0), (0, 200, 80)
 
 
+def _is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch: a process that has not imported it
+    holds none (the command line's pictures need no torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
 def to_uint8_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
     """(3, H, W) float tensor in [0, 1] or (H, W, 3) array -> (H, W, 3) uint8 RGB (a copy)."""
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
         image = image.detach().cpu().numpy()
         if image.ndim == 3 and image.shape[0] in (1, 3):
             image = image.transpose(1, 2, 0)
@@ -75,17 +89,18 @@ def draw_skeleton(
         scale: upscale factor for display (nearest neighbour), joints mapped pixel-centre exactly.
         color: one colour for everything (e.g. predictions); default: left blue, right orange, centre green.
     """
+    cv2 = require("cv2", "draw_skeleton")
     sk = get_skeleton(skeleton)
     img = to_uint8_image(image)
     if scale != 1.0:
         h, w = img.shape[:2]
         img = cv2.resize(img, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_NEAREST)
-    j = np.asarray(joints.detach().cpu() if isinstance(joints, torch.Tensor) else joints, dtype=np.float64)
+    j = np.asarray(joints.detach().cpu() if _is_tensor(joints) else joints, dtype=np.float64)
     if j.shape != (sk.num_joints, 2):
         raise ValueError(f"joints must be ({sk.num_joints}, 2) for {sk.name}, got {j.shape}")
     j = (j + 0.5) * scale - 0.5
     vis = np.ones(len(j), bool) if visible is None else np.asarray(
-        visible.detach().cpu() if isinstance(visible, torch.Tensor) else visible
+        visible.detach().cpu() if _is_tensor(visible) else visible
     ) > 0
     vis &= np.isfinite(j).all(1)
     size = max(img.shape[:2])
@@ -106,6 +121,7 @@ def draw_skeleton(
 
 def put_label(image: np.ndarray, text: str) -> np.ndarray:
     """Write a small label in the top-left corner (in place; returns the image)."""
+    cv2 = require("cv2", "put_label")
     scale = max(0.35, image.shape[0] / 700)
     cv2.putText(image, text, (3, int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(image, text, (3, int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
@@ -131,6 +147,7 @@ def make_grid(images: Sequence[np.ndarray], ncols: int | None = None, pad: int =
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an RGB uint8 image (PNG/JPEG by extension), atomically; raise naming the file on failure."""
+    cv2 = require("cv2", "save_image")
     ext = os.path.splitext(str(path))[1] or ".png"
     params = [cv2.IMWRITE_PNG_COMPRESSION, 9] if ext.lower() == ".png" else []  # pictures kept in the repository
     ok, data = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
@@ -141,7 +158,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
 def figure_png(fig, dpi: float | None = None) -> bytes:
     """A matplotlib figure as PNG bytes; the figure is closed (pyplot keeps open figures alive)."""
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", "figure_png")
 
     buf = io.BytesIO()
     try:
@@ -177,6 +194,7 @@ def palette(n: int) -> list[tuple[int, int, int]]:
     """
     if n <= len(_PALETTE):
         return list(_PALETTE[:n])
+    cv2 = require("cv2", "palette")
     hues = np.linspace(0, 180, n, endpoint=False).astype(np.uint8)
     hsv = np.stack([hues, np.full(n, 220, np.uint8), np.full(n, 230, np.uint8)], 1)[None]
     return [tuple(int(c) for c in rgb) for rgb in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]]
@@ -226,6 +244,7 @@ def draw_legend(entries: Sequence[tuple[str, tuple[int, int, int] | None]], widt
         >>> draw_legend([("truth", (255, 255, 255)), ("note", None)], 120).shape
         (40, 120, 3)
     """
+    cv2 = require("cv2", "draw_legend")
     strip = np.full((row_height * len(entries) + 4, width, 3), 255, np.uint8)
     for i, (label, col) in enumerate(entries):
         y = 2 + i * row_height

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from integral_pose.engine.evaluate import evaluate_checkpoint, write_json
-from integral_pose.engine.tables import metrics_table
 from integral_pose.files import UserError, read_json, refuse_overwrite, refuse_overwrite_file
 from integral_pose.metrics import (COCO_STAT_NAMES, MPII_GROUPS, align_prediction, approx_head_boxes, bbox_size,
                                    bbox_size_from_joints, coco_keypoint_ap, curve_auc, head_size_from_boxes,
@@ -319,6 +317,11 @@ def _validate(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     _validate(args)
     if args.checkpoint:
+        # The engine (torch, Lightning: the [train] extra) loads only for a checkpoint; prediction files
+        # are scored by the metrics alone.
+        from integral_pose.engine.evaluate import evaluate_checkpoint
+        from integral_pose.engine.tables import metrics_table
+
         result = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.overrides, output=args.output,
                                      overwrite=args.overwrite)
         # the table train prints, for the same numbers
@@ -335,6 +338,8 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from exc
     print(format_table(result, title))
     if args.output and not args.checkpoint:
+        from integral_pose.engine.evaluate import write_json
+
         write_json(result, Path(args.output) / "metrics.json")
     if args.plot:
         print(f"curve written to {args.plot}")

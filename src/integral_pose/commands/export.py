@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from integral_pose.engine.evaluate import load_checkpoint
-from integral_pose.engine.export import check_onnx, export_onnx
 from integral_pose.files import refuse_overwrite_file
 
 
@@ -18,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from integral_pose.engine.evaluate import load_checkpoint  # the engine loads here, not for --help
+    from integral_pose.engine.export import check_onnx, export_onnx
+
     if not args.overwrite:
         refuse_overwrite_file(args.output, "--output")
     model, cfg, _ = load_checkpoint(args.checkpoint)

@@ -12,8 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from integral_pose.data.toy_coco import STAR5, make_toy_coco
-from integral_pose.engine.run_folder import prepare_run_folder
 from integral_pose.files import UserError
 
 __all__ = ["add_arguments", "main"]
@@ -29,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from integral_pose.data.toy_coco import STAR5, make_toy_coco  # torch loads here, not for --help
+    from integral_pose.engine.run_folder import prepare_run_folder
+
     for flag, value, low in (("--train", args.train, 1), ("--val", args.val, 1), ("--image-size", args.image_size, 32)):
         if value < low:
             raise UserError(f"{flag} {value}: must be >= {low}")

@@ -20,12 +20,8 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 
-from integral_pose.engine.data import depth_supervised
-from integral_pose.engine.evaluate import decoders_for_mode, load_checkpoint
-from integral_pose.engine.predict import check_box, predict_people, whole_image_box
 from integral_pose.files import UserError, atomic_write_bytes, atomic_write_text, read_json, refuse_overwrite
 from integral_pose.metrics.coco import keypoint_results
 from integral_pose.viz import draw_skeleton, put_label
@@ -195,6 +191,10 @@ def _match(det: dict, path: Path, image_id: int) -> bool:
 # ---------------------------------------------------------------------------------------- main
 def plan(args: argparse.Namespace, paths: list[Path], ids: list[int]) -> list[dict]:
     """Per input: its checked boxes, their scores and source. Reads every image once (sizes only)."""
+    import cv2
+
+    from integral_pose.engine.predict import check_box, whole_image_box
+
     dets = read_detections(args.detections, args.det_threshold) if args.detections else None
     jobs = []
     for path, iid in zip(paths, ids):
@@ -223,6 +223,8 @@ def plan(args: argparse.Namespace, paths: list[Path], ids: list[int]) -> list[di
 
 def draw(image: np.ndarray, joints: np.ndarray, boxes: np.ndarray, skeleton: Any, note: str | None) -> np.ndarray:
     """The image (upscaled to >= 256 px) with every person's box and skeleton."""
+    import cv2
+
     scale = max(1.0, 256.0 / max(image.shape[:2]))
     out = cv2.resize(image, (int(round(image.shape[1] * scale)), int(round(image.shape[0] * scale))),
                      interpolation=cv2.INTER_NEAREST) if scale != 1.0 else image.copy()
@@ -238,6 +240,12 @@ def draw(image: np.ndarray, joints: np.ndarray, boxes: np.ndarray, skeleton: Any
 
 
 def main(args: argparse.Namespace) -> int:
+    import cv2  # OpenCV and the engine (the [train] extra) load here, not for --help
+
+    from integral_pose.engine.data import depth_supervised
+    from integral_pose.engine.evaluate import decoders_for_mode, load_checkpoint
+    from integral_pose.engine.predict import predict_people
+
     paths = resolve_inputs(args.images)
     if args.det_threshold and not args.detections:
         raise UserError("--det-threshold needs --detections")

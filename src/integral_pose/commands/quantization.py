@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from integral_pose.extras import require
 from integral_pose.files import UserError, refuse_overwrite_file
 from integral_pose.studies.quantization import DEFAULT_NOISE, format_table, plot, run_study
 
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    if args.plot:  # matplotlib (the [train] extra) draws it: a missing one stops the run now, not after the study
+        require("matplotlib", "integral-pose quantization --plot")
     if args.threads and args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.floor is not None and args.floor <= 0:

@@ -19,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from integral_pose.data import CocoKeypoints, H36MFrames, MpiiDataset, PoseArchive, SyntheticHumans, TopDownTransform
 from integral_pose.files import UserError, refuse_overwrite_file
-from integral_pose.geometry import heatmap_to_input
 from integral_pose.viz import draw_skeleton, make_grid, put_label, save_image
 
 __all__ = ["add_arguments", "main", "build_dataset"]
@@ -59,6 +57,8 @@ def build_dataset(args: argparse.Namespace):
         UserError: the data folder or the annotation file does not exist (saying where the data is
             expected and how to pass ``--root``).
     """
+    from integral_pose.data import CocoKeypoints, H36MFrames, MpiiDataset, PoseArchive, SyntheticHumans
+
     if args.dataset == "synthetic":
         return SyntheticHumans(max(args.num, 1), image_size=args.image_size, seed=args.seed)
     root = args.root or _DEFAULT_DATA / _DEFAULT_ROOT[args.dataset]
@@ -86,6 +86,9 @@ def build_dataset(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    from integral_pose.data import TopDownTransform  # torch loads here, not for --help
+    from integral_pose.geometry import heatmap_to_input
+
     if args.num < 1:
         raise UserError(f"--num {args.num}: expected at least 1 sample")
     if not args.overwrite:

@@ -5,14 +5,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from integral_pose.engine.console import quiet_console
-from integral_pose.engine.run_folder import prepare_run_folder
 from integral_pose.files import UserError
 from integral_pose.models.pose_net import HEAD_INITS
-from integral_pose.studies.study import SETTINGS, num_deconv_for, run_study
-from integral_pose.studies.study_report import combine_seeds, format_tables, write_report
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -73,6 +67,8 @@ def parse_resolutions(text: str, input_size: int, model: str) -> tuple[int, ...]
         >>> parse_resolutions("32, 16", 64, "tiny")
         (16, 32)
     """
+    from integral_pose.studies.study import num_deconv_for
+
     values = sorted(_int_list("--resolutions", text, "16,32"))
     for r in values:
         try:
@@ -85,6 +81,13 @@ def parse_resolutions(text: str, input_size: int, model: str) -> tuple[int, ...]
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch  # the engine (Lightning, matplotlib: the [train] extra) loads here, not for --help
+
+    from integral_pose.engine.console import quiet_console
+    from integral_pose.engine.run_folder import prepare_run_folder
+    from integral_pose.studies.study import SETTINGS, run_study
+    from integral_pose.studies.study_report import combine_seeds, format_tables, write_report
+
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     if args.no_2d and args.no_3d:
         raise UserError("--no-2d and --no-3d together leave nothing to run")

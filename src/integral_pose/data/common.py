@@ -11,19 +11,22 @@ crowd annotations) and log it; with ``skip_corrupt=True`` an unreadable image is
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ImageReadError", "load_image", "PoseReader", "to_raw_item"]
+from integral_pose.extras import require
+
+__all__ = ["ImageReadError", "load_image", "PoseReader", "to_raw_item", "opencv"]
 
 log = logging.getLogger("integral_pose.data")
 
@@ -32,11 +35,24 @@ class ImageReadError(OSError):
     """An image file is missing or cannot be decoded; the message names the file."""
 
 
+@functools.cache
+def opencv() -> ModuleType:
+    """OpenCV (the [train] extra), imported on the data pipeline's first image operation, so that the
+    dataset classes import without it; a MissingExtraError names the extra when it is not installed.
+
+    Its own threads are off: dataloader workers parallelise, and OpenCV's threads only contend with them.
+    """
+    cv2 = require("cv2", "integral_pose.data (reading and cropping images)")
+    cv2.setNumThreads(1)
+    return cv2
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as RGB uint8 (H, W, 3); raise :class:`ImageReadError` naming the file."""
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(f"image file not found: {p}")
+    cv2 = opencv()
     data = np.fromfile(str(p), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:

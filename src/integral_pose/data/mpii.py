@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from integral_pose.data.common import PoseReader
+from integral_pose.extras import require
 from integral_pose.files import read_json
 from integral_pose.metrics.mpii import load_mpii_json
 from integral_pose.metrics.pck_auc import head_size_from_boxes
@@ -43,9 +44,7 @@ def load_head_boxes(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"head box file not found: {path}")
     if path.suffix.lower() == ".mat":
-        from scipy.io import loadmat
-
-        m = loadmat(str(path))
+        m = require("scipy.io", f"reading {path}").loadmat(str(path))
         if "headboxes_src" not in m:
             raise KeyError(f"{path}: no 'headboxes_src' (has {sorted(k for k in m if not k.startswith('__'))})")
         hb = np.asarray(m["headboxes_src"], dtype=np.float64)

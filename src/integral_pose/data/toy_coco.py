@@ -30,11 +30,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 
 from integral_pose.data import SyntheticHumans
+from integral_pose.data.common import opencv
 from integral_pose.files import atomic_write_text
 from integral_pose.metrics.coco import to_coco_box
 from integral_pose.skeletons import H36M17, Skeleton, get_skeleton
@@ -71,6 +71,7 @@ def _split(
     ds = SyntheticHumans(n, image_size=image_size, seed=seed, pose_amplitude=(0.25, 0.6), clutter=2)
     img_dir = out / "images" / split
     img_dir.mkdir(parents=True, exist_ok=True)
+    cv2 = opencv()
     images, annotations = [], []
     for i in range(n):
         r = ds.render(i)

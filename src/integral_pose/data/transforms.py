@@ -29,11 +29,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
-from integral_pose.data.common import check_box, check_joints
+from integral_pose.data.common import check_box, check_joints, opencv
 from integral_pose.geometry import (
     apply_affine,
     as_wh,
@@ -261,6 +260,7 @@ class TopDownTransform:
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"record {_record_name(rec)}: image must be (H, W, 3), got {image.shape}")
+        cv2 = opencv()
         crop = cv2.warpAffine(image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         # Channels first before the arithmetic (the same values): numpy's loops over a last axis
         # of 3 are several times slower than over a channel's plane.

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from integral_pose.extras import require
 from integral_pose.files import atomic_write_bytes
 from integral_pose.ops.soft_argmax import soft_argmax
 
@@ -41,6 +42,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
     The graph is exported into memory and written with :func:`~integral_pose.files.atomic_write_bytes`,
     so an interrupted export leaves the old file or none, never half a graph.
     """
+    require("onnx", "export_onnx")  # torch.onnx.export writes the graph through the onnx package
     wrapper = ExportWrapper(model).eval()
     w, h = input_size
     example = torch.rand(2, 3, h, w)
@@ -61,7 +63,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int],
 
 def check_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int], batch: int = 2, seed: int = 0) -> dict[str, float]:
     """Max absolute difference of each output between onnxruntime and PyTorch on random images."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "check_onnx")
 
     w, h = input_size
     g = torch.Generator().manual_seed(seed)

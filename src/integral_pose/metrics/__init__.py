@@ -7,6 +7,9 @@
 - :func:`coco_keypoint_ap` -- COCO OKS AP/AR via pycocotools;
 - :func:`scale_calibration`, :func:`expected_oks` -- predicted per-joint scales against the errors.
 
+numpy only at import: pycocotools (COCO AP) and SciPy (the calibration's rank correlation) are the
+[train] extra, imported when those functions run (``integral_pose.extras.require``).
+
 Boundary convention everywhere: a joint is correct when ``distance / norm <= thr``.
 """
 from .calibration import expected_oks, scale_calibration

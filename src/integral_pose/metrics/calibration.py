@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+
+from integral_pose.extras import require
 
 __all__ = ["scale_calibration", "expected_oks"]
 
@@ -75,7 +76,7 @@ def scale_calibration(errors: Any, scales: Any, weight: Any = None, bins: int = 
         out_bins.append({"scale_lo": float(s[part].min()), "scale_hi": float(s[part].max()),
                          "mean_scale": float(s[part].mean()), "mean_error": float(e[part].mean()),
                          "count": int(part.size)})
-    rho = float(spearmanr(s, e).statistic) if e.size > 1 else float("nan")
+    rho = float(require("scipy.stats", "scale_calibration").spearmanr(s, e).statistic) if e.size > 1 else float("nan")
     return {"spearman": rho, "count": int(e.size), "left_out": int((w & ~finite).sum()), "bins": out_bins}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from integral_pose.extras import require
 from integral_pose.files import read_json
 from integral_pose.skeletons import COCO_OKS_SIGMAS, DEFAULT_OKS_SIGMA
 
@@ -145,9 +146,7 @@ def coco_ground_truth(image_ids: Any, joints: Any, visible: Any, boxes: Any, are
 def coco_index(dataset: dict) -> Any:
     """A pycocotools ``COCO`` object over an annotation dict already in memory (pycocotools' printing
     silenced): a file's content restricted to some images, or :func:`coco_ground_truth`'s."""
-    from pycocotools.coco import COCO
-
-    gt = COCO()
+    gt = require("pycocotools.coco", "coco_index").COCO()
     gt.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
@@ -206,8 +205,8 @@ def coco_keypoint_ap(results: Any, gt: Any, *, sigmas: Sequence[float] | None = 
         stats = coco_keypoint_ap("person_keypoints_results.json", "person_keypoints_val2017.json")
         print(stats["AP"])
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    COCO = require("pycocotools.coco", "coco_keypoint_ap").COCO
+    COCOeval = require("pycocotools.cocoeval", "coco_keypoint_ap").COCOeval
 
     res = _load_results(results)
     non_finite = 0

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 
-__all__ = ["random_background"]
+from integral_pose.data.common import opencv
 
-cv2.setNumThreads(1)  # dataloader workers parallelise; OpenCV's own threads only contend with them
+__all__ = ["random_background"]
 
 
 def random_background(rng: np.random.Generator, h: int, w: int, clutter: int = 5) -> np.ndarray:
     """A random textured background (H, W, 3) float32 in [0, 1] with 0..``clutter`` random shapes."""
+    cv2 = opencv()
     g = int(rng.integers(2, 9))
     base = rng.uniform(0.0, 1.0, size=(g, g, 3)).astype(np.float32)
     # mostly muted colours, like real scenes; sometimes saturated ones
