@@ -23,8 +23,7 @@ SRC = ROOT / "src"
 # Every optional package, with the packages Lightning and the readout comparisons bring.
 BLOCKED = sorted(set(EXTRA_OF) | {"pytorch_lightning", "lightning_fabric", "torchmetrics", "kornia", "dsntnn"})
 # Commands whose options are defined next to an extra's package: their --help names the extra.
-# lift: its --supervision and --inputs choices are engine.lift's SUPERVISIONS and INPUTS (Lightning).
-HELP_NEEDS_EXTRA = {"lift": "train"}
+HELP_NEEDS_EXTRA: dict[str, str] = {}
 
 _BLOCKER = """
 import importlib.abc, sys

@@ -16,11 +16,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from integral_pose.engine.typed_config import flatten, read_config_file
-from integral_pose.engine.console import quiet_console
-from integral_pose.engine.lift import INPUTS, SUPERVISIONS, LiftConfig, fit_lift
+from integral_pose.engine.typed_config import flatten, load_typed, read_config_file
+from integral_pose.engine.lift_config import INPUTS, SUPERVISIONS, LiftConfig
 from integral_pose.engine.run_folder import prepare_run_folder, refuse_changes
-from integral_pose.engine.typed_config import load_typed
 from integral_pose.files import UserError
 
 # What a resumed run may change: how long it trains and how it uses the machine, never what it learns.
@@ -101,6 +99,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--resume and --overwrite contradict each other: --resume continues the run in --output, "
                         "--overwrite deletes it")
     cfg = load_run_config(args)
+    from integral_pose.engine.console import quiet_console  # Lightning (the [train] extra) loads here, not for --help
+    from integral_pose.engine.lift import fit_lift
     if not args.resume:
         prepare_run_folder(args.output, overwrite=args.overwrite)
     quiet_console()

@@ -9,7 +9,7 @@ the class's own ``validate()`` (if any) checks ranges and choices. Engine code t
 attributes (``cfg.train.lr``), never strings.
 
 Example:
-    >>> from integral_pose.engine.lift import LiftConfig
+    >>> from integral_pose.engine.lift_config import LiftConfig
     >>> cfg = load_typed(LiftConfig, None, ["train.lr=5e-4", "model.width=512"])
     >>> cfg.train.lr, cfg.model.width
     (0.0005, 512)
