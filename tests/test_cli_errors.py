@@ -14,18 +14,20 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY
 from integral_pose import cli
 from integral_pose.commands import quantization
 from integral_pose.engine.config import dump_config, load_config
 from integral_pose.engine.evaluate import load_checkpoint
 from integral_pose.engine.module import build_model_from_config
+from integral_pose.engine.typed_config import to_dict
 from integral_pose.files import BadFileError, MissingFileError, UserError
 
 DOCS = Path(__file__).parents[1] / "docs" / "errors.md"
 TINY_MODEL = ["model.width=8", "model.head_channels=16"]
-# A train row that stopped failing would run this (seconds), not the demo.
-TINY_RUN = ["data.synthetic_train=8", "data.synthetic_val=4", "data.batch_size=4", "train.max_epochs=1",
-            "train.compare_modes=[]", "train.progress_bar=false", "train.max_time_s=20", "train.threads=1"]
+# A train row that stopped failing would run this (seconds, and at most 20 s of training), not a long run.
+TINY_RUN = TINY + ["data.synthetic_train=8", "data.synthetic_val=4", "data.batch_size=4", "train.max_epochs=1",
+                   "train.max_time_s=20"]
 
 
 def _save(path: Path, hp: dict | None, state: dict | None) -> Path:
@@ -44,7 +46,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bad_inputs")
     cfg = load_config(None, TINY_MODEL)
     model = build_model_from_config(cfg, 17)
-    hp = {"cfg": cfg, "num_joints": 17, "skeleton": "h36m17"}
+    hp = {"cfg": to_dict(cfg), "num_joints": 17, "skeleton": "h36m17"}
     f = {"dir": d, "good": _save(d / "good.ckpt", hp, model.state_dict())}
     load_checkpoint(f["good"])  # the good one loads: the rows below fail for their own reason only
     f["truncated"] = d / "truncated.ckpt"
@@ -116,7 +118,7 @@ ROWS = [
     ("`--set` without `=`", _train("train.lr"), "key=value"),
     ("unknown model name", _train("model.name=resnet19"), "model.name = 'resnet19': unknown model; did you mean 'resnet18'"),
     ("head upsamples past the input", _train("model.num_deconv=4", "model.upscale=2"), "model.num_deconv = 4 with model.upscale = 2: the tiny head would upsample past the input resolution"),
-    ("learning rate <= 0", _train("train.lr=-1"), "train.lr = -1: expected a number > 0"),
+    ("learning rate <= 0", _train("train.lr=-1"), "train.lr = -1.0: expected a number > 0"),
     ("text where a number is expected", _train("train.lr=fast"), "train.lr = 'fast': expected a number"),
     ("negative weight decay", _train("train.weight_decay=-0.1"), "train.weight_decay = -0.1"),
     ("depth bins < 2", _train("model.depth_bins=0"), "model.depth_bins = 0: expected an integer >= 2"),
@@ -127,9 +129,9 @@ ROWS = [
     ("zero epochs", _train("train.max_epochs=0"), "train.max_epochs = 0"),
     ("limit of 0 samples", _train("data.limit_train=0"), "data.limit_train = 0"),
     ("time cap <= 0", _train("train.max_time_s=0"), "train.max_time_s = 0"),
-    ("learning-rate steps not integers", _train("train.lr_steps=[a]"), "train.lr_steps = ['a']"),
+    ("learning-rate steps not integers", _train("train.lr_steps=[a]"), "train.lr_steps[0] = 'a': expected an integer"),
     ("unknown training mode", _train("train.mode=integrl"), "train.mode = 'integrl'"),
-    ("unknown decoder", _train("eval.decoders=[argmx]"), "eval.decoders entry 'argmx'"),
+    ("unknown readout", _train("eval.readouts=[argmx]"), "eval.readouts entry 'argmx'"),
     ("input size not a multiple of 32", _train("data.input_size=[60, 64]"), "data.input_size = [60, 64]"),
     ("not a boolean", _train("data.flip=3"), "data.flip = 3: expected true or false"),
     ("skeleton file missing", _train("data.skeleton={dir}/nope.yaml"), "data.skeleton: skeleton file '{dir}/nope.yaml' not found"),
@@ -140,7 +142,7 @@ ROWS = [
     ("`--overwrite` on a folder that holds no run", _train(output="{photos}", flags=("--overwrite",)), "holds no run"),
     ("`--resume` without a checkpoint", _train(output="{nockpt}", flags=("--resume",)), "checkpoints/last.ckpt' not found"),
     ("`--resume` with a changed config", _train("train.lr=0.1", output="{changed}", flags=("--resume",)),
-     "in train.lr (stored 0.004, now 0.1)"),
+     "--resume continues the run with its own config; it cannot change train.lr (0.001 -> 0.1)"),
     ("`--resume` with `--overwrite`", _train(flags=("--resume", "--overwrite")), "contradict each other"),
     ("training set smaller than one batch", _train("data.synthetic_train=4", "data.batch_size=8"), "not one full batch"),
     ("predict box not finite", ["predict", "--checkpoint", "{good}", "{image}", "--box", "281,45,nan,347", "--output", "{dir}/p"],

@@ -1,4 +1,5 @@
-"""CLI round trips: train -> predict (same joints as the evaluation path) -> export (onnxruntime == PyTorch)."""
+"""CLI round trips on a trained run: predict (same joints as the evaluation path), export (onnxruntime ==
+PyTorch), evaluate --checkpoint (the same numbers as its predictions file)."""
 from __future__ import annotations
 
 import json
@@ -20,27 +21,12 @@ from integral_pose.files import UserError
 from integral_pose.metrics.coco import to_coco_box
 from integral_pose.skeletons import flip_permutation, get_skeleton
 
-TINY = [
-    "model.width=8", "model.head_channels=16", "data.synthetic_image_size=80", "data.synthetic_train=32",
-    "data.synthetic_val=8", "data.batch_size=8", "train.max_epochs=1", "train.progress_bar=false",
-    "train.compare_modes=[]", "train.warmup_steps=0", "train.threads=1", "train.max_time_s=null",
-]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    args = ["train", "--output", str(out)]
-    for o in TINY:
-        args += ["--set", o]
-    assert cli(args) == 0
-    assert (out / "metrics.json").is_file() and (out / "summary.md").is_file()
-    return out
+# tiny_run (conftest): the tiny integral model's run folder, trained once per session; read, never written
 
 
 @pytest.mark.slow
-def test_predict_matches_evaluation_path(run, tmp_path):
-    ckpt = run / "checkpoints" / "last.ckpt"
+def test_predict_matches_evaluation_path(tiny_run, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
     model, cfg, skeleton = load_checkpoint(ckpt)
     val = build_dataset(cfg, "val")  # held-out synthetic images (cached as uint8)
     i = 3
@@ -61,8 +47,8 @@ def test_predict_matches_evaluation_path(run, tmp_path):
     np.testing.assert_allclose(got, col["pred"]["integral"][0], atol=2e-3)
 
 
-def test_predict_errors(run, tmp_path, capsys):
-    ckpt = run / "checkpoints" / "last.ckpt"
+def test_predict_errors(tiny_run, tmp_path, capsys):
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
     out = tmp_path / "out"
     img = tmp_path / "x.png"
     cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
@@ -82,8 +68,8 @@ def test_predict_errors(run, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_export_onnx_round_trip(run, tmp_path, capsys):
-    ckpt = run / "checkpoints" / "last.ckpt"
+def test_export_onnx_round_trip(tiny_run, tmp_path, capsys):
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
     onnx_path = tmp_path / "m.onnx"
     assert cli(["export", "--checkpoint", str(ckpt), "--output", str(onnx_path)]) == 0
     assert "OK" in capsys.readouterr().out
@@ -105,8 +91,8 @@ def test_export_onnx_round_trip(run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_checkpoint_writes_metrics(run, tmp_path):
-    ckpt = run / "checkpoints" / "last.ckpt"
+def test_evaluate_checkpoint_writes_metrics(tiny_run, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
     m = evaluate_checkpoint(ckpt, overrides=["eval.flip_test=false"], output=tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["pck@0.2"] == pytest.approx(m["pck@0.2"]) and 0.0 <= m["pck@0.2"] <= 1.0
@@ -117,7 +103,7 @@ def test_evaluate_checkpoint_writes_metrics(run, tmp_path):
     again = compute_metrics(col, get_skeleton(skeleton), m["decoder"], cfg.eval.pck_threshold)
     assert again["pck@0.2"] == pytest.approx(m["pck@0.2"]) and again["mean_error_px"] == pytest.approx(m["mean_error_px"])
     # an earlier result is kept: the training run's own metrics.json, or this evaluation's
-    for folder in (run, tmp_path):
+    for folder in (tiny_run, tmp_path):
         before = {f: (folder / f).read_bytes() for f in ("metrics.json", "predictions.npz")}
         with pytest.raises(UserError, match="already holds metrics.json, predictions.npz"):
             evaluate_checkpoint(ckpt, output=folder)
@@ -125,7 +111,23 @@ def test_evaluate_checkpoint_writes_metrics(run, tmp_path):
     flipped = evaluate_checkpoint(ckpt, output=tmp_path, overwrite=True)  # unless told to replace it
     assert json.loads((tmp_path / "metrics.json").read_text())["flip_test"] is True and flipped["flip_test"] is True
     with pytest.raises(ValueError, match="model keys cannot change"):
-        evaluate_checkpoint(run / "checkpoints" / "last.ckpt", overrides=["model.width=16"])
+        evaluate_checkpoint(tiny_run / "checkpoints" / "last.ckpt", overrides=["model.width=16"])
+
+
+
+def test_evaluate_checkpoint_command_prints_the_training_table(tiny_run, tmp_path, capsys):
+    """integral-pose evaluate --checkpoint prints the table train prints (engine.tables.metrics_table):
+    one row per readout, the run's own readout first, without training columns."""
+    ckpt = tiny_run / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    assert cli(["evaluate", "--checkpoint", str(ckpt), "--set", "eval.flip_test=false", "--output", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0].startswith("| run | readout | PCK@0.2 |") and "train time" not in table[0]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    rows = table[2:]  # below the header's separator line
+    assert [row.split(" | ")[0] for row in rows] == ["| integral"] * 3  # the three integral readouts
+    assert saved["decoder"] == "integral" and rows[0].startswith("| integral | soft-argmax (integral) |")
 
 
 def test_train_rejects_unknown_key(capsys):

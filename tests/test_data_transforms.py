@@ -107,7 +107,6 @@ def test_outside_and_invisible_joints_get_zero_weight():
 
 
 def test_heatmap_targets_peak_at_target():
-    pytest.importorskip("integral_pose.ops.targets")
     rng = np.random.default_rng(3)
     rec = _record(rng)
     t = TopDownTransform(input_size=128, heatmap_size=32, train=False, heatmap_sigma=1.5)

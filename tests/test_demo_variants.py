@@ -31,13 +31,14 @@ def test_runs_trains_and_appends_one_json_row(tmp_path):
     assert rows[1]["params"] != rows[0]["params"]  # the skip head is a different network
     # every readout: the logit readouts and the heatmap decoders on the same maps
     assert rows[0]["decoder"] == "integral_local" and list(rows[0]["by_decoder"]) == [
-        "integral_local", "integral", "integral_debiased", "argmax", "dark"]  # eval.integral_decoder first
+        "integral_local", "integral", "integral_debiased", "argmax", "dark"]  # eval.readout first
     assert rows[0]["by_decoder"]["integral_local"]["pck@0.2"] == rows[0]["pck@0.2"]
     # a heatmap model, a fixed number of steps, bf16 autocast
     assert rows[2]["steps"] == 5 and rows[2]["precision"] == "bf16-mixed"
-    assert rows[2]["decoder"] == "argmax" and list(rows[2]["by_decoder"]) == ["argmax", "dark"]
+    # read by its own readout (DARK: a heatmap model's, eval.readout aside), then the other score readouts
+    assert rows[2]["decoder"] == "dark" and list(rows[2]["by_decoder"]) == ["dark", "argmax", "argmax_quarter"]
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "demo_variants.py"), "--table", str(out)], env=env,
                        capture_output=True, text=True, timeout=120)
     table = r.stdout.splitlines()
-    assert r.returncode == 0 and len(table) == 2 + 4 and table[4].startswith("| hm | argmax | — | — | — |")
+    assert r.returncode == 0 and len(table) == 2 + 4 and table[4].startswith("| hm | dark | — | — | — |")
     assert len(list((tmp_path / "renders").glob("*.pkl"))) == 1  # rendered once, reused by the second run

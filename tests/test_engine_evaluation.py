@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from integral_pose.engine.tables import metrics_table as format_table
 from integral_pose.engine.config import ConfigError, load_config
 from integral_pose.engine.evaluate import coco_metrics, decoders_for_mode, evaluate_model
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import build_model_from_config
-from integral_pose.ops.decoders import DECODE_LABELS, DECODE_METHODS, LOGIT_METHODS
+from integral_pose.engine.tables import metrics_table
+from integral_pose.ops.decoders import DECODE_LABELS, DECODE_METHODS, LOGIT_METHODS, SCORE_METHODS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,24 +42,36 @@ def test_pck_key_and_the_table_follow_the_threshold():
     assert pck_key(0.2) == "pck@0.2" and pck_key(0.1) == "pck@0.1" and pck_key(0.5) == "pck@0.5"
     run = {"by_decoder": {"integral": {"pck@0.1": 0.5, "mean_error_px": 1.0}}, "pck_threshold": 0.1,
            "epochs": 1, "train_time_s": 3.0}
-    table = format_table({"integral": run})
+    table = metrics_table({"integral": run})
+    assert table.startswith("| run | readout | PCK@0.1 |") and "| integral | " in table
     assert "PCK@0.1" in table and "50.0%" in table and DECODE_LABELS["integral"] in table
     assert set(DECODE_LABELS) == set(DECODE_METHODS)
 
 
 def test_integral_models_are_evaluated_with_every_logit_readout():
     cfg = load_config(None)
-    assert decoders_for_mode(cfg) == ["integral_local", "integral", "integral_debiased"]  # eval.integral_decoder first
-    cfg.eval.integral_decoder = None  # then the one the loss trains through
+    # eval.readout null: the one the loss trains through (train.readout) first, then the other logit readouts
     assert decoders_for_mode(cfg) == list(LOGIT_METHODS)
-    cfg.train.integral_readout = "debiased"
+    cfg.train.readout = "integral_debiased"
     assert decoders_for_mode(cfg) == ["integral_debiased", "integral", "integral_local"]
-    with pytest.raises(ConfigError, match="eval.integral_decoder = 'dark'"):
-        load_config(None, ["eval.integral_decoder=dark"])
+    cfg.eval.readout = "integral_local"  # an eval.readout leads
+    assert decoders_for_mode(cfg) == ["integral_local", "integral", "integral_debiased"]
+    with pytest.raises(ConfigError, match="eval.readout = 'dark' with train.mode = 'integral'"):
+        load_config(None, ["eval.readout=dark"])
     cfg.train.mode = "heatmap_then_integral"
     assert set(decoders_for_mode(cfg)) == set(LOGIT_METHODS)
-    cfg.train.mode = "heatmap"
-    assert decoders_for_mode(cfg) == cfg.eval.decoders
+    cfg.eval.readouts = ["integral", "argmax"]  # eval.readouts replaces the family
+    assert decoders_for_mode(cfg) == ["integral_local", "integral", "argmax"]
+
+
+def test_heatmap_models_are_read_by_dark_first_then_the_other_score_readouts():
+    cfg = load_config(None, ["train.mode=heatmap"])
+    assert decoders_for_mode(cfg) == ["dark", "argmax", "argmax_quarter"] and set(SCORE_METHODS) == {"dark", "argmax", "argmax_quarter"}
+    cfg.eval.readouts = ["argmax"]
+    assert decoders_for_mode(cfg) == ["dark", "argmax"]
+    cfg.eval.readout = "argmax"  # any readout reads a heatmap model's maps
+    assert decoders_for_mode(cfg) == ["argmax"]
+    assert decoders_for_mode(load_config(None, ["train.mode=heatmap", "eval.readout=integral"])) == ["integral", *SCORE_METHODS]
 
 
 def test_coco_metrics_scores_the_collected_predictions(tmp_path):
@@ -80,14 +92,15 @@ def test_evaluate_model_adds_coco_ap_for_coco_data(tmp_path):
     from integral_pose.data import CocoKeypoints, TopDownTransform
 
     ann = _coco_files(tmp_path)
-    cfg = load_config(None, ["data.dataset=coco", "model.width=8", "model.head_channels=16", "eval.pck_threshold=0.1"])
+    cfg = load_config(None, ["data.dataset=coco", "model.width=8", "model.head_channels=16", "eval.pck_threshold=0.1",
+                             "eval.readout=integral_local"])
     tf = TopDownTransform(input_size=(64, 64), heatmap_size=(16, 16), train=False, skeleton="coco17")
     ds = CocoKeypoints(ann, tmp_path, transform=tf)
     assert ds[0]["image_id"] == 1  # the sample carries its image id
     torch.manual_seed(0)
     model = build_model_from_config(cfg, 17)
     m = evaluate_model(model, ds, cfg, "coco17")
-    # every logit readout, eval.integral_decoder (the built-in integral_local) first
+    # every logit readout, eval.readout first
     assert sorted(m["by_decoder"]) == sorted(LOGIT_METHODS) and m["decoder"] == "integral_local" == next(iter(m["by_decoder"]))
     for metrics in m["by_decoder"].values():
         assert 0.0 <= metrics["coco_ap"] <= 1.0 and "pck@0.1" in metrics and "pck@0.2" not in metrics

@@ -2,13 +2,16 @@
 learning-rate schedule (warm-up by step, step decay by epoch) and the heatmap -> integral switch."""
 from __future__ import annotations
 
+import dataclasses
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import TINY
 from integral_pose import losses
-from integral_pose.engine.config import ConfigError, load_config
+from integral_pose.engine.config import ConfigError, TrainConfig, load_config
 from integral_pose.engine.module import PoseLightningModule, build_optimizer, current_mode, lr_factor
 from integral_pose.ops.coordinates import cells_to_normalized
 from integral_pose.ops.soft_argmax import soft_argmax
@@ -17,6 +20,7 @@ from integral_pose.ops.targets import render_heatmaps
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 K = 17
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _module(*overrides: str) -> PoseLightningModule:
@@ -72,8 +76,35 @@ def test_combine_adds_heatmap_mse_on_2d_maps_only():
     assert "heatmap" not in m3.compute_loss(logits, batch, "integral")[1]
 
 
+class _Fixed(torch.nn.Module):
+    """Stands in for the network: returns the same maps whatever the images."""
+
+    def __init__(self, maps: torch.Tensor) -> None:
+        super().__init__()
+        self.maps = maps
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.maps
+
+
+@pytest.mark.parametrize("peak", [1.0, 10.0])
+def test_validation_heatmap_mse_uses_the_training_targets_peak(peak):
+    """val/heatmap_mse of an integral model trained with train.combine measures the combined loss's
+    own MSE: targets peaking at train.combine_peak (maps equal to those targets score 0), not at 1."""
+    m = _module("train.combine=true", f"train.combine_peak={peak}", "train.js_weight=0", "data.heatmap_sigma=1.0")
+    _, batch = _batch()
+    hm, hw = render_heatmaps(batch["target"], (16, 16), 1.0, visible=batch["target_weight"][..., :2].amin(-1))
+    logged = {}
+    m.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    for maps, expected in ((peak * hm, 0.0), (hm, losses.heatmap_mse(hm, peak * hm, hw))):
+        m.model = _Fixed(maps)
+        m.validation_step({**batch, "image": torch.zeros(2, 3, 64, 64)}, 0)
+        torch.testing.assert_close(logged["val/heatmap_mse"], torch.as_tensor(expected, dtype=torch.float32))
+    assert peak == 1.0 or logged["val/heatmap_mse"] > 0  # maps of peak 1 are off the targets of peak 10
+
+
 @pytest.mark.parametrize("overrides", [
-    ("train.integral_readout=debiased",), ("train.coord_loss=laplace_nll",), ("train.coord_loss=gaussian_nll",),
+    ("train.readout=integral_debiased",), ("train.readout=integral_local",), ("train.coord_loss=laplace_nll",), ("train.coord_loss=gaussian_nll",),
     ("train.coord_loss=laplace_nll", "train.nll_scale=learned"), ("train.regularizer=kl", "train.regularizer_sigma=2.0"),
 ])
 def test_recipes_reach_the_module_and_train(overrides):
@@ -83,10 +114,11 @@ def test_recipes_reach_the_module_and_train(overrides):
     total.backward()
     assert torch.isfinite(total) and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     fn = m.integral_loss
-    cfg = m.cfg.train
-    assert (fn.readout, fn.coord_kind, fn.regularizer, fn.nll_scale) == (
-        cfg["integral_readout"], cfg["coord_loss"], cfg["regularizer"], cfg["nll_scale"])
-    assert fn.sigma == (cfg["regularizer_sigma"] or m.cfg.data.heatmap_sigma)
+    t = m.cfg.train
+    # the loss names its readout in its own vocabulary (plain, debiased, local): the decoder it is
+    assert (losses.READOUT_DECODERS[fn.readout], fn.coord_kind, fn.regularizer, fn.nll_scale) == (
+        t.readout, t.coord_loss, t.regularizer, t.nll_scale)
+    assert fn.sigma == (t.regularizer_sigma or m.cfg.data.heatmap_sigma)
     if fn.log_scale is not None:  # the learned factor trains with the network
         assert fn.log_scale.grad is not None and torch.isfinite(fn.log_scale.grad).all()
         opt = m.configure_optimizers()["optimizer"]
@@ -123,10 +155,10 @@ def test_lr_schedule_warmup_then_step_decay_by_epoch():
 
 
 def test_heatmap_then_integral_switches_loss_at_switch_epoch():
-    assert current_mode({"mode": "heatmap_then_integral", "switch_epoch": None, "max_epochs": 8}, 3) == "heatmap"
-    assert current_mode({"mode": "heatmap_then_integral", "switch_epoch": None, "max_epochs": 8}, 4) == "integral"
-    assert current_mode({"mode": "heatmap_then_integral", "switch_epoch": None, "max_epochs": 1}, 0) == "heatmap"
-    assert current_mode({"mode": "integral", "switch_epoch": 0, "max_epochs": 8}, 0) == "integral"
+    assert current_mode(TrainConfig(mode="heatmap_then_integral", switch_epoch=None, max_epochs=8), 3) == "heatmap"
+    assert current_mode(TrainConfig(mode="heatmap_then_integral", switch_epoch=None, max_epochs=8), 4) == "integral"
+    assert current_mode(TrainConfig(mode="heatmap_then_integral", switch_epoch=None, max_epochs=1), 0) == "heatmap"
+    assert current_mode(TrainConfig(mode="integral", switch_epoch=0, max_epochs=8), 0) == "integral"
     m = _module("train.mode=heatmap_then_integral", "train.switch_epoch=2", "train.js_weight=0")
     trainer = types.SimpleNamespace(current_epoch=0)
     m._trainer = trainer
@@ -165,11 +197,10 @@ def test_a_progress_source_moves_the_switch_and_the_decay_together():
 
 
 def test_the_demo_anneals_within_max_epochs_and_stops_on_its_time_budget():
-    cfg = load_config(None)
-    t = cfg.train
+    t = load_config(REPO / "configs" / "synthetic_2d.yaml").train  # the demo's config
     # the fixed-length variant (train.max_time_s=null) must reach every decay before max_epochs ends
-    assert t["max_time_s"] and all(0 < s < t["max_epochs"] for s in t["lr_steps"])
-    fractions = [s / t["max_epochs"] for s in t["lr_steps"]]
+    assert t.max_time_s and all(0 < s < t.max_epochs for s in t.lr_steps)
+    fractions = [s / t.max_epochs for s in t.lr_steps]
     assert fractions == sorted(fractions) and fractions[0] >= 0.5
 
 
@@ -183,7 +214,8 @@ def test_axis_weights_reach_the_loss_and_wrong_lengths_are_config_errors():
     t = cells_to_normalized(batch["target"], size)
     w = batch["target_weight"] * torch.tensor([1.0, 1.0, 4.0])
     torch.testing.assert_close(total, ((p - t).abs() * w).sum() / w.sum())
-    with pytest.raises(ConfigError, match=r"train.axis_weights = \[1, 1\]: expected null or 3 numbers"):
+    # the value as read (a list of numbers: 1 reads as 1.0)
+    with pytest.raises(ConfigError, match=r"train.axis_weights = \[1(\.0)?, 1(\.0)?\]: expected null or 3 numbers"):
         load_config(None, ["model.depth_bins=8", "train.axis_weights=[1, 1]"])
     with pytest.raises(ConfigError, match="train.axis_weights"):
         load_config(None, ["train.axis_weights=[0, 0]"])
@@ -191,7 +223,7 @@ def test_axis_weights_reach_the_loss_and_wrong_lengths_are_config_errors():
 
 @pytest.mark.parametrize("kind", ["adam", "sgd"])
 def test_build_optimizer_is_fused_on_cpu_and_updates_as_torchs_default(kind):
-    train = {"optimizer": kind, "lr": 0.01, "weight_decay": 1e-4}
+    train = TrainConfig(optimizer=kind, lr=0.01, weight_decay=1e-4)
     torch.manual_seed(0)
     # No conv bias before BatchNorm (as in the pose nets): BN cancels it, so its gradient is rounding
     # noise, which Adam scales up to lr-sized steps that differ with the order of float operations.
@@ -212,16 +244,14 @@ def test_build_optimizer_is_fused_on_cpu_and_updates_as_torchs_default(kind):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not torch.equal(nets[0][0].weight, torch.nn.Conv2d(3, 4, 3).weight)  # it did move
     with pytest.raises(ValueError, match="train.optimizer must be adam or sgd, got 'lamb'"):
-        build_optimizer({**train, "optimizer": "lamb"}, nets[0].parameters())
+        build_optimizer(dataclasses.replace(train, optimizer="lamb"), nets[0].parameters())
 
 
 def test_loggers_get_the_losses_parts_on_their_logging_steps_only(tmp_path):
     from integral_pose.engine.train import run_training
 
-    cfg = load_config(None, [
-        "model.width=8", "model.head_channels=16", "data.synthetic_image_size=64", "data.synthetic_train=48",
-        "data.synthetic_val=8", "data.batch_size=8", "train.max_epochs=1", "train.progress_bar=false",
-        "train.compare_modes=[]", "train.log_every_n_steps=2", "train.threads=1", "train.max_time_s=null"])
+    cfg = load_config(None, TINY + ["data.synthetic_train=48", "data.synthetic_val=8", "train.max_epochs=1",
+                                    "train.log_every_n_steps=2", "train.js_weight=1.0"])  # a loss of two parts
     run_training(cfg, tmp_path / "run", verbose=False)
     lines = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
     cols = lines[0].split(",")

@@ -407,7 +407,7 @@ def test_cross_entropy_keeps_pulling_a_confident_wrong_peak():
 
 
 def test_local_readout_trains_the_stronger_mode_not_the_mean_between_two():
-    """train.integral_readout "local": a map with the stronger mode on the joint and a weaker one on
+    """train.readout "integral_local": a map with the stronger mode on the joint and a weaker one on
     its mirror partner already reads right, so the coordinate loss is ~0 and pushes nothing; through
     the plain readout the same map is off by the weaker mode's pull."""
     from integral_pose.losses import READOUT_DECODERS, integral_coordinates

@@ -144,7 +144,9 @@ def test_cli_checkpoint_calls_engine(monkeypatch, capsys):
 
     def fake_evaluate_checkpoint(checkpoint, config=None, overrides=(), output=None, overwrite=False):
         calls.update(checkpoint=checkpoint, config=config, overrides=tuple(overrides), output=output, overwrite=overwrite)
-        return {"PCKh": {"Mean": 91.25}, "num_samples": 7}
+        m = {"pck@0.2": 0.9125, "mean_error_px": 1.5}
+        return {"by_decoder": {"integral": m}, "decoder": "integral", **m, "num_samples": 7, "mode": "integral",
+                "flip_test": True, "pck_threshold": 0.2}
 
     # the command imports the engine when it runs (its --help loads no engine): patched at its owner
     monkeypatch.setattr(engine_evaluate, "evaluate_checkpoint", fake_evaluate_checkpoint)
@@ -152,6 +154,8 @@ def test_cli_checkpoint_calls_engine(monkeypatch, capsys):
     assert run(["--checkpoint", "c.ckpt", "--config", "cfg.yaml", "--set", "a=1", "--set", "b=2", "--output", "o"]) == 0
     assert calls == {"checkpoint": "c.ckpt", "config": "cfg.yaml", "overrides": ("a=1", "b=2"), "output": "o", "overwrite": False}
     out = capsys.readouterr().out
-    assert _value(out, "PCKh.Mean") == 91.25 and _value(out, "num_samples") == 7
+    # the table train prints (engine.tables.metrics_table), for the engine's numbers
+    assert "Held-out evaluation of c.ckpt (7 images, flip test on)" in out and "| run | readout | PCK@0.2 | mean err (px) |" in out
+    assert "| integral | soft-argmax (integral) | 91.2% | 1.50 |" in out
     assert run(["--checkpoint", "c.ckpt", "--output", "o", "--overwrite"]) == 0
     assert calls["overwrite"] is True

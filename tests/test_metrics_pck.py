@@ -164,7 +164,6 @@ def test_normalisers():
 
 
 def test_torso_size_uses_skeleton_pair():
-    pytest.importorskip("integral_pose.skeletons")
     j = np.zeros((1, 16, 2))
     j[0, 13] = [0, 0]  # l_shoulder
     j[0, 2] = [6, 8]  # r_hip

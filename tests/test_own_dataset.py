@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from conftest import TINY
 from integral_pose.cli import main as cli
 from integral_pose.data import CocoKeypoints, TopDownTransform
 from integral_pose.data.coco import KeypointCountError
@@ -19,6 +20,7 @@ from integral_pose.engine.config import ConfigError, load_config
 from integral_pose.engine.data import build_dataset, dataset_skeleton, depth_notice, depth_supervised
 from integral_pose.engine.evaluate import load_checkpoint
 from integral_pose.engine.module import PoseLightningModule, build_model_from_config
+from integral_pose.engine.typed_config import to_dict
 from integral_pose.files import UserError
 from integral_pose.metrics.coco import coco_keypoint_ap
 from integral_pose.skeletons import DEFAULT_OKS_SIGMA, H36M17, get_skeleton
@@ -70,7 +72,8 @@ def test_wrong_keypoint_count_names_file_and_annotation(toy):
 
 def _cfg(toy, **data):
     cfg = load_config(REPO / "configs" / "own_skeleton" / "star5.yaml")
-    cfg.data.update({"root": str(toy), **data})
+    for key, value in {"root": str(toy), **data}.items():
+        setattr(cfg.data, key, value)
     return cfg
 
 
@@ -84,7 +87,11 @@ def test_show_data_draws_the_own_skeleton(toy, tmp_path, capsys):
 
 
 def test_data_skeleton_config(toy, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the shipped config's skeleton path is relative to the repository
+    monkeypatch.chdir(tmp_path)  # not the repository: the shipped config's paths start at its own folder
+    shipped = load_config(REPO / "configs" / "own_skeleton" / "star5.yaml")
+    assert shipped.data.skeleton == str(REPO / "configs" / "own_skeleton" / "star5_skeleton.yaml")
+    assert Path(shipped.data.root).resolve() == REPO / "data" / "toy_star5"  # where make-toy-data writes it
+    assert dataset_skeleton(shipped) == STAR5
     assert dataset_skeleton(_cfg(toy, skeleton="skeleton.yaml")) == STAR5  # relative to data.root
     assert dataset_skeleton(_cfg(toy, skeleton=str(toy / "skeleton.yaml"))) == STAR5
     assert dataset_skeleton(_cfg(toy, skeleton=None)).name == "coco17"
@@ -100,12 +107,16 @@ def test_data_skeleton_config(toy, tmp_path, monkeypatch):
     assert len(train) == 24 and train[0]["target"].shape[0] == 5
 
 
+def _data(dataset: str, depth_bins: int | None):
+    return load_config(None, [f"data.dataset={dataset}", f"model.depth_bins={'null' if depth_bins is None else depth_bins}"])
+
+
 def test_depth_from_2d_labels_is_said():
-    assert depth_supervised({"data": {"dataset": "synthetic"}, "model": {"depth_bins": 16}})
-    assert not depth_supervised({"data": {"dataset": "synthetic"}, "model": {"depth_bins": None}})
-    assert depth_notice({"data": {"dataset": "h36m_mpii"}, "model": {"depth_bins": 64}}) is None
-    assert depth_notice({"data": {"dataset": "coco"}, "model": {"depth_bins": None}}) is None
-    line = depth_notice({"data": {"dataset": "coco"}, "model": {"depth_bins": 16}})
+    assert depth_supervised(_data("synthetic", 16))
+    assert not depth_supervised(_data("synthetic", None))
+    assert depth_notice(_data("h36m_mpii", 64)) is None
+    assert depth_notice(_data("coco", None)) is None
+    line = depth_notice(_data("coco", 16))
     assert "\n" not in line and "unsupervised" in line and "'coco'" in line
 
 
@@ -141,30 +152,39 @@ def test_checkpoints_carry_the_skeleton_and_old_names_still_load(toy, tmp_path):
     old = load_config(None)
     model = build_model_from_config(old, 17)
     ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "hyper_parameters": {"cfg": old, "num_joints": 17, "skeleton": "h36m17"}}
+            "hyper_parameters": {"cfg": to_dict(old), "num_joints": 17, "skeleton": "h36m17"}}
     torch.save(ckpt, tmp_path / "old.ckpt")
     _, _, skeleton = load_checkpoint(tmp_path / "old.ckpt")
     assert get_skeleton(skeleton) is H36M17
-    # and a config from before a key existed (model.upscale): the key's default, the run's behaviour
-    del ckpt["hyper_parameters"]["cfg"]["model"]["upscale"]
+    # and a config from before a key existed (model.upscale): the key's default, the run's behaviour;
+    # keys of an earlier version under their old names (and readout names), the CPU demo's keys among them
+    stored = ckpt["hyper_parameters"]["cfg"]
+    del stored["model"]["upscale"]
+    del stored["train"]["readout"], stored["eval"]["readout"], stored["eval"]["readouts"]
+    stored["train"].update(integral_readout="local", compare_modes=["heatmap"], parallel_compare=True, threads="auto")
+    stored["eval"].update(integral_decoder="integral_debiased", decoders=["argmax", "dark"])
     torch.save(ckpt, tmp_path / "older.ckpt")
     loaded, cfg_loaded, _ = load_checkpoint(tmp_path / "older.ckpt")
     assert cfg_loaded.model.upscale == 1 and loaded.stride == 4
+    assert cfg_loaded.train.readout == "integral_local" and cfg_loaded.train.threads is None
+    assert cfg_loaded.eval.readout == "integral_debiased" and cfg_loaded.eval.readouts == ["argmax", "dark"]
 
 
 @pytest.mark.slow
 def test_readme_walk_through_end_to_end(tmp_path, monkeypatch, capsys):
     """make-toy-data -> train -> evaluate -> predict -> export, as in README "Train on your own data"."""
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a checkout of one's own: its configs/own_skeleton/ and data/ side by side
+    shutil.copytree(REPO / "configs" / "own_skeleton", tmp_path / "configs" / "own_skeleton")
     assert cli(["make-toy-data", "--output", "data/toy_star5", "--train", "32", "--val", "8", "--image-size", "64"]) == 0
     assert cli(["make-toy-data", "--output", "data/toy_star5"]) == 2  # a user's data is never overwritten unasked
-    assert "'data/toy_star5' is not empty; choose a new folder" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the run-folder policy (engine.run_folder): refused, --overwrite offered
+    assert "--output 'data/toy_star5' already holds" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     # the user's skeleton file lives next to the data; after training nothing needs it any more
     sk_file = tmp_path / "my_skeleton.yaml"
     shutil.copy(REPO / "configs" / "own_skeleton" / "star5_skeleton.yaml", sk_file)
-    sets = ["data.skeleton=" + str(sk_file), "train.max_epochs=1", "data.batch_size=8", "train.progress_bar=false",
-            "train.threads=1", "train.warmup_steps=0", "model.width=8", "model.head_channels=16"]
-    args = ["train", "--config", str(REPO / "configs" / "own_skeleton" / "star5.yaml"), "--output", "runs/star5"]
+    sets = TINY + ["data.skeleton=" + str(sk_file), "train.max_epochs=1"]
+    # the config's data.root (../../data/toy_star5) is read from the config file's folder
+    args = ["train", "--config", "configs/own_skeleton/star5.yaml", "--output", "runs/star5"]
     for s in sets:
         args += ["--set", s]
     assert cli(args) == 0

@@ -5,6 +5,7 @@ a tiny checkpoint trained for one epoch on it: accuracy is irrelevant, the pipel
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from conftest import TINY
 from integral_pose.cli import build_parser
 from integral_pose.cli import main as cli
 from integral_pose.commands.predict import box_arg, output_names, resolve_inputs
@@ -149,12 +151,12 @@ def coco_run(tmp_path_factory):
     if not GT.is_file():
         pytest.skip("COCO sample ../shared/data/coco absent")
     out = tmp_path_factory.mktemp("coco_run")
-    sets = [
+    # the tiny run on the COCO sample; its own readout is not the one it trained through, so that
+    # predict's choice (the run's first readout, eval.readout) shows
+    sets = TINY + [
         "data.dataset=coco", f"data.root={COCO}", "data.train_ann=test_coco.json", "data.val_ann=test_coco.json",
         "data.train_images=.", "data.val_images=.", "data.input_size=[64,64]", "data.batch_size=4",
-        "data.num_workers=0", "model.width=8", "model.head_channels=16", "train.max_epochs=1",
-        "train.progress_bar=false", "train.compare_modes=[]", "train.warmup_steps=0", "train.threads=1",
-        "train.max_time_s=null",
+        "data.num_workers=0", "train.max_epochs=1", "eval.readout=integral_local",
     ]
     args = ["train", "--output", str(out)]
     for s in sets:
@@ -167,7 +169,7 @@ def coco_run(tmp_path_factory):
 def test_predict_people_equals_the_evaluation_path(coco_run):
     """Each dataset person, predicted from its image and COCO box, gets the joints evaluate scores."""
     model, cfg, skeleton = load_checkpoint(coco_run)
-    decoder = cfg.eval.integral_decoder  # predict reads with the run's first readout
+    decoder = cfg.eval.readout  # predict reads with the run's first readout
     assert decoder == "integral_local"
     val = build_dataset(cfg, "val")
     perm = flip_permutation(skeleton).tolist()
@@ -310,9 +312,10 @@ def test_depth_is_reported_only_when_training_saw_depth_labels(coco_run):
     image = np.zeros((100, 80, 3), np.uint8)
     box = np.array([[10.0, 10.0, 50.0, 80.0]])
     for dataset, expect in (("coco", "unsupervised"), ("h36m", "measured")):
-        c = {**cfg, "model": {**cfg.model, "depth_bins": 8}, "data": {**cfg.data, "dataset": dataset}}
+        c = copy.deepcopy(cfg)
+        c.model.depth_bins, c.model.pretrained, c.data.dataset = 8, None, dataset
         torch.manual_seed(0)
-        model = build_model_from_config({**c, "model": {**c["model"], "pretrained": None}}, 17).eval()
+        model = build_model_from_config(c, 17).eval()
         res = predict_people(model, image, box, c, skeleton)
         assert res["depth"] == expect and res["joints"].shape == (1, 17, 2)
         assert ("depth_mm" in res) == (expect == "measured")

@@ -1,19 +1,21 @@
-"""The demo's pictures (studies.run_report) and the train command's table with the mean-pose row."""
+"""The demo's pictures (studies.run_report) and the results table (engine.tables) with the mean-pose row."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
+from conftest import TINY
 from integral_pose import cli
-from integral_pose.engine.tables import metrics_table as format_table
 from integral_pose.engine.config import dump_config, load_config
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.evaluate import read_predictions, write_predictions
+from integral_pose.engine.tables import metrics_table
+from integral_pose.engine.train import read_run_config
 from integral_pose.engine.inference import (MEAN_POSE, MEAN_POSE_LABEL, Readout, collect_readouts, compute_metrics,
                                            fixed_pose_readout)
 from integral_pose.files import BadFileError
@@ -25,10 +27,9 @@ from integral_pose.studies.run_report import (pick_examples, plot_pck_curves, sa
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SMALL = ["model.width=8", "model.head_channels=16", "data.synthetic_image_size=64", "data.synthetic_train=16",
-         "data.synthetic_val=12", "data.batch_size=8", "train.max_epochs=1", "train.progress_bar=false",
-         "train.warmup_steps=0", "train.lr_steps=[1]", "train.threads=1", "train.max_time_s=null",
-         "train.val_every_n_epochs=0", "eval.flip_test=false"]
+REPO = Path(__file__).resolve().parents[1]
+SMALL = TINY + ["data.synthetic_train=16", "data.synthetic_val=12", "train.max_epochs=1", "train.val_every_n_epochs=0",
+                "eval.flip_test=false"]
 
 
 def _fake_run(folder, cfg, val, offsets):
@@ -85,11 +86,11 @@ def test_table_has_one_mean_pose_row_and_3d_columns():
     base = {"pck@0.2": 0.2, "mean_error_px": 5.0, "mpjpe_mm": 290.0, "pa_mpjpe_mm": 230.0}
     run = {"by_decoder": {"integral": {"pck@0.2": 0.5, "mean_error_px": 1.0, "mpjpe_mm": 100.0, "pa_mpjpe_mm": 80.0}},
            "baseline_mean_pose": base, "epochs": 1, "train_time_s": 3.0, "pck_threshold": 0.2}
-    table = format_table({"integral": run, "heatmap": {**run, "by_decoder": {"argmax": run["by_decoder"]["integral"]}}})
+    table = metrics_table({"integral": run, "heatmap": {**run, "by_decoder": {"argmax": run["by_decoder"]["integral"]}}})
     rows = [line for line in table.splitlines() if MEAN_POSE_LABEL in line]
     assert len(rows) == 1 and rows[0] == table.splitlines()[-1]
     assert "| 20.0% | 5.00 | 290.00 | 230.00 |" in rows[0] and "MPJPE (mm)" in table and "PA-MPJPE (mm)" in table
-    assert MEAN_POSE_LABEL not in format_table({"integral": {k: v for k, v in run.items() if k != "baseline_mean_pose"}})
+    assert MEAN_POSE_LABEL not in metrics_table({"integral": {k: v for k, v in run.items() if k != "baseline_mean_pose"}})
 
 
 def test_pictures_are_pngs_with_a_row_per_readout(tmp_path):
@@ -115,24 +116,24 @@ def test_pictures_are_pngs_with_a_row_per_readout(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_command_writes_baseline_predictions_and_pictures(tmp_path, capsys):
+def test_demo_command_writes_baseline_predictions_and_pictures(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = cli.main(["train", "--output", str(out), "--set", "train.compare_modes=[heatmap]"]
+    code = cli.main(["demo", "--config", str(REPO / "configs" / "synthetic_2d.yaml"), "--output", str(out), "--sequential"]
                     + [f"--set={o}" for o in SMALL])
     printed = capsys.readouterr().out
     assert code == 0
     assert MEAN_POSE_LABEL in printed and str(out / "predictions.png") in printed and str(out / "pck_curve.png") in printed
     summary = (out / "summary.md").read_text()
-    assert summary.count(MEAN_POSE_LABEL) == 1
+    assert summary.count(MEAN_POSE_LABEL) == 1 and "| run | readout |" in summary
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"pck@0.2", "mean_error_px"} <= metrics["baseline_mean_pose"].keys()
-    for folder, readouts in ((out, set(LOGIT_METHODS)), (out / "heatmap", {"argmax", "dark"})):
+    # the integral run read by every integral readout, the heatmap run by DARK (its own) and argmax
+    for folder, mode, readouts in ((out, "integral", set(LOGIT_METHODS)), (out / "heatmap", "heatmap", {"argmax", "dark"})):
         col = read_predictions(folder / "predictions.npz")
         assert set(col["pred"]) == readouts | {MEAN_POSE} and col["gt"].shape == (12, 17, 2)
         saved = json.loads((folder / "metrics.json").read_text())
-        cfg = yaml.safe_load((folder / "config.yaml").read_text())
         for m in readouts:  # the file holds what the metrics were computed from
             assert compute_metrics(col, H36M17, m)["mean_error_px"] == pytest.approx(
                 saved["by_decoder"][m]["mean_error_px"], rel=1e-9)
-        assert cfg.train.mode in ("integral", "heatmap")
+        assert read_run_config(folder).train.mode == mode == saved["mode"]
     assert (out / "predictions.png").read_bytes()[:8] == PNG and (out / "pck_curve.png").read_bytes()[:8] == PNG

@@ -1,7 +1,6 @@
 """The reproduction study (`integral-pose study`): its building blocks and a CI smoke run (< 60 s on 2 cores)."""
 from __future__ import annotations
 
-from integral_pose.engine.inference import MEAN_POSE_LABEL
 import json
 import math
 from dataclasses import replace
@@ -11,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from integral_pose.engine.inference import MEAN_POSE_LABEL
+from integral_pose.engine.typed_config import flatten, to_dict
 from integral_pose.studies import study as S
 
 POSES = Path(__file__).parents[2] / "shared" / "data" / "h36m_poses"
@@ -27,8 +28,11 @@ def test_resolution_changes_only_the_head():
         cfg = S._config(setting, "integral", res, None, 1)
         # the study's pinned integral recipe (L1 + JS 1.0, plain readout), whatever the engine's defaults are
         t = cfg.train
-        assert t["js_weight"] == 1.0 and t["regularizer"] == "js" and t["coord_loss"] == "l1" and not t["combine"]
-        assert t["integral_readout"] == "plain" and t["regularizer_sigma"] is None
+        assert t.js_weight == 1.0 and t.regularizer == "js" and t.coord_loss == "l1" and not t.combine
+        assert t.readout == "integral" and t.regularizer_sigma is None
+        flat = flatten(to_dict(cfg))
+        pinned = {k: v for k, v in S.PINNED.items() if k != "eval.readouts"}  # an integral run: the integral readouts
+        assert {k: flat[k] for k in pinned} == pinned and cfg.eval.readouts is None
         net = build_model_from_config(cfg, 17).eval()
         with torch.no_grad():
             assert net(torch.rand(1, 3, 64, 64)).shape == (1, 17, res, res)
