@@ -10,7 +10,7 @@ from torch.utils.data import default_collate
 
 from integral_pose.engine.config import _NUMBERS, SCHEMA, ConfigError, load_config, schema_markdown
 from integral_pose.models import list_models
-from integral_pose.ops.decoders import DECODE_METHODS
+from integral_pose.ops.readouts import READOUT_NAMES
 from integral_pose.engine.data import build_dataset, dataset_skeleton
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.skeletons import get_skeleton
@@ -126,7 +126,7 @@ def test_names_come_from_their_owners():
         assert load_config(None, [f"model.name={name}"])["model"]["name"] == name
     with pytest.raises(ConfigError, match=r"model\.name = 'resnet19': unknown model; did you mean 'resnet18'\?"):
         load_config(None, ["model.name=resnet19"])
-    assert load_config(None, [f"eval.decoders=[{', '.join(DECODE_METHODS)}]"])["eval"]["decoders"] == list(DECODE_METHODS)
+    assert load_config(None, [f"eval.decoders=[{', '.join(READOUT_NAMES)}]"])["eval"]["decoders"] == list(READOUT_NAMES)
     with pytest.raises(ConfigError, match=r"eval\.decoders entry 'argmx'.*did you mean 'argmax'\?"):
         load_config(None, ["eval.decoders=[argmx]"])
 
