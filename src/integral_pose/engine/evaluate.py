@@ -22,35 +22,52 @@ from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
 from integral_pose.metrics.calibration import expected_oks, scale_calibration
 from integral_pose.metrics.coco import coco_ground_truth, coco_index, coco_keypoint_ap, keypoint_results
-from integral_pose.losses import READOUT_DECODERS
-from integral_pose.ops.decoders import LOGIT_METHODS
+from integral_pose.ops.readouts import canonical_readout, readout_names
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text, refuse_overwrite
 from integral_pose.skeletons import flip_permutation, get_skeleton
 
-__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json", "calibration_report",
+__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "checkpoint_readout", "evaluation_readouts",
+           "write_json", "calibration_report",
            "write_predictions", "read_predictions"]
 
 
-def decoders_for_mode(cfg: dict[str, Any]) -> list[str]:
-    """Readouts a run is evaluated with, the primary one first.
+def checkpoint_readout(cfg: dict[str, Any]) -> str:
+    """The readout a run's maps are read with: what ``predict`` and ``export`` emit, and the one
+    evaluation lists first (its "decoder" in metrics.json). The only place that rule lives.
 
-    Heatmap training: ``eval.decoders``. Integral training: every logit readout
-    (``ops.decoders.LOGIT_METHODS``), led by ``eval.integral_decoder``, or where that is null by the
-    one the loss trained through (``train.integral_readout``, by ``losses.READOUT_DECODERS``: plain
-    -> "integral", debiased -> "integral_debiased", local -> "integral_local").
+    Heatmap training (``train.mode: heatmap``): the first of ``eval.decoders`` ("argmax" when that
+    list is empty). Integral training (``integral``, ``heatmap_then_integral``): ``eval.integral_decoder``,
+    or where that is null the readout the loss trained through (``train.integral_readout``; a
+    stored config's legacy name is read by ``ops.readouts.canonical_readout``).
 
     Example:
-        >>> decoders_for_mode({"train": {"mode": "integral", "integral_readout": "debiased"}, "eval": {}})
+        >>> checkpoint_readout({"train": {"mode": "integral", "integral_readout": "debiased"}, "eval": {}})
+        'integral_debiased'
+        >>> checkpoint_readout({"train": {"mode": "heatmap"}, "eval": {"decoders": ["dark", "argmax"]}})
+        'dark'
+    """
+    if cfg["train"]["mode"] == "heatmap":
+        return canonical_readout((cfg["eval"]["decoders"] or ["argmax"])[0])
+    return canonical_readout(cfg["eval"].get("integral_decoder") or cfg["train"].get("integral_readout") or "integral")
+
+
+def evaluation_readouts(cfg: dict[str, Any]) -> list[str]:
+    """Readouts a run is evaluated with, :func:`checkpoint_readout` first.
+
+    Heatmap training: ``eval.decoders``. Integral training: every readout of logits in the registry
+    (``ops.readouts.readout_names(reads="logits")``), led by the checkpoint's.
+
+    Example:
+        >>> evaluation_readouts({"train": {"mode": "integral", "integral_readout": "debiased"}, "eval": {}})
         ['integral_debiased', 'integral', 'integral_local']
-        >>> decoders_for_mode({"train": {"mode": "integral"}, "eval": {"integral_decoder": "integral_local"}})
+        >>> evaluation_readouts({"train": {"mode": "integral"}, "eval": {"integral_decoder": "integral_local"}})
         ['integral_local', 'integral', 'integral_debiased']
     """
-    mode = cfg["train"]["mode"]
-    if mode == "heatmap":
-        return list(cfg["eval"]["decoders"] or ["argmax"])
-    primary = cfg["eval"].get("integral_decoder") or READOUT_DECODERS[cfg["train"].get("integral_readout") or "plain"]
-    return [primary] + [m for m in LOGIT_METHODS if m != primary]
+    primary = checkpoint_readout(cfg)
+    if cfg["train"]["mode"] == "heatmap":
+        return [canonical_readout(name) for name in cfg["eval"]["decoders"] or [primary]]
+    return [primary] + [name for name in readout_names(reads="logits") if name != primary]
 
 
 def coco_annotation_file(dataset: Dataset) -> Path | None:
@@ -219,7 +236,7 @@ def evaluate_model(
         "num_samples": N, "pck_threshold": eval.pck_threshold (its key: ``inference.pck_key``)}, and
         "baseline_mean_pose": metrics with ``mean_cells``.
     """
-    methods = list(methods or decoders_for_mode(cfg))
+    methods = list(methods or evaluation_readouts(cfg))
     loader = DataLoader(dataset, batch_size=cfg["eval"]["batch_size"], shuffle=False, num_workers=0)
     flip = flip_permutation(skeleton).tolist() if cfg["eval"]["flip_test"] else None
     was_training = model.training
@@ -369,7 +386,7 @@ def evaluate_checkpoint(
         cfg = load_config(config)
         cfg["model"] = ckpt_cfg["model"]
         cfg["train"]["mode"] = ckpt_cfg["train"]["mode"]
-        # the readout the model was trained through leads its evaluation (decoders_for_mode)
+        # the readout the model was trained through leads its evaluation (checkpoint_readout)
         cfg["train"]["integral_readout"] = ckpt_cfg["train"].get("integral_readout", "plain")
     else:
         cfg = json.loads(json.dumps(ckpt_cfg))
