@@ -21,14 +21,15 @@ from pathlib import Path
 from integral_pose.engine.train import read_run_config
 from integral_pose.engine.data import dataset_skeleton
 from integral_pose.engine.evaluate import calibration_report, read_predictions
-from integral_pose.ops.decoders import LOGIT_METHODS
+from integral_pose.ops.readouts import readout_names
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (config.yaml + predictions.npz)")
     p.add_argument("--bins", type=int, default=5, help="equal-count spread bins (default 5)")
-    p.add_argument("--readouts", nargs="+", default=list(LOGIT_METHODS), help="integral readouts to report")
+    p.add_argument("--readouts", nargs="+", default=list(readout_names(reads="logits")),
+                   help="integral readouts to report")
     a = p.parse_args()
     head = ["run", "readout", "joints", "Spearman ρ", "mean spread → mean error per bin (px)",
             "AP constant / readout / spread", "AP50 constant / readout / spread"]

@@ -26,6 +26,7 @@ MUST_HAVE_EXAMPLES = (
     "integral_pose.ops.coordinates",
     "integral_pose.ops.targets",
     "integral_pose.ops.decoders",
+    "integral_pose.ops.readouts",
     "integral_pose.losses",
     "integral_pose.models.pose_net",
     "integral_pose.engine.config",

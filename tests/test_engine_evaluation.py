@@ -11,10 +11,12 @@ import torch
 
 from integral_pose.engine.tables import metrics_table as format_table
 from integral_pose.engine.config import ConfigError, load_config
-from integral_pose.engine.evaluate import coco_metrics, decoders_for_mode, evaluate_model
+from integral_pose.engine.evaluate import checkpoint_readout, coco_metrics, evaluate_model, evaluation_readouts
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import build_model_from_config
-from integral_pose.ops.decoders import DECODE_LABELS, DECODE_METHODS, LOGIT_METHODS
+from integral_pose.ops.readouts import readout_label, readout_names
+
+LOGIT_READOUTS = readout_names(reads="logits")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,8 +45,7 @@ def test_pck_key_and_the_table_follow_the_threshold():
     run = {"by_decoder": {"integral": {"pck@0.1": 0.5, "mean_error_px": 1.0}}, "pck_threshold": 0.1,
            "epochs": 1, "train_time_s": 3.0}
     table = format_table({"integral": run})
-    assert "PCK@0.1" in table and "50.0%" in table and DECODE_LABELS["integral"] in table
-    assert set(DECODE_LABELS) == set(DECODE_METHODS)
+    assert "PCK@0.1" in table and "50.0%" in table and readout_label("integral") in table
 
 
 def test_integral_models_are_evaluated_with_every_logit_readout():
@@ -88,7 +89,7 @@ def test_evaluate_model_adds_coco_ap_for_coco_data(tmp_path):
     model = build_model_from_config(cfg, 17)
     m = evaluate_model(model, ds, cfg, "coco17")
     # every logit readout, eval.integral_decoder (the built-in integral_local) first
-    assert sorted(m["by_decoder"]) == sorted(LOGIT_METHODS) and m["decoder"] == "integral_local" == next(iter(m["by_decoder"]))
+    assert sorted(m["by_decoder"]) == sorted(LOGIT_READOUTS) and m["decoder"] == "integral_local" == next(iter(m["by_decoder"]))
     for metrics in m["by_decoder"].values():
         assert 0.0 <= metrics["coco_ap"] <= 1.0 and "pck@0.1" in metrics and "pck@0.2" not in metrics
     assert m["pck_threshold"] == 0.1 and m["coco_ap"] == m["by_decoder"]["integral_local"]["coco_ap"]
@@ -211,6 +212,6 @@ def test_evaluate_model_scores_the_mean_pose_and_writes_the_predictions(tmp_path
     assert m["baseline_mean_pose"] == compute_metrics(alone, H36M17, MEAN_POSE)
     assert {"mpjpe_mm", "pa_mpjpe_mm"} <= m["baseline_mean_pose"].keys()  # 3D: with the mean depth
     col = read_predictions(tmp_path / "p" / "predictions.npz")
-    assert set(col["pred"]) == set(LOGIT_METHODS) | {MEAN_POSE} and col["pred"][MEAN_POSE].shape == (9, 17, 2)
+    assert set(col["pred"]) == set(LOGIT_READOUTS) | {MEAN_POSE} and col["pred"][MEAN_POSE].shape == (9, 17, 2)
     assert compute_metrics(col, H36M17, "integral") == m["by_decoder"]["integral"]
     np.testing.assert_array_equal(col["depth_mm"][MEAN_POSE], alone["depth_mm"][MEAN_POSE])

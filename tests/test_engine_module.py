@@ -11,6 +11,7 @@ from integral_pose import losses
 from integral_pose.engine.config import ConfigError, load_config
 from integral_pose.engine.module import PoseLightningModule, build_optimizer, current_mode, lr_factor
 from integral_pose.ops.coordinates import cells_to_normalized
+from integral_pose.ops.readouts import canonical_readout
 from integral_pose.ops.soft_argmax import soft_argmax
 from integral_pose.ops.targets import render_heatmaps
 
@@ -73,7 +74,8 @@ def test_combine_adds_heatmap_mse_on_2d_maps_only():
 
 
 @pytest.mark.parametrize("overrides", [
-    ("train.integral_readout=debiased",), ("train.coord_loss=laplace_nll",), ("train.coord_loss=gaussian_nll",),
+    ("train.integral_readout=debiased",), ("train.integral_readout=integral_local",),
+    ("train.coord_loss=laplace_nll",), ("train.coord_loss=gaussian_nll",),
     ("train.coord_loss=laplace_nll", "train.nll_scale=learned"), ("train.regularizer=kl", "train.regularizer_sigma=2.0"),
 ])
 def test_recipes_reach_the_module_and_train(overrides):

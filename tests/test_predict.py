@@ -184,7 +184,7 @@ def test_predict_people_equals_the_evaluation_path(coco_run):
         res = predict_people(model, rgb, boxes, cfg, skeleton, flip_test=True, batch_size=3)
         np.testing.assert_allclose(res["joints"], col["pred"][decoder][idx], atol=1e-3)
         np.testing.assert_allclose(res["scores"], col["scores"][decoder][idx], atol=1e-5)
-        assert res["decoder"] == decoder and res["depth"] == "none" and "depth_mm" not in res
+        assert res["readout"] == decoder and res["depth"] == "none" and "depth_mm" not in res
     # without the flip test the joints differ (the flip test is really applied above)
     one = predict_people(model, rgb, boxes[:1], cfg, skeleton, flip_test=False)
     assert not np.allclose(one["joints"], col["pred"][decoder][idx[:1]], atol=1e-3)

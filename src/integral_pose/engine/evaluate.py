@@ -23,33 +23,53 @@ from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
 from integral_pose.metrics.calibration import expected_oks, scale_calibration
 from integral_pose.metrics.coco import coco_ground_truth, coco_index, coco_keypoint_ap, keypoint_results
-from integral_pose.ops.decoders import LOGIT_METHODS, SCORE_METHODS
+from integral_pose.ops.readouts import readout_names
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text, refuse_overwrite
 from integral_pose.skeletons import flip_permutation, get_skeleton
 
-__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json", "calibration_report",
+__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "checkpoint_readout", "evaluation_readouts",
+           "write_json", "calibration_report",
            "write_predictions", "read_predictions"]
 
 
-def decoders_for_mode(cfg: Config) -> list[str]:
-    """Readouts a run is evaluated with, its own (``eval.readout``: what predict and export use) first.
+def checkpoint_readout(cfg: Config) -> str:
+    """The readout a run's maps are read with: what ``predict`` and ``export`` emit, and the one
+    evaluation lists first (its "decoder" in metrics.json). The only place that rule lives.
 
-    ``eval.readout`` null: the one the training mode implies, ``train.readout`` for integral modes
-    and DARK for heatmap training. Then ``eval.readouts``, or where null the mode's family: the
-    score readouts for heatmap training, the logit readouts for integral modes.
+    ``eval.readout``, or where null the one the training mode implies: ``train.readout`` for
+    integral training (``integral``, ``heatmap_then_integral``), DARK for heatmap training. (A stored
+    config's older names are translated when it is read: ``engine.config.config_from_stored``.)
 
     Example:
         >>> from integral_pose.engine.config import load_config
-        >>> decoders_for_mode(load_config(None, ["train.readout=integral_debiased"]))
+        >>> checkpoint_readout(load_config(None, ["train.readout=integral_debiased"]))
+        'integral_debiased'
+        >>> checkpoint_readout(load_config(None, ["train.mode=heatmap"]))
+        'dark'
+    """
+    if cfg.eval.readout is not None:
+        return cfg.eval.readout
+    return "dark" if cfg.train.mode == "heatmap" else cfg.train.readout
+
+
+def evaluation_readouts(cfg: Config) -> list[str]:
+    """Readouts a run is evaluated with, :func:`checkpoint_readout` first, then ``eval.readouts``, or
+    where null the mode's family in the registry: the readouts of scores for heatmap training, of
+    logits for integral training.
+
+    Example:
+        >>> from integral_pose.engine.config import load_config
+        >>> evaluation_readouts(load_config(None, ["train.readout=integral_debiased"]))
         ['integral_debiased', 'integral', 'integral_local']
-        >>> decoders_for_mode(load_config(None, ["train.mode=heatmap"]))
+        >>> evaluation_readouts(load_config(None, ["train.mode=heatmap"]))
         ['dark', 'argmax', 'argmax_quarter']
     """
-    heatmap = cfg.train.mode == "heatmap"
-    primary = cfg.eval.readout or ("dark" if heatmap else cfg.train.readout)
-    family = cfg.eval.readouts if cfg.eval.readouts is not None else SCORE_METHODS if heatmap else LOGIT_METHODS
-    return [primary] + [m for m in family if m != primary]
+    primary = checkpoint_readout(cfg)
+    family = cfg.eval.readouts
+    if family is None:
+        family = readout_names(reads="scores" if cfg.train.mode == "heatmap" else "logits")
+    return [primary] + [name for name in family if name != primary]
 
 
 def coco_annotation_file(dataset: Dataset) -> Path | None:
@@ -220,7 +240,7 @@ def evaluate_model(
         "num_samples": N, "pck_threshold": eval.pck_threshold (its key: ``inference.pck_key``)}, and
         "baseline_mean_pose": metrics with ``mean_cells``.
     """
-    methods = list(methods or decoders_for_mode(cfg))
+    methods = list(methods or evaluation_readouts(cfg))
     loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=0)
     flip = flip_permutation(skeleton).tolist() if cfg.eval.flip_test else None
     was_training = model.training
