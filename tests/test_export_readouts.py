@@ -15,6 +15,7 @@ import torch
 
 from integral_pose.cli import main as cli
 from integral_pose.engine.config import load_config
+from integral_pose.engine.typed_config import to_dict
 from integral_pose.engine.data import build_transform
 from integral_pose.engine.evaluate import checkpoint_readout, load_checkpoint
 from integral_pose.engine.inference import cells_to_image, predict_cells
@@ -28,10 +29,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY_MODEL = ["model.width=8", "model.head_channels=16"]
 # (run kind, config overrides, the readout predict and export use by default)
 RUNS = {
-    "integral": ([], "integral_local"),  # eval.integral_decoder's built-in default
-    "heatmap": (["train.mode=heatmap", "eval.decoders=[dark, argmax]"], "dark"),
-    "integral_trained_debiased": (["eval.integral_decoder=null", "train.integral_readout=debiased"],
-                                  "integral_debiased"),
+    "integral": (["eval.readout=integral_local"], "integral_local"),
+    # null eval.readout: DARK; its blur sigma as this test was written for (the demo's 0.75 cells)
+    "heatmap": (["train.mode=heatmap", "eval.readouts=[argmax]", "data.heatmap_sigma=0.75"], "dark"),
+    "integral_trained_debiased": (["train.readout=integral_debiased"], "integral_debiased"),
 }
 EXPORTED = ("integral", "heatmap")  # runs whose own readout exports
 
@@ -41,7 +42,7 @@ def _checkpoint(path: Path, overrides: list[str], seed: int = 0) -> Path:
     cfg = load_config(None, TINY_MODEL + overrides)
     torch.manual_seed(seed)
     model = build_model_from_config(cfg, 17)
-    hp = {"cfg": cfg, "num_joints": 17, "skeleton": "h36m17"}
+    hp = {"cfg": to_dict(cfg), "num_joints": 17, "skeleton": "h36m17"}
     torch.save({"hyper_parameters": hp, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
     return path
 
@@ -94,8 +95,8 @@ def test_onnx_coords_are_predicts_on_the_same_crops(run, checkpoints, tmp_path, 
     res = predict_people(model, image, boxes, cfg, skeleton)
     assert res["readout"] == expected
     hm = (int(logits.shape[-1]), int(logits.shape[-2]))
-    joints = cells_to_image(torch.from_numpy(got["coords"]), hm, tuple(cfg["data"]["input_size"]), crop_to_image)
-    stride = cfg["data"]["input_size"][0] / hm[0]  # crop px per cell
+    joints = cells_to_image(torch.from_numpy(got["coords"]), hm, tuple(cfg.data.input_size), crop_to_image)
+    stride = cfg.data.input_size[0] / hm[0]  # crop px per cell
     px_per_cell = stride * float(np.sqrt(np.abs(np.linalg.det(crop_to_image[:, :, :2].numpy()))).max())
     np.testing.assert_allclose(joints.numpy(), res["joints"], atol=1e-4 * px_per_cell, rtol=0)
     np.testing.assert_allclose(got["scores"], res["scores"], atol=1e-5, rtol=0)
@@ -119,7 +120,7 @@ def test_readout_and_no_flip_choose_the_graphs_readout_as_they_choose_predicts(r
 
 
 def test_a_readout_that_does_not_export_is_refused_in_one_line(checkpoints, tmp_path, capsys):
-    """A checkpoint read with integral_debiased (trained through it, eval.integral_decoder null):
+    """A checkpoint read with integral_debiased (trained through it, eval.readout null):
     export refuses before writing anything, names the readouts it can emit and how to choose one."""
     ckpt = checkpoints["integral_trained_debiased"]
     _, cfg, _ = load_checkpoint(ckpt)
