@@ -13,7 +13,9 @@ from torch.utils.data import default_collate
 
 from integral_pose.cli import main as cli
 from integral_pose.engine.data import build_dataset
-from integral_pose.engine.evaluate import checkpoint_readout, evaluate_checkpoint, load_checkpoint, read_predictions
+from integral_pose.engine.evaluate import checkpoint_readout, evaluate_checkpoint
+from integral_pose.engine.checkpoint import load_checkpoint
+from integral_pose.engine.prediction_files import read_predictions
 from integral_pose.engine.inference import collect_predictions, compute_metrics, predict_cells
 from integral_pose.engine.predict import readout_settings
 from integral_pose.files import UserError

@@ -193,7 +193,7 @@ def test_mean_pose_reads_labels_without_decoding_images(tmp_path):
 
 def test_evaluate_model_scores_the_mean_pose_and_writes_the_predictions(tmp_path):
     from integral_pose.engine.data import build_dataset, build_transform, heatmap_size
-    from integral_pose.engine.evaluate import read_predictions
+    from integral_pose.engine.prediction_files import read_predictions
     from integral_pose.engine.inference import MEAN_POSE, collect_readouts, compute_metrics, fixed_pose_readout, mean_pose
     from integral_pose.skeletons import H36M17
 

@@ -17,7 +17,8 @@ from integral_pose.cli import main as cli
 from integral_pose.engine.config import load_config
 from integral_pose.engine.typed_config import to_dict
 from integral_pose.engine.data import build_transform
-from integral_pose.engine.evaluate import checkpoint_readout, load_checkpoint
+from integral_pose.engine.evaluate import checkpoint_readout
+from integral_pose.engine.checkpoint import load_checkpoint
 from integral_pose.engine.inference import cells_to_image, predict_cells
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.engine.predict import predict_people, readout_settings

@@ -19,7 +19,7 @@ from integral_pose.cli import build_parser
 from integral_pose.cli import main as cli
 from integral_pose.commands.predict import box_arg, output_names, resolve_inputs
 from integral_pose.engine.data import build_dataset
-from integral_pose.engine.evaluate import load_checkpoint
+from integral_pose.engine.checkpoint import load_checkpoint
 from integral_pose.engine.inference import collect_predictions
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.engine.predict import check_box, predict_people

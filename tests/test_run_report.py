@@ -13,7 +13,7 @@ from integral_pose import cli
 from integral_pose.engine.tables import metrics_table as format_table
 from integral_pose.engine.config import dump_config, load_config
 from integral_pose.engine.data import build_dataset, heatmap_size
-from integral_pose.engine.evaluate import read_predictions, write_predictions
+from integral_pose.engine.prediction_files import read_predictions, write_predictions
 from integral_pose.engine.inference import (MEAN_POSE, MEAN_POSE_LABEL, Readout, collect_readouts, compute_metrics,
                                            fixed_pose_readout)
 from integral_pose.files import BadFileError

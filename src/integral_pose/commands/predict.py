@@ -247,7 +247,7 @@ def main(args: argparse.Namespace) -> int:
     import cv2  # OpenCV and the engine (the [train] extra) load here, not for --help
 
     from integral_pose.engine.data import depth_supervised
-    from integral_pose.engine.evaluate import load_checkpoint
+    from integral_pose.engine.checkpoint import load_checkpoint
     from integral_pose.engine.predict import predict_people, readout_settings
 
     paths = resolve_inputs(args.images)

@@ -117,7 +117,7 @@ def predict_people(
     """Predict the joints of every person box in one image.
 
     Args:
-        model: the network (``engine.evaluate.load_checkpoint``), in eval mode.
+        model: the network (``engine.checkpoint.load_checkpoint``), in eval mode.
         image: (H, W, 3) RGB, uint8 or float32 in [0, 1].
         boxes: (N, 4) COCO boxes x, y, w, h (checked and clipped by :func:`check_box`).
         cfg: the run's config (crop size, padding, readout, heatmap sigma, depth bins, data).

@@ -7,7 +7,7 @@
 - ``pck_curve.png``: PCK against the threshold (0 .. 0.5 of the torso, the AUC grid of
   :mod:`integral_pose.metrics`) for every row, the mean training pose included.
 
-Both are made from the run folders' ``predictions.npz`` (``engine.evaluate.write_predictions``) and
+Both are made from the run folders' ``predictions.npz`` (``engine.prediction_files.write_predictions``) and
 the held-out set rebuilt from the run's ``config.yaml`` (only the drawn crops are read), so they can
 be redrawn from finished runs: :func:`write_run_pictures`.
 """
@@ -23,7 +23,7 @@ import numpy as np
 from integral_pose import metrics as M
 from integral_pose.metrics.pck_auc import DEFAULT_AUC_THRESHOLDS
 from integral_pose.engine.data import build_dataset, dataset_skeleton
-from integral_pose.engine.evaluate import read_predictions
+from integral_pose.engine.prediction_files import read_predictions
 from integral_pose.engine.inference import MEAN_POSE, MEAN_POSE_LABEL
 from integral_pose.engine.train import read_run_config
 from integral_pose.files import BadFileError, atomic_write_bytes
