@@ -30,6 +30,10 @@ MUST_HAVE_EXAMPLES = (
     "integral_pose.losses",
     "integral_pose.models.pose_net",
     "integral_pose.engine.config",
+    "integral_pose.engine.typed_config",
+    "integral_pose.engine.run_folder",
+    "integral_pose.engine.tables",
+    "integral_pose.studies.demo",
 )
 
 
