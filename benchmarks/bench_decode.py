@@ -32,7 +32,8 @@ import torch
 import integral_pose.ops.decoders as decoders
 from integral_pose.data.heatmaps import decode_to_image
 from integral_pose.geometry import input_to_heatmap
-from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS, decode, reads
+from integral_pose.ops.decoders import decode
+from integral_pose.ops.readouts import READOUT_NAMES, readout_names, reads
 from integral_pose.ops.targets import render_heatmaps
 
 IMAGE, MAP = 480, 64
@@ -82,7 +83,7 @@ def main() -> int:
         interior = edge >= 3 * sigma + 2
         for kind, target in KIND_TARGET.items():
             maps, _ = render_heatmaps(torch.from_numpy(cells).float(), (MAP, MAP), sigma, target)
-            for method in DECODE_METHODS:
+            for method in READOUT_NAMES:
                 t0 = time.perf_counter()
                 joints, _ = decode_to_image(maps, kind, method, image_size=(IMAGE, IMAGE), dark_sigma=sigma)
                 ms = (time.perf_counter() - t0) * 1e3 / truth[..., 0].size * 1000
@@ -105,7 +106,7 @@ def main() -> int:
                 maps, _ = render_heatmaps(torch.from_numpy(cells).float(), (MAP, MAP), sigma, "gaussian")
                 for floor in a.floor:
                     decoders.SCORE_FLOOR = floor
-                    for method in LOGIT_METHODS:
+                    for method in readout_names(reads="logits"):
                         joints, _ = decode_to_image(maps, "scores", method, image_size=(IMAGE, IMAGE))
                         mean, mx, inner = errors(joints, truth, interior)
                         print(f"| {sigma:g} | {floor:g} | {method} | {fmt(mean)} | {fmt(mx)} | {fmt(inner)} |")

@@ -7,7 +7,7 @@ its ``predictions.npz`` holds the held-out predictions with the spread of every 
 map). A folder written before the predictions carried the spread in image pixels is refreshed by
 ``integral-pose evaluate --checkpoint RUN_DIR/checkpoints/last.ckpt --output RUN_DIR --overwrite``.
 
-For every run and integral readout it prints ``engine.evaluate.calibration_report``: Spearman's rank
+For every run and integral readout it prints ``metrics.calibration.calibration_report``: Spearman's rank
 correlation of spread and error, the mean error against the mean spread in equal-count spread bins
 (image px; a Laplace likelihood trained on the spread makes them equal), and COCO AP / AP50 with
 three person scores: constant (no ranking), the readout's joint scores (what COCO results carry by
@@ -20,15 +20,17 @@ from pathlib import Path
 
 from integral_pose.engine.train import read_run_config
 from integral_pose.engine.data import dataset_skeleton
-from integral_pose.engine.evaluate import calibration_report, read_predictions
-from integral_pose.ops.decoders import LOGIT_METHODS
+from integral_pose.metrics.calibration import calibration_report
+from integral_pose.engine.prediction_files import read_predictions
+from integral_pose.ops.readouts import readout_names
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run folders (config.yaml + predictions.npz)")
     p.add_argument("--bins", type=int, default=5, help="equal-count spread bins (default 5)")
-    p.add_argument("--readouts", nargs="+", default=list(LOGIT_METHODS), help="integral readouts to report")
+    p.add_argument("--readouts", nargs="+", default=list(readout_names(reads="logits")),
+                   help="integral readouts to report")
     a = p.parse_args()
     head = ["run", "readout", "joints", "Spearman ρ", "mean spread → mean error per bin (px)",
             "AP constant / readout / spread", "AP50 constant / readout / spread"]

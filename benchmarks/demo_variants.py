@@ -12,7 +12,7 @@ One run = the demo's training in the config's ``train.mode`` (the engine's loss 
 the engine's data pipeline on the cached synthetic renders) for ``--time`` seconds of wall clock
 (or exactly ``--steps`` steps) on one thread, then the engine's held-out evaluation (500 images,
 flip test) with every readout: an integral model with every logit readout
-(``ops.decoders.LOGIT_METHODS``), then ``argmax`` and ``dark``; a heatmap model with ``argmax`` and
+(``ops.readouts.readout_names(reads="logits")``), then ``argmax`` and ``dark``; a heatmap model with ``argmax`` and
 ``dark``. ``--load-model`` evaluates saved weights the same way without training.
 A plain loop instead of the Lightning trainer, so a run is nothing but training steps: variants
 compare by what they learn in the same time. The learning rate follows the engine's schedule
@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from integral_pose.engine.config import load_config
 from integral_pose.engine.data import build_dataset, render_synthetic
-from integral_pose.engine.evaluate import decoders_for_mode, evaluate_model
+from integral_pose.engine.evaluate import evaluate_model, evaluation_readouts
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import PoseLightningModule, build_model_from_config, build_optimizer, current_mode, lr_factor
 from integral_pose.engine.sampling import EpochSeededDataset, ResumableSampler
@@ -159,6 +159,8 @@ def main() -> None:
     overrides = list(a.overrides) + [f"data.batch_size={a.batch_size}"]
     overrides += [f"model.{k}={v}" for k, v in (("width", a.width), ("head_channels", a.head_channels),
                                                   ("num_deconv", a.num_deconv)) if v is not None]
+    if any(o.replace(" ", "") == "train.mode=heatmap" for o in overrides):
+        overrides.insert(0, "eval.readout=null")  # the demo config's readout reads logits; a heatmap model: DARK
     cfg = load_config(DEMO_CONFIG, overrides)
     keep_freed_memory()  # as the demo does for its CPU runs
     lr = a.lr if a.lr is not None else float(cfg.train.lr)
@@ -216,7 +218,7 @@ def main() -> None:
         Path(a.save_model).parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), a.save_model)
     model.eval()
-    methods = decoders_for_mode(cfg)
+    methods = evaluation_readouts(cfg)
     methods += [m for m in ("argmax", "dark") if m not in methods]  # heatmap decoders on any model's maps
     m = evaluate_model(model, val_set, cfg, "h36m17", methods=methods)
     pck = pck_key(cfg.eval.pck_threshold)

@@ -18,7 +18,7 @@ from conftest import TINY
 from integral_pose import cli
 from integral_pose.commands import quantization
 from integral_pose.engine.config import dump_config, load_config
-from integral_pose.engine.evaluate import load_checkpoint
+from integral_pose.engine.checkpoint import load_checkpoint
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.engine.typed_config import to_dict
 from integral_pose.files import BadFileError, MissingFileError, UserError

@@ -12,11 +12,13 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from integral_pose import soft_argmax
 from integral_pose.cli import main as cli
 from integral_pose.engine.data import build_dataset
-from integral_pose.engine.evaluate import evaluate_checkpoint, load_checkpoint, read_predictions
-from integral_pose.engine.inference import collect_predictions, compute_metrics
+from integral_pose.engine.evaluate import checkpoint_readout, evaluate_checkpoint
+from integral_pose.engine.checkpoint import load_checkpoint
+from integral_pose.engine.prediction_files import read_predictions
+from integral_pose.engine.inference import collect_predictions, compute_metrics, predict_cells
+from integral_pose.engine.predict import readout_settings
 from integral_pose.files import UserError
 from integral_pose.metrics.coco import to_coco_box
 from integral_pose.skeletons import flip_permutation, get_skeleton
@@ -42,9 +44,10 @@ def test_predict_matches_evaluation_path(tiny_run, tmp_path):
     assert png is not None and png.shape[0] >= raw["image"].shape[0]
     # the same image through the dataset pipeline and the evaluation code
     batch = default_collate([val[i]])
-    col = collect_predictions(model, [batch], tuple(cfg.data.input_size), ["integral"],
-                              flip_permutation(skeleton).tolist())
-    np.testing.assert_allclose(got, col["pred"]["integral"][0], atol=2e-3)
+    readout = checkpoint_readout(cfg)  # what predict reads with
+    col = collect_predictions(model, [batch], tuple(cfg.data.input_size), [readout],
+                              flip_permutation(skeleton).tolist(), dark_sigma=float(cfg.data.heatmap_sigma))
+    np.testing.assert_allclose(got, col["pred"][readout][0], atol=2e-3)
 
 
 def test_predict_errors(tiny_run, tmp_path, capsys):
@@ -72,15 +75,21 @@ def test_export_onnx_round_trip(tiny_run, tmp_path, capsys):
     ckpt = tiny_run / "checkpoints" / "last.ckpt"
     onnx_path = tmp_path / "m.onnx"
     assert cli(["export", "--checkpoint", str(ckpt), "--output", str(onnx_path)]) == 0
-    assert "OK" in capsys.readouterr().out
-    model, cfg, _ = load_checkpoint(ckpt)
+    printed = capsys.readouterr().out
+    assert "readout integral_local (flip test)" in printed and "OK" in printed
+    model, cfg, skeleton = load_checkpoint(ckpt)
     x = torch.rand(3, 3, 64, 64)  # a batch size other than the export's: the batch axis is dynamic
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    logits, coords = sess.run(None, {"images": x.numpy()})
+    logits, coords, scores = sess.run(None, {"images": x.numpy()})
+    # the checkpoint's own readout with the flip test: what predict reads from the same crops
+    settings = readout_settings(cfg, skeleton)
+    assert settings.readout == "integral_local" and settings.flip_perm is not None
     with torch.no_grad():
         ref = model(x)
+        ref_coords, ref_scores = predict_cells(model, x, settings.readout, settings.flip_perm, settings.dark_sigma)
     np.testing.assert_allclose(logits, ref.numpy(), atol=1e-4)
-    np.testing.assert_allclose(coords, soft_argmax(ref).numpy(), atol=1e-4)
+    np.testing.assert_allclose(coords, ref_coords.numpy(), atol=1e-4)
+    np.testing.assert_allclose(scores, ref_scores.numpy(), atol=1e-5)
     # a second export keeps the first unless told to replace it; no temporary file is left either way
     first = onnx_path.read_bytes()
     onnx_path.write_bytes(b"an earlier graph")

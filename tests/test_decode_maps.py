@@ -17,7 +17,8 @@ from integral_pose.engine.inference import cells_to_image
 from integral_pose.files import UserError
 from integral_pose.geometry import apply_affine, input_to_heatmap
 from integral_pose.metrics.coco import from_coco_box
-from integral_pose.ops.decoders import DECODE_METHODS, MAP_KINDS, decode, reads
+from integral_pose.ops.decoders import MAP_KINDS, decode, reads
+from integral_pose.ops.readouts import READOUT_NAMES
 from integral_pose.ops.soft_argmax import soft_argmax
 from integral_pose.ops.targets import render_heatmaps
 
@@ -62,7 +63,7 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
 def test_kind_none_is_todays_decode_and_a_same_kind_readout_is_unchanged():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 20, 24, generator=g)
-    for method in DECODE_METHODS:
+    for method in READOUT_NAMES:
         plain = decode(x, method)
         same = decode(x, method, kind=reads(method))
         assert torch.equal(plain[0], same[0]) and torch.equal(plain[1], same[1]), method

@@ -26,9 +26,14 @@ MUST_HAVE_EXAMPLES = (
     "integral_pose.ops.coordinates",
     "integral_pose.ops.targets",
     "integral_pose.ops.decoders",
+    "integral_pose.ops.readouts",
     "integral_pose.losses",
     "integral_pose.models.pose_net",
     "integral_pose.engine.config",
+    "integral_pose.engine.typed_config",
+    "integral_pose.engine.run_folder",
+    "integral_pose.engine.tables",
+    "integral_pose.studies.demo",
 )
 
 

@@ -13,7 +13,7 @@ import typing
 from integral_pose.engine.config import _RANGES, Config, ConfigError, config_from_stored, load_config, schema_markdown
 from integral_pose.engine.typed_config import typed_keys
 from integral_pose.models import list_models
-from integral_pose.ops.decoders import DECODE_METHODS
+from integral_pose.ops.readouts import READOUT_NAMES
 from integral_pose.engine.data import build_dataset, dataset_skeleton
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.skeletons import get_skeleton
@@ -196,7 +196,7 @@ def test_names_come_from_their_owners():
         assert load_config(None, [f"model.name={name}"]).model.name == name
     with pytest.raises(ConfigError, match=r"model\.name = 'resnet19': unknown model; did you mean 'resnet18'\?"):
         load_config(None, ["model.name=resnet19"])
-    assert load_config(None, [f"eval.readouts=[{', '.join(DECODE_METHODS)}]"]).eval.readouts == list(DECODE_METHODS)
+    assert load_config(None, [f"eval.readouts=[{', '.join(READOUT_NAMES)}]"]).eval.readouts == list(READOUT_NAMES)
     with pytest.raises(ConfigError, match=r"eval\.readouts entry 'argmx'.*did you mean 'argmax'\?"):
         load_config(None, ["eval.readouts=[argmx]"])
     with pytest.raises(ConfigError, match=r"eval\.readout = 'dark' with train\.mode = 'integral'"):

@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from integral_pose.engine.config import ConfigError, load_config
-from integral_pose.engine.evaluate import coco_metrics, decoders_for_mode, evaluate_model
+from integral_pose.engine.evaluate import checkpoint_readout, coco_metrics, evaluate_model, evaluation_readouts
 from integral_pose.engine.inference import pck_key
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.engine.tables import metrics_table
-from integral_pose.ops.decoders import DECODE_LABELS, DECODE_METHODS, LOGIT_METHODS, SCORE_METHODS
+from integral_pose.ops.readouts import READOUT_NAMES, readout_label, readout_names
+
+LOGIT_READOUTS = readout_names(reads="logits")
+SCORE_READOUTS = readout_names(reads="scores")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,34 +47,36 @@ def test_pck_key_and_the_table_follow_the_threshold():
            "epochs": 1, "train_time_s": 3.0}
     table = metrics_table({"integral": run})
     assert table.startswith("| run | readout | PCK@0.1 |") and "| integral | " in table
-    assert "PCK@0.1" in table and "50.0%" in table and DECODE_LABELS["integral"] in table
-    assert set(DECODE_LABELS) == set(DECODE_METHODS)
+    assert "PCK@0.1" in table and "50.0%" in table and readout_label("integral") in table
 
 
 def test_integral_models_are_evaluated_with_every_logit_readout():
     cfg = load_config(None)
     # eval.readout null: the one the loss trains through (train.readout) first, then the other logit readouts
-    assert decoders_for_mode(cfg) == list(LOGIT_METHODS)
+    assert evaluation_readouts(cfg) == list(LOGIT_READOUTS)
     cfg.train.readout = "integral_debiased"
-    assert decoders_for_mode(cfg) == ["integral_debiased", "integral", "integral_local"]
+    assert evaluation_readouts(cfg) == ["integral_debiased", "integral", "integral_local"]
     cfg.eval.readout = "integral_local"  # an eval.readout leads
-    assert decoders_for_mode(cfg) == ["integral_local", "integral", "integral_debiased"]
+    assert evaluation_readouts(cfg) == ["integral_local", "integral", "integral_debiased"]
     with pytest.raises(ConfigError, match="eval.readout = 'dark' with train.mode = 'integral'"):
         load_config(None, ["eval.readout=dark"])
     cfg.train.mode = "heatmap_then_integral"
-    assert set(decoders_for_mode(cfg)) == set(LOGIT_METHODS)
+    assert set(evaluation_readouts(cfg)) == set(LOGIT_READOUTS)
     cfg.eval.readouts = ["integral", "argmax"]  # eval.readouts replaces the family
-    assert decoders_for_mode(cfg) == ["integral_local", "integral", "argmax"]
+    assert evaluation_readouts(cfg) == ["integral_local", "integral", "argmax"]
 
 
 def test_heatmap_models_are_read_by_dark_first_then_the_other_score_readouts():
     cfg = load_config(None, ["train.mode=heatmap"])
-    assert decoders_for_mode(cfg) == ["dark", "argmax", "argmax_quarter"] and set(SCORE_METHODS) == {"dark", "argmax", "argmax_quarter"}
+    assert evaluation_readouts(cfg) == ["dark", "argmax", "argmax_quarter"] and set(SCORE_READOUTS) == {"dark", "argmax", "argmax_quarter"}
     cfg.eval.readouts = ["argmax"]
-    assert decoders_for_mode(cfg) == ["dark", "argmax"]
+    assert evaluation_readouts(cfg) == ["dark", "argmax"]
     cfg.eval.readout = "argmax"  # any readout reads a heatmap model's maps
-    assert decoders_for_mode(cfg) == ["argmax"]
-    assert decoders_for_mode(load_config(None, ["train.mode=heatmap", "eval.readout=integral"])) == ["integral", *SCORE_METHODS]
+    assert evaluation_readouts(cfg) == ["argmax"]
+    assert checkpoint_readout(cfg) == "argmax"
+    # a logit readout would read a heatmap model's score maps as logits: refused where the config is read
+    with pytest.raises(ConfigError, match="eval.readout = 'integral' with train.mode = 'heatmap'"):
+        load_config(None, ["train.mode=heatmap", "eval.readout=integral"])
 
 
 def test_coco_metrics_scores_the_collected_predictions(tmp_path):
@@ -101,7 +106,7 @@ def test_evaluate_model_adds_coco_ap_for_coco_data(tmp_path):
     model = build_model_from_config(cfg, 17)
     m = evaluate_model(model, ds, cfg, "coco17")
     # every logit readout, eval.readout first
-    assert sorted(m["by_decoder"]) == sorted(LOGIT_METHODS) and m["decoder"] == "integral_local" == next(iter(m["by_decoder"]))
+    assert sorted(m["by_decoder"]) == sorted(LOGIT_READOUTS) and m["decoder"] == "integral_local" == next(iter(m["by_decoder"]))
     for metrics in m["by_decoder"].values():
         assert 0.0 <= metrics["coco_ap"] <= 1.0 and "pck@0.1" in metrics and "pck@0.2" not in metrics
     assert m["pck_threshold"] == 0.1 and m["coco_ap"] == m["by_decoder"]["integral_local"]["coco_ap"]
@@ -205,7 +210,7 @@ def test_mean_pose_reads_labels_without_decoding_images(tmp_path):
 
 def test_evaluate_model_scores_the_mean_pose_and_writes_the_predictions(tmp_path):
     from integral_pose.engine.data import build_dataset, build_transform, heatmap_size
-    from integral_pose.engine.evaluate import read_predictions
+    from integral_pose.engine.prediction_files import read_predictions
     from integral_pose.engine.inference import MEAN_POSE, collect_readouts, compute_metrics, fixed_pose_readout, mean_pose
     from integral_pose.skeletons import H36M17
 
@@ -224,6 +229,6 @@ def test_evaluate_model_scores_the_mean_pose_and_writes_the_predictions(tmp_path
     assert m["baseline_mean_pose"] == compute_metrics(alone, H36M17, MEAN_POSE)
     assert {"mpjpe_mm", "pa_mpjpe_mm"} <= m["baseline_mean_pose"].keys()  # 3D: with the mean depth
     col = read_predictions(tmp_path / "p" / "predictions.npz")
-    assert set(col["pred"]) == set(LOGIT_METHODS) | {MEAN_POSE} and col["pred"][MEAN_POSE].shape == (9, 17, 2)
+    assert set(col["pred"]) == set(LOGIT_READOUTS) | {MEAN_POSE} and col["pred"][MEAN_POSE].shape == (9, 17, 2)
     assert compute_metrics(col, H36M17, "integral") == m["by_decoder"]["integral"]
     np.testing.assert_array_equal(col["depth_mm"][MEAN_POSE], alone["depth_mm"][MEAN_POSE])

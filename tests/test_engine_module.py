@@ -14,6 +14,7 @@ from integral_pose import losses
 from integral_pose.engine.config import ConfigError, TrainConfig, load_config
 from integral_pose.engine.module import PoseLightningModule, build_optimizer, current_mode, lr_factor
 from integral_pose.ops.coordinates import cells_to_normalized
+from integral_pose.ops.readouts import canonical_readout
 from integral_pose.ops.soft_argmax import soft_argmax
 from integral_pose.ops.targets import render_heatmaps
 
@@ -115,8 +116,8 @@ def test_recipes_reach_the_module_and_train(overrides):
     assert torch.isfinite(total) and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     fn = m.integral_loss
     t = m.cfg.train
-    # the loss names its readout in its own vocabulary (plain, debiased, local): the decoder it is
-    assert (losses.READOUT_DECODERS[fn.readout], fn.coord_kind, fn.regularizer, fn.nll_scale) == (
+    # the loss trains through the configured registry readout
+    assert (fn.readout, fn.coord_kind, fn.regularizer, fn.nll_scale) == (
         t.readout, t.coord_loss, t.regularizer, t.nll_scale)
     assert fn.sigma == (t.regularizer_sigma or m.cfg.data.heatmap_sigma)
     if fn.log_scale is not None:  # the learned factor trains with the network

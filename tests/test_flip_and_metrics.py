@@ -18,7 +18,7 @@ from scipy.linalg import orthogonal_procrustes
 from integral_pose.engine.inference import compute_metrics, decode_with_flip
 from integral_pose.geometry import heatmap_to_input
 from integral_pose import decode, render_heatmaps
-from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
+from integral_pose.ops.readouts import READOUT_NAMES, reads
 from integral_pose.skeletons import H36M17, flip_permutation, get_skeleton
 
 SKELETONS = ("coco17", "mpii16", "h36m17")
@@ -89,7 +89,7 @@ def _maps(kind: str, k: int, h: int, w: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "method, kind",
-    [(m, kind) for m in DECODE_METHODS for kind in ("smooth", "one_cell", "noise")],
+    [(m, kind) for m in READOUT_NAMES for kind in ("smooth", "one_cell", "noise")],
 )
 @pytest.mark.parametrize("name", SKELETONS)
 def test_mirrored_maps_give_back_the_same_coordinates(method, kind, name):
@@ -141,7 +141,7 @@ def test_the_flip_test_picks_the_mode_both_views_agree_on(method):
     coordinates would give the point between A and B, on neither."""
     w, h, perm = 13, 9, [0]
     a, b = torch.tensor([[[3.0, 4.0]]], dtype=torch.float64), torch.tensor([[[9.0, 4.0]]], dtype=torch.float64)
-    kind = "log_gaussian" if method in LOGIT_METHODS else "gaussian"
+    kind = "log_gaussian" if reads(method) == "logits" else "gaussian"
     ga, _ = render_heatmaps(a, (h, w), 0.8, kind)
     gb, _ = render_heatmaps(b, (h, w), 0.8, kind)
 

@@ -270,21 +270,37 @@ def test_debiased_training_loss_is_minimised_at_the_true_position_near_the_borde
     """Gu et al.'s point: the plain soft-argmax of a map at the truth is pulled inward near the border,
     so the plain loss rewards maps pushed outward; the debiased readout's loss is smallest at the truth."""
     truth = 1.0
-    assert _coordinate_error_minimiser("debiased", truth) == pytest.approx(truth, abs=0.021)
-    plain = _coordinate_error_minimiser("plain", truth)
+    assert _coordinate_error_minimiser("integral_debiased", truth) == pytest.approx(truth, abs=0.021)
+    plain = _coordinate_error_minimiser("integral", truth)
     assert plain < truth - 0.1  # biased: the plain loss wants the map outside the truth
     # its gradient reaches the logits and is finite
     t = torch.tensor([[[truth, 7.5]]])
     logits, _ = render_heatmaps(torch.tensor([[[1.6, 7.0]]]), (16, 16), 1.5, "log_gaussian")
     logits = (logits + 0.05 * torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))).requires_grad_()
-    out = CombinedLoss(readout="debiased", normalized=False)(logits, t)
+    out = CombinedLoss(readout="integral_debiased", normalized=False)(logits, t)
     out["loss"].backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     # hand value: the debiased readout of an exact log-Gaussian is its centre, so L1 = |1.6 - 1| + |7 - 7.5| over 2 axes
     exact, _ = render_heatmaps(torch.tensor([[[1.6, 7.0]]]), (16, 16), 1.5, "log_gaussian")
-    assert CombinedLoss(readout="debiased", normalized=False)(exact, t)["coord"].item() == pytest.approx(0.55, abs=1e-4)
-    with pytest.raises(ValueError, match="readout"):
+    assert CombinedLoss(readout="integral_debiased", normalized=False)(exact, t)["coord"].item() == pytest.approx(0.55, abs=1e-4)
+    with pytest.raises(ValueError, match="unknown readout 'biased'"):
         CombinedLoss(readout="biased")
+
+
+def test_training_readouts_are_the_registry_names_and_stored_configs_legacy_ones():
+    """A loss trains through a differentiable registry readout; the names of configs stored before
+    the registry (plain, debiased, local) give the same coordinates; a readout without gradients is refused."""
+    from integral_pose.losses import READOUTS, integral_coordinates
+    from integral_pose.ops.readouts import LEGACY_READOUT_NAMES, readout_names
+
+    logits = torch.randn(2, 3, 9, 11, generator=torch.Generator().manual_seed(0))
+    for legacy, name in LEGACY_READOUT_NAMES.items():
+        assert torch.equal(integral_coordinates(logits, legacy), integral_coordinates(logits, name))
+        assert CombinedLoss(readout=legacy).readout == name
+    assert set(READOUTS) == set(readout_names(differentiable=True)) | set(LEGACY_READOUT_NAMES)
+    for name in readout_names(differentiable=False):
+        with pytest.raises(ValueError, match=f"readout '{name}' has no gradient to train through"):
+            CombinedLoss(readout=name)
 
 
 def test_map_scale_in_cells_and_normalised_units():
@@ -410,7 +426,7 @@ def test_local_readout_trains_the_stronger_mode_not_the_mean_between_two():
     """train.readout "integral_local": a map with the stronger mode on the joint and a weaker one on
     its mirror partner already reads right, so the coordinate loss is ~0 and pushes nothing; through
     the plain readout the same map is off by the weaker mode's pull."""
-    from integral_pose.losses import READOUT_DECODERS, integral_coordinates
+    from integral_pose.losses import integral_coordinates
     from integral_pose.ops.decoders import decode
 
     size = (16, 16)
@@ -418,10 +434,10 @@ def test_local_readout_trains_the_stronger_mode_not_the_mean_between_two():
     a, _ = render_heatmaps(joint, size, 0.5, "log_gaussian")
     b, _ = render_heatmaps(mirror, size, 0.5, "log_gaussian")
     logits = torch.logaddexp(a + math.log(0.7), b + math.log(0.3)).requires_grad_()
-    local = CombinedLoss(readout="local")(logits, joint, torch.ones(1, 1))
-    plain = CombinedLoss(readout="plain")(logits, joint, torch.ones(1, 1))
+    local = CombinedLoss(readout="integral_local")(logits, joint, torch.ones(1, 1))
+    plain = CombinedLoss(readout="integral")(logits, joint, torch.ones(1, 1))
     assert local["coord"].item() < 2e-3 < 0.05 < plain["coord"].item()
-    torch.testing.assert_close(integral_coordinates(logits, "local"), decode(logits, READOUT_DECODERS["local"])[0])
+    torch.testing.assert_close(integral_coordinates(logits, "integral_local"), decode(logits, "integral_local")[0])
     (grad,) = torch.autograd.grad(local["loss"], logits)
     assert torch.isfinite(grad).all()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from integral_pose.engine.evaluate import calibration_report
+from integral_pose.metrics.calibration import calibration_report
 from integral_pose.metrics import coco_keypoint_ap
 from integral_pose.metrics.calibration import expected_oks, scale_calibration
 from integral_pose.metrics.coco import coco_ground_truth, keypoint_results

@@ -9,9 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integral_pose import decode, render_heatmaps, soft_argmax
-from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS, SCORE_METHODS, spread
+from integral_pose.ops.decoders import spread
+from integral_pose.ops.readouts import READOUT_NAMES, readout_names
 
 SIZES = {1: (64,), 2: (64, 64), 3: (20, 20, 20)}
+LOGIT_READOUTS = readout_names(reads="logits")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,11 +121,11 @@ def test_debiased_shift_equivariance_up_to_the_border(x, y, tx, ty, sigma):
     torch.testing.assert_close(b - a, c2 - c, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("method", DECODE_METHODS)
+@pytest.mark.parametrize("method", READOUT_NAMES)
 def test_joints_are_independent(method):
     g = torch.Generator().manual_seed(3)
     c = torch.rand(2, 4, 2, generator=g) * 20
-    kind = "log_gaussian" if method in LOGIT_METHODS else "gaussian"
+    kind = "log_gaussian" if method in LOGIT_READOUTS else "gaussian"
     x, _ = render_heatmaps(c, (20, 21), 2.0, kind)
     y = x.clone()
     y[:, 2] = torch.randn(y[:, 2].shape, generator=g) * 3
@@ -140,7 +142,7 @@ def test_gradcheck_integral_methods(nd):
     c = torch.rand(1, 2 if nd < 3 else 1, nd, generator=g, dtype=torch.float64) * n - 0.5
     base, _ = render_heatmaps(c, (n,) * nd, 1.2, "log_gaussian")
     x = (base + 0.05 * torch.randn(base.shape, generator=g, dtype=torch.float64)).requires_grad_(True)
-    for method in LOGIT_METHODS:
+    for method in LOGIT_READOUTS:
         assert torch.autograd.gradcheck(lambda t, m=method: decode(t, m, beta=1.3)[0], (x,))
     assert torch.autograd.gradcheck(lambda t: spread(t, beta=0.8), (x,))
 
@@ -176,10 +178,10 @@ def test_debiased_gradient_is_finite_at_the_border_and_in_low_precision():
         y = torch.full((1, 2, 9, 9), -1e4, dtype=dtype)
         y[0, 0, 4, 6] = 1e4
         y[0, 1] = 1e4
-        for method in DECODE_METHODS:
+        for method in READOUT_NAMES:
             xy, s = decode(y, method)
             assert torch.isfinite(xy).all() and torch.isfinite(s).all(), (method, dtype)
-            if method in LOGIT_METHODS:
+            if method in LOGIT_READOUTS:
                 torch.testing.assert_close(xy[0, 0], torch.tensor([6.0, 4.0]))
                 torch.testing.assert_close(xy[0, 1], torch.tensor([4.0, 4.0]))
 
@@ -221,22 +223,22 @@ def test_argmax_quarter_keeps_border_cells_and_dark_handles_the_border():
 def test_scores_are_confidences_in_unit_interval():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 5, 12, 10, generator=g) * 10 + 3
-    for method in DECODE_METHODS:
+    for method in READOUT_NAMES:
         _, s = decode(x, method)
         assert s.shape == (4, 5) and ((s >= 0) & (s <= 1)).all(), method
     sharp = torch.full((1, 1, 16, 16), -50.0)
     sharp[0, 0, 5, 7] = 0.0
     flat = torch.zeros(1, 1, 16, 16)
-    for method in LOGIT_METHODS:
+    for method in LOGIT_READOUTS:
         assert decode(sharp, method)[1].item() > 0.99
         assert decode(flat, method)[1].item() < 0.1
         torch.testing.assert_close(decode(flat, method)[0], torch.tensor([[[7.5, 7.5]]]))
 
 
-@pytest.mark.parametrize("method", DECODE_METHODS)
+@pytest.mark.parametrize("method", READOUT_NAMES)
 def test_nan_and_inf_give_nan_and_zero_score_for_exactly_those_joints(method):
     x, _ = render_heatmaps(torch.tensor([[[3.0, 4.0]] * 5]).view(1, 5, 2), (9, 9), 1.5,
-                           "log_gaussian" if method in LOGIT_METHODS else "gaussian")
+                           "log_gaussian" if method in LOGIT_READOUTS else "gaussian")
     x[0, 0, 1, 1] = math.nan
     x[0, 1, 2, 2] = math.inf
     x[0, 2] = -math.inf
@@ -266,17 +268,12 @@ def test_beta_multiplies_for_integral_methods():
         (torch.zeros(2, 3), {}, ValueError, r"\(B, K, H, W\)"),
         (torch.zeros(1, 1, 2, 2, 2, 2), {}, ValueError, "1 to 3 spatial dims"),
         (torch.zeros(1, 1, 4, 4, dtype=torch.int32), {}, TypeError, r"floating-point.*\(B, K, \*S\)"),
-        (torch.zeros(1, 1, 4, 4), {"method": "softargmax"}, ValueError, "method must be one of"),
+        (torch.zeros(1, 1, 4, 4), {"readout": "softargmax"}, ValueError, "unknown readout 'softargmax': expected one of argmax,"),
     ],
 )
 def test_bad_input(bad, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        decode(bad, kwargs.get("method", "integral"))
-
-
-def test_method_lists():
-    assert set(SCORE_METHODS) | set(LOGIT_METHODS) == set(DECODE_METHODS)
-    assert DECODE_METHODS == ("argmax", "argmax_quarter", "dark", "integral", "integral_debiased", "integral_local")
+        decode(bad, kwargs.get("readout", "integral"))
 
 
 def test_debiased_on_one_cell_peaks_and_noise_stays_at_the_peak():

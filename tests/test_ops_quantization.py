@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from integral_pose.cli import main as cli_main
-from integral_pose.ops.decoders import DECODE_METHODS
+from integral_pose.ops.readouts import READOUT_NAMES
 from integral_pose.studies.quantization import format_table, run_study
 
 
@@ -23,7 +23,7 @@ def test_study_numbers():
     assert e[(0.0, "integral")][border].mean() > 1.0 > e[(0.0, "integral")][~border].mean()
     assert e[(0.2, "integral_debiased")].mean() < e[(0.2, "integral")].mean()
     table = format_table(r)
-    assert table.count("\n") == 1 + 2 * len(DECODE_METHODS) and "| 0.2 | integral_debiased | logits |" in table
+    assert table.count("\n") == 1 + 2 * len(READOUT_NAMES) and "| 0.2 | integral_debiased | logits |" in table
 
 
 def test_cli_prints_table_and_writes_plot(tmp_path, capsys):

@@ -18,7 +18,7 @@ from integral_pose.data.coco import KeypointCountError
 from integral_pose.data.toy_coco import STAR5, STAR5_FROM_H36M, make_toy_coco
 from integral_pose.engine.config import ConfigError, load_config
 from integral_pose.engine.data import build_dataset, dataset_skeleton, depth_notice, depth_supervised
-from integral_pose.engine.evaluate import load_checkpoint
+from integral_pose.engine.checkpoint import load_checkpoint
 from integral_pose.engine.module import PoseLightningModule, build_model_from_config
 from integral_pose.engine.typed_config import to_dict
 from integral_pose.files import UserError

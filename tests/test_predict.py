@@ -21,7 +21,7 @@ from integral_pose.cli import build_parser
 from integral_pose.cli import main as cli
 from integral_pose.commands.predict import box_arg, output_names, resolve_inputs
 from integral_pose.engine.data import build_dataset
-from integral_pose.engine.evaluate import load_checkpoint
+from integral_pose.engine.checkpoint import load_checkpoint
 from integral_pose.engine.inference import collect_predictions
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.engine.predict import check_box, predict_people
@@ -186,7 +186,7 @@ def test_predict_people_equals_the_evaluation_path(coco_run):
         res = predict_people(model, rgb, boxes, cfg, skeleton, flip_test=True, batch_size=3)
         np.testing.assert_allclose(res["joints"], col["pred"][decoder][idx], atol=1e-3)
         np.testing.assert_allclose(res["scores"], col["scores"][decoder][idx], atol=1e-5)
-        assert res["decoder"] == decoder and res["depth"] == "none" and "depth_mm" not in res
+        assert res["readout"] == decoder and res["depth"] == "none" and "depth_mm" not in res
     # without the flip test the joints differ (the flip test is really applied above)
     one = predict_people(model, rgb, boxes[:1], cfg, skeleton, flip_test=False)
     assert not np.allclose(one["joints"], col["pred"][decoder][idx[:1]], atol=1e-3)

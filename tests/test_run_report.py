@@ -13,13 +13,13 @@ from conftest import TINY
 from integral_pose import cli
 from integral_pose.engine.config import dump_config, load_config
 from integral_pose.engine.data import build_dataset, heatmap_size
-from integral_pose.engine.evaluate import read_predictions, write_predictions
+from integral_pose.engine.prediction_files import read_predictions, write_predictions
 from integral_pose.engine.tables import metrics_table
 from integral_pose.engine.train import read_run_config
 from integral_pose.engine.inference import (MEAN_POSE, MEAN_POSE_LABEL, Readout, collect_readouts, compute_metrics,
                                            fixed_pose_readout)
 from integral_pose.files import BadFileError
-from integral_pose.ops.decoders import LOGIT_METHODS
+from integral_pose.ops.readouts import readout_names
 from integral_pose.skeletons import H36M17
 from integral_pose.studies.run_report import (pick_examples, plot_pck_curves, sample_errors, table_rows,
                                               write_run_pictures)
@@ -128,7 +128,7 @@ def test_demo_command_writes_baseline_predictions_and_pictures(tmp_path, capsys)
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"pck@0.2", "mean_error_px"} <= metrics["baseline_mean_pose"].keys()
     # the integral run read by every integral readout, the heatmap run by DARK (its own) and argmax
-    for folder, mode, readouts in ((out, "integral", set(LOGIT_METHODS)), (out / "heatmap", "heatmap", {"argmax", "dark"})):
+    for folder, mode, readouts in ((out, "integral", set(readout_names(reads="logits"))), (out / "heatmap", "heatmap", {"argmax", "dark"})):
         col = read_predictions(folder / "predictions.npz")
         assert set(col["pred"]) == readouts | {MEAN_POSE} and col["gt"].shape == (12, 17, 2)
         saved = json.loads((folder / "metrics.json").read_text())

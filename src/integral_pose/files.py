@@ -25,13 +25,14 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UserError", "MissingFileError", "BadFileError", "read_json", "atomic_write_text", "atomic_write_bytes",
+__all__ = ["UserError", "MissingFileError", "BadFileError", "read_json", "write_json", "atomic_write_text", "atomic_write_bytes",
            "refuse_overwrite", "refuse_overwrite_file"]
 
 
@@ -153,3 +154,33 @@ def refuse_overwrite_file(path: str | Path | None, option: str) -> None:
     if p.exists():
         raise UserError(f"{option} {str(p)!r} already exists (an earlier result); "
                         f"choose another {option}, or pass --overwrite to replace it")
+
+
+def _clean(o: Any) -> Any:
+    """JSON-ready copy: NumPy arrays and scalars become lists and numbers, non-finite floats null."""
+    if callable(getattr(o, "tolist", None)):  # NumPy arrays and scalars: lists and Python numbers
+        return _clean(o.tolist())
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write ``obj`` as indented JSON, atomically (an interrupted write leaves the old file or none).
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> p = Path(tempfile.mkdtemp()) / "m" / "metrics.json"
+        >>> write_json({"pck": np.float32(0.5), "per_joint": np.array([1.0, np.nan])}, p)
+        >>> json.loads(p.read_text())
+        {'pck': 0.5, 'per_joint': [1.0, None]}
+    """
+    try:
+        atomic_write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
+    except OSError as exc:
+        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc

@@ -6,9 +6,9 @@ weight 0) drop out; entries with weight 0 never contribute, even when their targ
 
 Recipes (docs/training.md, "Integral recipes"), each an argument of :class:`CombinedLoss`:
 
-- bias-aware training (Gu, Yang, Yao, ICCV 2021): ``readout="debiased"`` compares the
-  background- and border-corrected expectation (``ops.decoders``'s ``integral_debiased``) with the
-  target instead of the plain soft-argmax;
+- bias-aware training (Gu, Yang, Yao, ICCV 2021): ``readout="integral_debiased"`` compares the
+  background- and border-corrected expectation with the target instead of the plain soft-argmax
+  (any differentiable readout of the registry, ``ops.readouts``, can be trained through);
 - combined supervision: ``heatmap_weight`` adds heatmap MSE on Gaussian targets, ``js_weight`` the
   DSNT divergence (``regularizer`` "js" or "kl", or the cross-entropy "ce") towards a Gaussian of std ``sigma`` cells;
 - uncertainty-aware coordinates (the simplest form of RLE, Li et al., ICCV 2021): ``coord_kind``
@@ -26,20 +26,21 @@ from torch import Tensor, nn
 
 from integral_pose.ops.coordinates import cells_to_normalized
 from integral_pose.ops.decoders import decode, spread
+from integral_pose.ops.readouts import LEGACY_READOUT_NAMES, canonical_readout, readout_names, readout_spec
 from integral_pose.ops.soft_argmax import check_logits, soft_argmax, spatial_log_softmax, spatial_softmax
 from integral_pose.ops.targets import DEFAULT_SIGMA, render_heatmaps
 
 __all__ = [
     "coordinate_loss", "nll_loss", "heatmap_mse", "js_regularizer", "map_regularizer", "integral_coordinates",
-    "map_scale", "CombinedLoss", "COORD_LOSS_KINDS", "NLL_KINDS", "READOUTS", "READOUT_DECODERS", "REGULARIZERS",
+    "map_scale", "training_readout", "CombinedLoss", "COORD_LOSS_KINDS", "NLL_KINDS", "READOUTS", "REGULARIZERS",
     "NLL_SCALES",
 ]
 
 COORD_LOSS_KINDS = ("l1", "l2", "smooth_l1")
 NLL_KINDS = ("laplace_nll", "gaussian_nll")
-# The training readouts and the decoder (ops.decoders) each one is.
-READOUT_DECODERS = {"plain": "integral", "debiased": "integral_debiased", "local": "integral_local"}
-READOUTS = tuple(READOUT_DECODERS)
+#: Every name a loss takes as its readout: the registry's differentiable readouts, then the legacy
+#: names of stored configs (``canonical_readout`` maps them).
+READOUTS = readout_names(differentiable=True) + tuple(LEGACY_READOUT_NAMES)
 REGULARIZERS = ("js", "kl", "ce")
 NLL_SCALES = ("spread", "learned")
 
@@ -311,29 +312,50 @@ def js_regularizer(
     return map_regularizer(logits, target_cells, sigma, weight, beta, kind="js")
 
 
-def integral_coordinates(logits: Tensor, readout: str = "plain", beta: float = 1.0) -> Tensor:
+def training_readout(name: str) -> str:
+    """The registry name of a readout a loss can train through: ``name`` by :func:`canonical_readout`
+    (legacy ``plain``, ``debiased``, ``local`` included), which must be differentiable.
+
+    Raises:
+        ValueError naming ``name``: not a readout, or one without gradients (argmax, DARK).
+
+    Example:
+        >>> training_readout("debiased")
+        'integral_debiased'
+        >>> training_readout("dark")
+        Traceback (most recent call last):
+        ...
+        ValueError: readout 'dark' has no gradient to train through: use one of integral, integral_debiased, integral_local
+    """
+    canonical = canonical_readout(name)
+    if not readout_spec(canonical).differentiable:
+        raise ValueError(f"readout {name!r} has no gradient to train through: use one of "
+                         f"{', '.join(readout_names(differentiable=True))}")
+    return canonical
+
+
+def integral_coordinates(logits: Tensor, readout: str = "integral", beta: float = 1.0) -> Tensor:
     """The integral readout a model is trained through: (B, K, d) coordinates in cells.
 
-    ``"plain"``: :func:`soft_argmax` (the paper). ``"debiased"``: the expectation with the
-    background and border-truncation biases removed (Gu, Yang, Yao, ICCV 2021; the correction is
-    ``ops.decoders``'s ``"integral_debiased"`` readout, differentiable), so the loss rewards maps whose
-    *corrected* mean hits the target and the training and evaluation readouts agree. ``"local"``:
-    the expectation within a window around the most probable cell (``"integral_local"``): where a
-    map has two modes the loss moves the stronger one instead of rewarding a mean between them.
+    ``readout``: a differentiable readout of the registry (:func:`training_readout`).
+    ``"integral"``: :func:`soft_argmax` (the paper). ``"integral_debiased"``: the expectation with
+    the background and border-truncation biases removed (Gu, Yang, Yao, ICCV 2021), so the loss
+    rewards maps whose *corrected* mean hits the target and the training and evaluation readouts
+    agree. ``"integral_local"``: the expectation within a window around the most probable cell:
+    where a map has two modes the loss moves the stronger one instead of rewarding a mean between them.
 
     Example:
         >>> t = torch.tensor([[[0.4, 5.0]]])  # near the left border, where the plain mean is pulled inward
         >>> logits, _ = render_heatmaps(t, (12, 12), 1.5, "log_gaussian")
-        >>> float((integral_coordinates(logits, "debiased") - t).abs().max()) < 1e-3
+        >>> float((integral_coordinates(logits, "integral_debiased") - t).abs().max()) < 1e-3
         True
         >>> float(integral_coordinates(logits)[0, 0, 0]) > 0.6
         True
     """
-    if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-    if readout == "plain":
+    readout = training_readout(readout)
+    if readout == "integral":
         return soft_argmax(logits, beta)
-    coords, _ = decode(logits, READOUT_DECODERS[readout], beta)
+    coords, _ = decode(logits, readout, beta)
     return coords
 
 
@@ -382,7 +404,8 @@ class CombinedLoss(nn.Module):
         sigma: target std in cells for the regulariser.
         normalized: compare coordinates in normalised units.
         beta: inverse temperature multiplying the logits.
-        readout: "plain", "debiased" or "local" (:func:`integral_coordinates`).
+        readout: a differentiable readout of the registry (:func:`training_readout`; legacy names
+            are read as their registry names).
         regularizer: "js", "kl" or "ce".
         nll_scale: "spread" or "learned" (likelihood kinds only).
         num_joints, ndim: K and d, for the learned scale's parameter.
@@ -417,7 +440,7 @@ class CombinedLoss(nn.Module):
         sigma: float = DEFAULT_SIGMA,
         normalized: bool = True,
         beta: float = 1.0,
-        readout: str = "plain",
+        readout: str = "integral",
         regularizer: str = "js",
         nll_scale: str = "spread",
         num_joints: int | None = None,
@@ -428,8 +451,7 @@ class CombinedLoss(nn.Module):
         super().__init__()
         if coord_kind not in COORD_LOSS_KINDS + NLL_KINDS:
             raise ValueError(f"coord_kind must be one of {COORD_LOSS_KINDS + NLL_KINDS}, got {coord_kind!r}")
-        if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        readout = training_readout(readout)
         if regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
         if nll_scale not in NLL_SCALES:

@@ -37,7 +37,7 @@ from integral_pose.data.heatmaps import HeatmapInputError, decode_to_image, defa
 from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text, read_json, \
     refuse_overwrite_file
 from integral_pose.metrics.coco import keypoint_results
-from integral_pose.ops.decoders import DECODE_METHODS, MAP_KINDS
+from integral_pose.ops.readouts import MAP_KINDS, READOUT_NAMES
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"what the maps hold: {' or '.join(MAP_KINDS)} (heatmap-trained score maps, peak ~1; "
                              "or integral-trained logits)")
     parser.add_argument("--readout", metavar="R",
-                        help=f"one of {', '.join(DECODE_METHODS)}; any reads either kind "
+                        help=f"one of {', '.join(READOUT_NAMES)}; any reads either kind "
                              "(default: dark for scores, integral_debiased for logits)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"),
                         help="the maps cover the whole W x H image (resized to the network input, no letterbox)")

@@ -338,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from exc
     print(format_table(result, title))
     if args.output and not args.checkpoint:
-        from integral_pose.engine.evaluate import write_json
+        from integral_pose.files import write_json
 
         write_json(result, Path(args.output) / "metrics.json")
     if args.plot:

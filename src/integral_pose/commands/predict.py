@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from integral_pose.files import UserError, atomic_write_bytes, atomic_write_text, read_json, refuse_overwrite
+from integral_pose.ops.readouts import READOUT_NAMES
 from integral_pose.metrics.coco import keypoint_results
 from integral_pose.viz import draw_skeleton, put_label
 
@@ -73,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", metavar="ANN",
                         help="COCO annotation JSON whose 'images' give each input's image id (matched by file name)")
     parser.add_argument("--no-flip", action="store_true", help="disable the flip test")
+    parser.add_argument("--readout", choices=READOUT_NAMES, metavar="NAME",
+                        help=f"read the maps with one of {', '.join(READOUT_NAMES)} "
+                             "(default: the checkpoint's own, the one export emits)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace keypoints.json and drawings of the same names already in --output")
 
@@ -243,8 +247,8 @@ def main(args: argparse.Namespace) -> int:
     import cv2  # OpenCV and the engine (the [train] extra) load here, not for --help
 
     from integral_pose.engine.data import depth_supervised
-    from integral_pose.engine.evaluate import decoders_for_mode, load_checkpoint
-    from integral_pose.engine.predict import predict_people
+    from integral_pose.engine.checkpoint import load_checkpoint
+    from integral_pose.engine.predict import predict_people, readout_settings
 
     paths = resolve_inputs(args.images)
     if args.det_threshold and not args.detections:
@@ -262,11 +266,12 @@ def main(args: argparse.Namespace) -> int:
     if cfg.model.depth_bins and not depth_supervised(cfg):
         print(f"depth: not reported (data.dataset = {cfg.data.dataset!r} has no depth labels, "
               "so the checkpoint's depth axis is unsupervised)")
+    readout = readout_settings(cfg, skeleton, args.readout).readout
     results: list[dict] = []
     for job, name in zip(jobs, names):
         bgr = cv2.imread(str(job["path"]), cv2.IMREAD_COLOR)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        res = predict_people(model, rgb, job["boxes"], cfg, skeleton, flip_test=not args.no_flip)
+        res = predict_people(model, rgb, job["boxes"], cfg, skeleton, flip_test=not args.no_flip, readout=readout)
         n = len(job["boxes"])
         if n:
             person_scores = res["scores"].mean(1) * job["box_scores"]
@@ -287,5 +292,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"{job['path']}: {n} {'person' if n == 1 else 'people'} ({job['source']}) -> {out_dir / (name + '.png')}")
     atomic_write_text(out_dir / "keypoints.json", json.dumps(results) + "\n")
     print(f"{out_dir / 'keypoints.json'}: {len(results)} people on {len(jobs)} images (COCO keypoint results, "
-          f"readout {decoders_for_mode(cfg)[0]}{', flip test' if not args.no_flip else ''})")
+          f"readout {readout}{', flip test' if not args.no_flip else ''})")
     return 0

@@ -84,13 +84,14 @@ from integral_pose.geometry import (
     input_to_heatmap,
     invert_affine,
 )
-from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS, decode
+from integral_pose.ops.decoders import decode
+from integral_pose.ops.readouts import READOUT_NAMES, reads
 from integral_pose.ops.targets import render_heatmaps
 
 __all__ = ["HeatmapNoise", "NOISE_SETTINGS", "READOUTS", "NUMERIC_RANGE", "simulate_maps", "person_crop",
            "read_heatmaps", "readout_errors"]
 
-#: The readouts compared by default (``"integral_local"`` may be asked for as well).
+#: The registry readouts (``ops.readouts``) compared by default (``"integral_local"`` may be asked for as well).
 READOUTS = ("argmax", "argmax_quarter", "dark", "integral", "integral_debiased")
 #: Logits below ``peak - NUMERIC_RANGE`` nats are raised to it (speed only; see the module docstring).
 NUMERIC_RANGE = 80.0
@@ -237,7 +238,7 @@ def read_heatmaps(
 
     Args:
         joints_2d: (N, K, 2) true joints in image px (x, y).
-        readouts: names from :data:`integral_pose.ops.decoders.DECODE_METHODS`.
+        readouts: registry names (:data:`integral_pose.ops.readouts.READOUT_NAMES`).
         noise: the :class:`HeatmapNoise` (e.g. ``NOISE_SETTINGS["low"]``).
         crop_size: side of the square network input in px.
         heatmap_size: side of the square maps in cells.
@@ -258,9 +259,9 @@ def read_heatmaps(
     if j.ndim != 3 or j.shape[-1] != 2 or not np.isfinite(j).all():
         raise ValueError(f"joints_2d must be finite with shape (N, K, 2), got {j.shape}")
     readouts = tuple(readouts)
-    unknown = [r for r in readouts if r not in DECODE_METHODS]
+    unknown = [r for r in readouts if r not in READOUT_NAMES]
     if unknown or not readouts:
-        raise ValueError(f"readouts must be names from {DECODE_METHODS}, got {list(readouts)}")
+        raise ValueError(f"readouts must be names from {READOUT_NAMES}, got {list(readouts)}")
     if not (isinstance(seed, int) and 0 <= seed < 1 << 23):
         raise ValueError(f"seed must be an int in [0, 2^23), got {seed!r}")
     if chunk <= 0:
@@ -298,7 +299,7 @@ def read_heatmaps(
         t1 = time.perf_counter()
         clock["render"] += t1 - t0
         for r in readouts:
-            xy, _ = decode(logits if r in LOGIT_METHODS else scores, r, dark_sigma=noise.sigma)
+            xy, _ = decode(logits if reads(r) == "logits" else scores, r, dark_sigma=noise.sigma)
             crop_px = heatmap_to_input(xy.double().numpy(), n, crop_size)
             out[r][start:stop] = apply_affine(crop_px, to_image[start:stop])
             t0, t1 = t1, time.perf_counter()

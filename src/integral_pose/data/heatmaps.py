@@ -2,7 +2,7 @@
 
 The maps come from any model (this project's or another): score maps ("scores", heatmap-MSE
 training: peak ~1, background ~0) or logits ("logits", integral training), (N, K, H, W) or volumes
-(N, K, D, H, W). Any readout of :data:`integral_pose.ops.decoders.DECODE_METHODS` reads either
+(N, K, D, H, W). Any readout of :data:`integral_pose.ops.readouts.READOUT_NAMES` reads either
 kind (``decode(..., kind=...)``: the maps are converted to what the readout reads), and the cells
 go to image pixels along one of two paths:
 
@@ -58,7 +58,8 @@ from integral_pose.geometry import (
     invert_affine,
 )
 from integral_pose.metrics.coco import from_coco_box
-from integral_pose.ops.decoders import DECODE_METHODS, MAP_KINDS, decode
+from integral_pose.ops.decoders import MAP_KINDS, decode
+from integral_pose.ops.readouts import READOUT_NAMES
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
 __all__ = ["decode_to_image", "boxes_to_image_affines", "default_readout", "HeatmapInputError", "INPUT_STRIDE",
@@ -103,10 +104,10 @@ def _check_kind(kind: Any) -> None:
 
 
 def _check_readout(readout: Any) -> None:
-    if readout not in DECODE_METHODS:
-        close = difflib.get_close_matches(str(readout), DECODE_METHODS, n=1, cutoff=0.0)
+    if readout not in READOUT_NAMES:
+        close = difflib.get_close_matches(str(readout), READOUT_NAMES, n=1, cutoff=0.0)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise HeatmapInputError("readout", f" = {readout!r}: unknown readout; {hint}(valid: {', '.join(DECODE_METHODS)})")
+        raise HeatmapInputError("readout", f" = {readout!r}: unknown readout; {hint}(valid: {', '.join(READOUT_NAMES)})")
 
 
 def _check_maps(maps: Any) -> np.ndarray | torch.Tensor:
@@ -200,7 +201,7 @@ def decode_to_image(
         maps: (N, K, H, W) maps or (N, K, D, H, W) volumes, numpy or torch, real numbers, finite.
         kind: what the maps hold, one of :data:`integral_pose.ops.decoders.MAP_KINDS`: "scores"
             (heatmap-trained score maps) or "logits" (integral-trained).
-        readout: one of :data:`integral_pose.ops.decoders.DECODE_METHODS`; any reads either kind.
+        readout: one of :data:`integral_pose.ops.readouts.READOUT_NAMES`; any reads either kind.
             Default: :data:`DEFAULT_READOUT` ("dark" for scores, "integral_debiased" for logits).
         image_size: (W, H) of the image when the maps cover all of it. Exactly one of
             ``image_size`` and ``boxes``.

@@ -38,7 +38,7 @@ from integral_pose.files import atomic_write_text
 from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, REGULARIZERS
 from integral_pose.models import list_models, output_stride
 from integral_pose.models.pose_net import HEAD_INITS, UPSCALES
-from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS
+from integral_pose.ops.readouts import READOUT_NAMES, canonical_readout, readout_names
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError", "load_config",
            "default_config", "config_from_stored", "read_config_file", "flatten", "schema_markdown", "dump_config",
@@ -46,7 +46,9 @@ __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "
 
 MODES = ("integral", "heatmap", "heatmap_then_integral")
 DATASETS = ("synthetic", "coco", "mpii", "h36m", "h36m_mpii")
-TRAINING_READOUTS = LOGIT_METHODS  # the differentiable readouts an integral loss trains through
+TRAINING_READOUTS = readout_names(differentiable=True)  # the readouts an integral loss can train through
+LOGIT_READOUTS = readout_names(reads="logits")
+SCORE_READOUTS = readout_names(reads="scores")
 
 
 def _f(default: Any, help: str) -> Any:
@@ -141,7 +143,7 @@ class TrainConfig:
 class EvalConfig:
     flip_test: bool = _f(True, "Flip test: decode the mean of the maps of the image and of its mirror image (mapped back, joints swapped).")
     readout: str | None = _f(None, "The readout listed first in the tables and metrics.json and used by predict and export; null = the one the training mode implies: train.readout for integral modes, dark for heatmap training.")
-    readouts: list[str] | None = _f(None, "Readouts evaluated besides eval.readout (" + ", ".join(DECODE_METHODS) + "); null = the training mode's family: argmax, argmax_quarter, dark for heatmap training, every integral readout for integral modes.")
+    readouts: list[str] | None = _f(None, "Readouts evaluated besides eval.readout (" + ", ".join(READOUT_NAMES) + "); null = the training mode's family: argmax, argmax_quarter, dark for heatmap training, every integral readout for integral modes.")
     pck_threshold: float = _f(0.2, "PCK threshold, a fraction of the torso diameter.")
     batch_size: int = _f(64, "Evaluation batch size.")
 
@@ -249,16 +251,19 @@ class Config:
                                   f"(x, y{', z' if ndim == 3 else ''}), not all 0, for model.depth_bins = {m.depth_bins!r}")
         if any(s < 0 for s in t.lr_steps):
             raise ConfigError(f"train.lr_steps = {t.lr_steps!r}: expected a list of epochs (integers >= 0), e.g. [6, 7]")
-        if e.readout is not None and e.readout not in DECODE_METHODS:
-            raise ConfigError(f"eval.readout = {e.readout!r}: expected one of {', '.join(DECODE_METHODS)} or null"
-                              f"{closest(e.readout, DECODE_METHODS)}")
-        if e.readout is not None and t.mode != "heatmap" and e.readout not in LOGIT_METHODS:
+        if e.readout is not None and e.readout not in READOUT_NAMES:
+            raise ConfigError(f"eval.readout = {e.readout!r}: expected one of {', '.join(READOUT_NAMES)} or null"
+                              f"{closest(e.readout, READOUT_NAMES)}")
+        if e.readout is not None and t.mode == "heatmap" and e.readout in LOGIT_READOUTS:
+            raise ConfigError(f"eval.readout = {e.readout!r} with train.mode = 'heatmap': a heatmap model's maps are "
+                              f"scores; expected one of {', '.join(SCORE_READOUTS)} or null (DARK)")
+        if e.readout is not None and t.mode != "heatmap" and e.readout not in LOGIT_READOUTS:
             raise ConfigError(f"eval.readout = {e.readout!r} with train.mode = {t.mode!r}: an integral model's maps are "
-                              f"logits; expected one of {', '.join(LOGIT_METHODS)} or null")
+                              f"logits; expected one of {', '.join(LOGIT_READOUTS)} or null")
         for entry in e.readouts or []:
-            if entry not in DECODE_METHODS:
-                raise ConfigError(f"eval.readouts entry {entry!r}: expected one of {', '.join(DECODE_METHODS)}"
-                                  f"{closest(entry, DECODE_METHODS)}")
+            if entry not in READOUT_NAMES:
+                raise ConfigError(f"eval.readouts entry {entry!r}: expected one of {', '.join(READOUT_NAMES)}"
+                                  f"{closest(entry, READOUT_NAMES)}")
 
 
 # Keys of earlier versions, as stored in old run folders and checkpoints: renamed ones (a readout's
@@ -266,7 +271,6 @@ class Config:
 # ``integral-pose demo`` and say nothing about the model.
 RENAMED_KEYS = {"train.integral_readout": "train.readout", "eval.integral_decoder": "eval.readout",
                 "eval.decoders": "eval.readouts"}
-_OLD_TRAINING_READOUTS = {"plain": "integral", "debiased": "integral_debiased", "local": "integral_local"}
 _DEMO_KEYS = ("train.compare_modes", "train.parallel_compare", "train.keep_freed_memory")
 
 
@@ -333,7 +337,7 @@ def config_from_stored(stored: Mapping[str, Any], source: str = "stored config")
         if key == "train.threads" and value == "auto":
             value = None
         if key == "train.integral_readout":
-            value = _OLD_TRAINING_READOUTS.get(value or "plain", value)
+            value = canonical_readout(value or "integral")
         flat[RENAMED_KEYS.get(key, key)] = value
     return from_mapping(Config, flat, source)
 

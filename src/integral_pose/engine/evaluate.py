@@ -1,13 +1,12 @@
 """Evaluate a model or a checkpoint on the configured validation set and write metrics.json.
 
 ``evaluate_checkpoint`` is what ``integral-pose evaluate --checkpoint C`` runs (the command itself
-lives in ``integral_pose.commands.evaluate``).
+lives in ``integral_pose.commands.evaluate``). Checkpoints load in ``engine.checkpoint``, the
+predictions file is ``engine.prediction_files``, the calibration report ``metrics.calibration``.
 """
 from __future__ import annotations
 
-import io
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,40 +15,57 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from integral_pose import __version__
-from integral_pose.engine.config import Config, ConfigError, config_from_stored, load_config
-from integral_pose.engine.typed_config import flatten, to_dict
+from integral_pose.engine.checkpoint import load_checkpoint
+from integral_pose.engine.config import Config, ConfigError, load_config
 from integral_pose.engine.data import build_dataset, heatmap_size
 from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts, compute_metrics, fixed_pose_readout, model_readout
-from integral_pose.metrics.calibration import expected_oks, scale_calibration
-from integral_pose.metrics.coco import coco_ground_truth, coco_index, coco_keypoint_ap, keypoint_results
-from integral_pose.ops.decoders import LOGIT_METHODS, SCORE_METHODS
-from integral_pose.engine.module import build_model_from_config
-from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text, refuse_overwrite
+from integral_pose.engine.prediction_files import write_predictions
+from integral_pose.engine.typed_config import flatten, to_dict
+from integral_pose.files import refuse_overwrite, write_json
+from integral_pose.metrics.coco import coco_index, coco_keypoint_ap, keypoint_results
+from integral_pose.ops.readouts import readout_names
 from integral_pose.skeletons import flip_permutation, get_skeleton
 
-__all__ = ["evaluate_checkpoint", "evaluate_model", "load_checkpoint", "decoders_for_mode", "write_json", "calibration_report",
-           "write_predictions", "read_predictions"]
+__all__ = ["evaluate_checkpoint", "evaluate_model", "checkpoint_readout", "evaluation_readouts", "coco_metrics"]
 
 
-def decoders_for_mode(cfg: Config) -> list[str]:
-    """Readouts a run is evaluated with, its own (``eval.readout``: what predict and export use) first.
+def checkpoint_readout(cfg: Config) -> str:
+    """The readout a run's maps are read with: what ``predict`` and ``export`` emit, and the one
+    evaluation lists first (its "decoder" in metrics.json). The only place that rule lives.
 
-    ``eval.readout`` null: the one the training mode implies, ``train.readout`` for integral modes
-    and DARK for heatmap training. Then ``eval.readouts``, or where null the mode's family: the
-    score readouts for heatmap training, the logit readouts for integral modes.
+    ``eval.readout``, or where null the one the training mode implies: ``train.readout`` for
+    integral training (``integral``, ``heatmap_then_integral``), DARK for heatmap training. (A stored
+    config's older names are translated when it is read: ``engine.config.config_from_stored``.)
 
     Example:
         >>> from integral_pose.engine.config import load_config
-        >>> decoders_for_mode(load_config(None, ["train.readout=integral_debiased"]))
+        >>> checkpoint_readout(load_config(None, ["train.readout=integral_debiased"]))
+        'integral_debiased'
+        >>> checkpoint_readout(load_config(None, ["train.mode=heatmap"]))
+        'dark'
+    """
+    if cfg.eval.readout is not None:
+        return cfg.eval.readout
+    return "dark" if cfg.train.mode == "heatmap" else cfg.train.readout
+
+
+def evaluation_readouts(cfg: Config) -> list[str]:
+    """Readouts a run is evaluated with, :func:`checkpoint_readout` first, then ``eval.readouts``, or
+    where null the mode's family in the registry: the readouts of scores for heatmap training, of
+    logits for integral training.
+
+    Example:
+        >>> from integral_pose.engine.config import load_config
+        >>> evaluation_readouts(load_config(None, ["train.readout=integral_debiased"]))
         ['integral_debiased', 'integral', 'integral_local']
-        >>> decoders_for_mode(load_config(None, ["train.mode=heatmap"]))
+        >>> evaluation_readouts(load_config(None, ["train.mode=heatmap"]))
         ['dark', 'argmax', 'argmax_quarter']
     """
-    heatmap = cfg.train.mode == "heatmap"
-    primary = cfg.eval.readout or ("dark" if heatmap else cfg.train.readout)
-    family = cfg.eval.readouts if cfg.eval.readouts is not None else SCORE_METHODS if heatmap else LOGIT_METHODS
-    return [primary] + [m for m in family if m != primary]
+    primary = checkpoint_readout(cfg)
+    family = cfg.eval.readouts
+    if family is None:
+        family = readout_names(reads="scores" if cfg.train.mode == "heatmap" else "logits")
+    return [primary] + [name for name in family if name != primary]
 
 
 def coco_annotation_file(dataset: Dataset) -> Path | None:
@@ -84,117 +100,6 @@ def coco_metrics(collected: dict[str, Any], ann_file: str | Path, method: str, s
             "coco_ar": float(stats["AR"])}
 
 
-def calibration_report(collected: dict[str, Any], skeleton: Any, method: str, bins: int = 5) -> dict[str, Any]:
-    """The map spread as an uncertainty of one readout's joints (docs/training.md, "Confidences").
-
-    Per labelled joint, the error is the mean over x and y of |prediction - truth| (image px) and the
-    scale the spread (``spread_cells`` times ``px_per_cell``: image px); for a Laplace likelihood
-    trained on that spread the two agree on average (E|e| = b). ``scale_calibration`` bins them; COCO
-    AP (pycocotools, OKS with the skeleton's sigmas, one person per crop, the person box's area)
-    ranks the persons by three scores: "constant" (no ranking), "readout" (the mean of the
-    readout's joint scores, what COCO results carry) and "spread" (the mean expected OKS under a
-    Gaussian error of std = the spread, ``metrics.calibration.expected_oks``).
-
-    Args:
-        collected: ``collect_readouts`` arrays (or :func:`read_predictions`) with "spread_cells",
-            "px_per_cell" and "bbox".
-        skeleton: the joints' skeleton (name, file or Skeleton): its OKS sigmas.
-        method: the readout.
-        bins: scale bins.
-
-    Returns:
-        ``scale_calibration``'s dict (errors and scales in image px) plus "ap": {score: COCO AP} and
-        "ap50" likewise.
-
-    Raises:
-        ValueError: no such readout, or arrays it needs that are missing or all NaN.
-    """
-    if method not in collected.get("pred", {}):
-        raise ValueError(f"readout {method!r} not among the predictions ({sorted(collected.get('pred', {}))})")
-    missing = [k for k in ("spread_cells", "px_per_cell", "bbox") if k not in collected]
-    if missing or not np.isfinite(np.asarray(collected["spread_cells"], dtype=np.float64)).any():
-        raise ValueError(f"the predictions carry no spread in image pixels (missing {missing or ['a finite spread_cells']}); "
-                         "evaluate the checkpoint again (integral-pose evaluate --checkpoint C --output DIR)")
-    boxes = np.asarray(collected["bbox"], dtype=np.float64)
-    if not np.all(np.isfinite(boxes) & (boxes[:, 2:] > 0).all(1, keepdims=True)):
-        raise ValueError(f"{int((~np.isfinite(boxes).all(1)).sum())} of {len(boxes)} samples have no person box "
-                         "(the OKS area of COCO AP comes from it)")
-    pred = np.asarray(collected["pred"][method], dtype=np.float64)
-    gt = np.asarray(collected["gt"], dtype=np.float64)
-    vis = np.asarray(collected["visible"]) > 0
-    error = np.abs(pred - gt).mean(-1)
-    scale = np.asarray(collected["spread_cells"], dtype=np.float64) * np.asarray(collected["px_per_cell"])[:, None]
-    report = scale_calibration(error, scale, vis, bins)
-    sk = get_skeleton(skeleton)
-    ids = np.arange(len(gt))  # one person per crop, each its own "image"
-    truth = coco_ground_truth(ids, gt, vis, boxes)
-    joint_scores = {"constant": np.ones(vis.shape), "readout": np.asarray(collected["scores"][method], dtype=np.float64),
-                    "spread": expected_oks(scale, boxes[:, 2] * boxes[:, 3], sk.sigmas)}
-    report["ap"], report["ap50"] = {}, {}
-    for name, js in joint_scores.items():
-        person = np.nanmean(np.where(vis, js, np.nan), 1)
-        stats = coco_keypoint_ap(keypoint_results(ids, pred, np.nan_to_num(js), np.nan_to_num(person)), truth, sigmas=sk.sigmas)
-        report["ap"][name], report["ap50"][name] = float(stats["AP"]), float(stats["AP50"])
-    return report
-
-
-def _major(version: str) -> str:
-    return str(version).split(".", 1)[0]
-
-
-def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], str]:
-    """(model (eval mode), cfg, skeleton name) from a training checkpoint (a Lightning .ckpt).
-
-    Every way the file can be wrong is a :class:`UserError` naming it (:class:`MissingFileError`:
-    missing; :class:`BadFileError`: the others): a folder, unreadable
-    or truncated, not a checkpoint of this project (no ``hyper_parameters.cfg``), written by another
-    major version (``hyper_parameters.integral_pose_version``, when present), or weights that do not
-    fit the model its config describes.
-    """
-    path = Path(checkpoint)
-    if path.is_dir():
-        raise BadFileError(f"checkpoint {str(path)!r} is a folder; pass a .ckpt file (training writes OUTPUT/checkpoints/last.ckpt)")
-    if not path.is_file():
-        raise MissingFileError(f"checkpoint {str(path)!r} not found (training writes OUTPUT/checkpoints/*.ckpt)")
-    try:
-        # Lightning checkpoints hold plain Python objects besides tensors; only load your own files.
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch.load fails in many ways on a bad file (zip, pickle, EOF, OS errors)
-        # torch's own message can run to a paragraph: its first sentence says what is wrong.
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
-        raise BadFileError(f"checkpoint {str(path)!r} cannot be read (truncated or not a PyTorch file?): {reason}") from exc
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or not isinstance(hp.get("cfg"), dict) or not {"num_joints", "skeleton"} <= hp.keys():
-        raise BadFileError(f"checkpoint {str(path)!r} is not an integral-pose training checkpoint (no hyper_parameters.cfg); "
-                        f"pass a .ckpt written by integral-pose train")
-    written_by = hp.get("integral_pose_version")
-    if written_by is not None and _major(written_by) != _major(__version__):
-        raise BadFileError(f"checkpoint {str(path)!r} was written by integral-pose {written_by}; this is {__version__} "
-                        f"(another major version: its config and weights may not mean the same here)")
-    k, skeleton = int(hp["num_joints"]), hp["skeleton"]
-    try:
-        cfg = config_from_stored(hp["cfg"], f"checkpoint {str(path)!r}")
-        cfg.model.pretrained = None  # the checkpoint holds the trunk's weights
-        model = build_model_from_config(cfg, k)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadFileError(f"checkpoint {str(path)!r}: its config does not describe a model of this version ({exc!r})") from exc
-    if not isinstance(ckpt.get("state_dict"), dict):
-        raise BadFileError(f"checkpoint {str(path)!r} has no state_dict (weights)")
-    state = {key[len("model."):]: v for key, v in ckpt["state_dict"].items() if key.startswith("model.")}
-    own = model.state_dict()
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    wrong = sorted(key for key in own.keys() & state.keys() if tuple(own[key].shape) != tuple(state[key].shape))
-    if missing or unexpected or wrong:
-        first = (f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, the model's {tuple(own[wrong[0]].shape)}" if wrong else
-                 f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}")
-        raise BadFileError(f"checkpoint {str(path)!r}: its weights do not fit the model its config describes "
-                        f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another shape; first: {first})")
-    model.load_state_dict(state)
-    model.eval()
-    return model, cfg, skeleton
-
-
 def evaluate_model(
     model: torch.nn.Module,
     dataset: Dataset,
@@ -220,7 +125,7 @@ def evaluate_model(
         "num_samples": N, "pck_threshold": eval.pck_threshold (its key: ``inference.pck_key``)}, and
         "baseline_mean_pose": metrics with ``mean_cells``.
     """
-    methods = list(methods or decoders_for_mode(cfg))
+    methods = list(methods or evaluation_readouts(cfg))
     loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=0)
     flip = flip_permutation(skeleton).tolist() if cfg.eval.flip_test else None
     was_training = model.training
@@ -263,83 +168,6 @@ def _with_fixed_pose(readout: Callable[[Any], Readout], fixed: Callable[[Any], R
 
 
 # predictions.npz: the per-sample arrays under their names, per-readout ones as "<name>/<method>"
-_PER_METHOD = ("pred", "scores", "depth_mm")
-
-
-def write_predictions(collected: dict[str, Any], path: str | Path) -> None:
-    """Write collected predictions (``inference.collect_readouts``) as one .npz file, atomically.
-
-    Keys: "gt" (N, K, 2) image px, "visible" (N, K), "index" (N,) (the sample's index in the
-    held-out set), "head_size", "joints_3d", "has_3d", "image_id", "spread_cells", "px_per_cell",
-    "bbox", and per readout
-    "pred/<method>" (N, K, 2) image px, "scores/<method>" (N, K), "depth_mm/<method>" (3D).
-    :func:`read_predictions` reads it back into the collected layout.
-    """
-    arrays = {k: np.asarray(v) for k, v in collected.items() if k not in _PER_METHOD}
-    for group in _PER_METHOD:
-        for method, v in collected.get(group, {}).items():
-            arrays[f"{group}/{method}"] = np.asarray(v)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError as exc:
-        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
-
-
-def read_predictions(path: str | Path) -> dict[str, Any]:
-    """The collected predictions in ``path`` (:func:`write_predictions`), for ``compute_metrics``.
-
-    Raises:
-        MissingFileError: no such file. BadFileError: not a predictions file.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise MissingFileError(f"predictions file {str(p)!r} not found (training writes OUTPUT/predictions.npz)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise BadFileError(f"predictions file {str(p)!r} cannot be read: {exc}") from exc
-    if "gt" not in arrays or not any(k.startswith("pred/") for k in arrays):
-        raise BadFileError(f"predictions file {str(p)!r} holds no predictions (no 'gt' or 'pred/<method>' arrays)")
-    out: dict[str, Any] = {k: v for k, v in arrays.items() if "/" not in k}
-    for group in _PER_METHOD:
-        out[group] = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(group + "/")}
-    return out
-
-
-def _clean(o: Any) -> Any:
-    """JSON-ready copy: NumPy arrays and scalars become lists and numbers, non-finite floats null."""
-    if isinstance(o, np.ndarray):
-        return _clean(o.tolist())
-    if isinstance(o, np.generic):
-        return _clean(o.item())
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    """Write ``obj`` as indented JSON, atomically (an interrupted write leaves the old file or none).
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "m" / "metrics.json"
-        >>> write_json({"pck": np.float32(0.5), "per_joint": np.array([1.0, np.nan])}, p)
-        >>> json.loads(p.read_text())
-        {'pck': 0.5, 'per_joint': [1.0, None]}
-    """
-    try:
-        atomic_write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
-    except OSError as exc:
-        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
-
-
 def evaluate_checkpoint(
     checkpoint: str | Path,
     config: str | Path | None = None,

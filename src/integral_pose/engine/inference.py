@@ -40,12 +40,12 @@ def pck_key(threshold: float) -> str:
 
 
 def decode_logits(logits: Tensor, method: str = "integral", dark_sigma: float = DEFAULT_SIGMA) -> tuple[Tensor, Tensor]:
-    """Read joints out of network output with one of ``integral_pose.decode``'s methods.
+    """Read joints out of network output with a readout of the registry (``ops.readouts``).
 
     Args:
         logits: (B, K, W), (B, K, H, W) or (B, K, D, H, W) network output.
-        method: "integral", "integral_debiased" (integral-trained logits) or "argmax",
-            "argmax_quarter", "dark" (heatmap-trained score maps).
+        method: a readout: "integral", "integral_debiased", "integral_local" (integral-trained
+            logits) or "argmax", "argmax_quarter", "dark" (heatmap-trained score maps).
         dark_sigma: the Gaussian std (cells) the heatmap model was trained with; DARK smooths by it.
 
     Returns:

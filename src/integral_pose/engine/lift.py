@@ -325,7 +325,7 @@ def fit_lift(cfg: LiftConfig, output: str | Path, resume: bool = False, data: Li
     Raises:
         KeyboardInterrupt: on Ctrl-C, after the checkpoint is written.
     """
-    from integral_pose.engine.evaluate import write_json
+    from integral_pose.files import write_json
     from integral_pose.engine.typed_config import dump_typed
     from integral_pose.files import atomic_write_bytes
 

@@ -74,7 +74,7 @@ def build_integral_loss(cfg: Config, num_joints: int) -> losses.CombinedLoss:
         js_weight=float(t.js_weight),
         coord_kind=t.coord_loss,
         sigma=float(sigma),
-        readout={v: k for k, v in losses.READOUT_DECODERS.items()}[t.readout],
+        readout=t.readout,
         regularizer=t.regularizer,
         nll_scale=t.nll_scale,
         num_joints=num_joints,

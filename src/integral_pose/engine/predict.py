@@ -2,7 +2,8 @@
 
 image + person boxes -> the evaluation crop (the validation ``TopDownTransform`` of
 ``engine.data``: box -> centre / scale with the run's padding and aspect -> ``crop_transform`` ->
-``warpAffine``) -> ``engine.inference.predict_cells`` (the run's readout, flip test) ->
+``warpAffine``) -> ``engine.inference.predict_cells`` (the checkpoint's readout,
+``engine.evaluate.checkpoint_readout``, and the flip test: :func:`readout_settings`) ->
 ``engine.inference.cells_to_image`` (the crop's inverse affine) -> joints in image pixels.
 Nothing here re-implements a step: predicting a dataset image with its box gives the joints that
 ``evaluate`` scores.
@@ -17,21 +18,49 @@ Depth: a volumetric model's depth is reported only when its training data labell
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from integral_pose.engine.config import Config
 from integral_pose.engine.data import build_transform, depth_supervised
-from integral_pose.engine.evaluate import decoders_for_mode
+from integral_pose.engine.evaluate import checkpoint_readout
 from integral_pose.engine.inference import cells_to_image, predict_cells
 from integral_pose.files import UserError
 from integral_pose.metrics.coco import from_coco_box
 from integral_pose.ops.coordinates import depth_cells_to_mm
+from integral_pose.ops.readouts import readout_spec
 from integral_pose.skeletons import flip_permutation, get_skeleton
 
-__all__ = ["check_box", "whole_image_box", "predict_people"]
+__all__ = ["check_box", "whole_image_box", "predict_people", "ReadoutSettings", "readout_settings"]
+
+
+class ReadoutSettings(NamedTuple):
+    """How a checkpoint's maps are read: by :func:`predict_people`, and in the graph ``export`` writes.
+
+    Fields:
+        readout: a registry name (``ops.readouts``).
+        flip_perm: the skeleton's left/right permutation for the flip test, or None (no flip test).
+        dark_sigma: the blur DARK applies, in cells (the run's ``data.heatmap_sigma``).
+    """
+
+    readout: str
+    flip_perm: list[int] | None
+    dark_sigma: float
+
+
+def readout_settings(cfg: Config, skeleton: Any, readout: str | None = None,
+                     flip_test: bool = True) -> ReadoutSettings:
+    """The :class:`ReadoutSettings` of a run: ``readout`` (default: the checkpoint's own,
+    ``engine.evaluate.checkpoint_readout``), the flip test, and the run's DARK sigma.
+
+    Raises:
+        ValueError naming ``readout`` when it is not a registry name.
+    """
+    name = checkpoint_readout(cfg) if readout is None else readout_spec(readout).name
+    perm = flip_permutation(skeleton).tolist() if flip_test else None
+    return ReadoutSettings(name, perm, float(cfg.data.heatmap_sigma))
 
 
 def whole_image_box(width: int, height: int) -> np.ndarray:
@@ -83,30 +112,31 @@ def predict_people(
     skeleton: Any,
     flip_test: bool = True,
     batch_size: int | None = None,
+    readout: str | None = None,
 ) -> dict[str, Any]:
     """Predict the joints of every person box in one image.
 
     Args:
-        model: the network (``engine.evaluate.load_checkpoint``), in eval mode.
+        model: the network (``engine.checkpoint.load_checkpoint``), in eval mode.
         image: (H, W, 3) RGB, uint8 or float32 in [0, 1].
         boxes: (N, 4) COCO boxes x, y, w, h (checked and clipped by :func:`check_box`).
         cfg: the run's config (crop size, padding, readout, heatmap sigma, depth bins, data).
         skeleton: the run's skeleton (a name or anything ``get_skeleton`` takes).
         flip_test: average with the mirrored crop (left/right joints swapped), as evaluation does.
         batch_size: crops per forward pass (default: ``eval.batch_size``).
+        readout: a registry name (``ops.readouts``); default: the checkpoint's own
+            (``engine.evaluate.checkpoint_readout``).
 
     Returns:
         dict with "joints" (N, K, 2) image px (pixel centres at integers), "scores" (N, K) in [0, 1],
-        "decoder" (the readout's name), "depth" ("measured", "unsupervised" or "none"), and for a
+        "readout" (its registry name), "depth" ("measured", "unsupervised" or "none"), and for a
         volumetric model trained with depth labels "depth_mm" (N, K) root-relative depth.
     """
     sk = get_skeleton(skeleton)
     k = sk.num_joints
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     transform = build_transform(cfg, False, False, skeleton)  # the evaluation crop
-    method = decoders_for_mode(cfg)[0]
-    perm = flip_permutation(skeleton).tolist() if flip_test else None
-    sigma = float(cfg.data.heatmap_sigma)
+    settings = readout_settings(cfg, skeleton, readout, flip_test)
     bins = cfg.model.depth_bins
     device = next(model.parameters()).device
     step = int(batch_size or cfg.eval.batch_size)
@@ -118,7 +148,7 @@ def predict_people(
         ]
         crops = torch.stack([s["image"] for s in samples]).to(device)
         crop_to_image = torch.stack([s["crop_to_image"] for s in samples])
-        coords, sc = predict_cells(model, crops, method, perm, sigma)
+        coords, sc = predict_cells(model, crops, settings.readout, settings.flip_perm, settings.dark_sigma)
         hm_size = (int(transform.heatmap_size[0]), int(transform.heatmap_size[1]))
         joints.append(cells_to_image(coords.float().cpu(), hm_size, transform.input_size, crop_to_image).numpy())
         scores.append(sc.float().cpu().numpy())
@@ -127,7 +157,7 @@ def predict_people(
     out: dict[str, Any] = {
         "joints": np.concatenate(joints) if joints else np.zeros((0, k, 2)),
         "scores": np.concatenate(scores) if scores else np.zeros((0, k)),
-        "decoder": method,
+        "readout": settings.readout,
         "depth": "none",
     }
     if bins:

@@ -3,7 +3,7 @@
 A run folder holds ``config.yaml`` (the resolved config), ``checkpoints/`` (one per epoch +
 ``last.ckpt``), ``tb/`` (TensorBoard), ``csv/metrics.csv``, ``metrics.json`` (the final
 evaluation on held-out data, with the mean-training-pose baseline) and ``predictions.npz`` (the
-held-out predictions of every readout, ``engine.evaluate.read_predictions``). Folders are never
+held-out predictions of every readout, ``engine.prediction_files.read_predictions``). Folders are never
 overwritten by accident (``engine.run_folder``), and ``resume`` continues one only when its
 checkpoint exists and its config is the same (:func:`check_resume`); a resumed run appends to its
 logs and leaves ``config.yaml`` as it was. Result files are written atomically (``integral_pose.files``).
@@ -38,7 +38,8 @@ from integral_pose.engine.config import Config, ConfigError, config_from_stored,
 from integral_pose.engine.run_folder import refuse_changes
 from integral_pose.engine.console import use_progress_bar
 from integral_pose.engine.data import PoseDataModule, build_transform, dataset_skeleton, depth_notice, heatmap_size
-from integral_pose.engine.evaluate import evaluate_model, write_json
+from integral_pose.engine.evaluate import evaluate_model
+from integral_pose.files import write_json
 from integral_pose.engine.inference import mean_pose, pck_key
 from integral_pose.engine.module import PoseLightningModule
 from integral_pose.files import UserError, atomic_write_text

@@ -29,8 +29,10 @@ from typing import Any
 import numpy as np
 
 from integral_pose.extras import require
+from integral_pose.metrics.coco import coco_ground_truth, coco_keypoint_ap, keypoint_results
+from integral_pose.skeletons import get_skeleton
 
-__all__ = ["scale_calibration", "expected_oks"]
+__all__ = ["scale_calibration", "expected_oks", "calibration_report"]
 
 
 def scale_calibration(errors: Any, scales: Any, weight: Any = None, bins: int = 5) -> dict[str, Any]:
@@ -103,3 +105,57 @@ def expected_oks(tau: Any, areas: Any, sigmas: Sequence[float]) -> np.ndarray:
     if not np.all(np.isfinite(a) & (a > 0)):
         raise ValueError("areas must be finite and > 0")
     return 1.0 / (1.0 + t**2 / (a[:, None] * k2[None, :]))
+
+
+def calibration_report(collected: dict[str, Any], skeleton: Any, method: str, bins: int = 5) -> dict[str, Any]:
+    """The map spread as an uncertainty of one readout's joints (docs/training.md, "Confidences").
+
+    Per labelled joint, the error is the mean over x and y of |prediction - truth| (image px) and the
+    scale the spread (``spread_cells`` times ``px_per_cell``: image px); for a Laplace likelihood
+    trained on that spread the two agree on average (E|e| = b). ``scale_calibration`` bins them; COCO
+    AP (pycocotools, OKS with the skeleton's sigmas, one person per crop, the person box's area)
+    ranks the persons by three scores: "constant" (no ranking), "readout" (the mean of the
+    readout's joint scores, what COCO results carry) and "spread" (the mean expected OKS under a
+    Gaussian error of std = the spread, ``metrics.calibration.expected_oks``).
+
+    Args:
+        collected: ``collect_readouts`` arrays (or ``engine.prediction_files.read_predictions``) with "spread_cells",
+            "px_per_cell" and "bbox".
+        skeleton: the joints' skeleton (name, file or Skeleton): its OKS sigmas.
+        method: the readout.
+        bins: scale bins.
+
+    Returns:
+        ``scale_calibration``'s dict (errors and scales in image px) plus "ap": {score: COCO AP} and
+        "ap50" likewise.
+
+    Raises:
+        ValueError: no such readout, or arrays it needs that are missing or all NaN.
+    """
+    if method not in collected.get("pred", {}):
+        raise ValueError(f"readout {method!r} not among the predictions ({sorted(collected.get('pred', {}))})")
+    missing = [k for k in ("spread_cells", "px_per_cell", "bbox") if k not in collected]
+    if missing or not np.isfinite(np.asarray(collected["spread_cells"], dtype=np.float64)).any():
+        raise ValueError(f"the predictions carry no spread in image pixels (missing {missing or ['a finite spread_cells']}); "
+                         "evaluate the checkpoint again (integral-pose evaluate --checkpoint C --output DIR)")
+    boxes = np.asarray(collected["bbox"], dtype=np.float64)
+    if not np.all(np.isfinite(boxes) & (boxes[:, 2:] > 0).all(1, keepdims=True)):
+        raise ValueError(f"{int((~np.isfinite(boxes).all(1)).sum())} of {len(boxes)} samples have no person box "
+                         "(the OKS area of COCO AP comes from it)")
+    pred = np.asarray(collected["pred"][method], dtype=np.float64)
+    gt = np.asarray(collected["gt"], dtype=np.float64)
+    vis = np.asarray(collected["visible"]) > 0
+    error = np.abs(pred - gt).mean(-1)
+    scale = np.asarray(collected["spread_cells"], dtype=np.float64) * np.asarray(collected["px_per_cell"])[:, None]
+    report = scale_calibration(error, scale, vis, bins)
+    sk = get_skeleton(skeleton)
+    ids = np.arange(len(gt))  # one person per crop, each its own "image"
+    truth = coco_ground_truth(ids, gt, vis, boxes)
+    joint_scores = {"constant": np.ones(vis.shape), "readout": np.asarray(collected["scores"][method], dtype=np.float64),
+                    "spread": expected_oks(scale, boxes[:, 2] * boxes[:, 3], sk.sigmas)}
+    report["ap"], report["ap50"] = {}, {}
+    for name, js in joint_scores.items():
+        person = np.nanmean(np.where(vis, js, np.nan), 1)
+        stats = coco_keypoint_ap(keypoint_results(ids, pred, np.nan_to_num(js), np.nan_to_num(person)), truth, sigmas=sk.sigmas)
+        report["ap"][name], report["ap50"][name] = float(stats["AP"]), float(stats["AP50"])
+    return report

@@ -1,11 +1,12 @@
-"""Operators: the integral readout, decoders, heatmap targets and (optional) fused kernels."""
+"""Operators: the integral readout, the readout registry and decoders, heatmap targets and (optional) fused kernels."""
 from integral_pose.ops.coordinates import (
     cells_to_normalized,
     depth_cells_to_mm,
     depth_mm_to_cells,
     normalized_to_cells,
 )
-from integral_pose.ops.decoders import DECODE_METHODS, decode, spread
+from integral_pose.ops.decoders import decode, spread
+from integral_pose.ops.readouts import READOUT_NAMES, ReadoutSpec, canonical_readout, readout_names, readout_spec
 from integral_pose.ops.soft_argmax import (
     expectation,
     marginals,
@@ -18,7 +19,7 @@ from integral_pose.ops.targets import render_heatmaps
 
 __all__ = [
     "cells_to_normalized", "normalized_to_cells", "depth_cells_to_mm", "depth_mm_to_cells",
-    "DECODE_METHODS", "decode", "spread",
+    "READOUT_NAMES", "ReadoutSpec", "canonical_readout", "readout_names", "readout_spec", "decode", "spread",
     "expectation", "marginals", "soft_argmax", "spatial_log_softmax", "spatial_softmax", "split_depth_channels",
     "render_heatmaps",
 ]

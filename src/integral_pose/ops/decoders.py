@@ -1,6 +1,7 @@
-"""Decoders: heatmap -> (coordinates in cells, per-joint score in [0, 1]).
+"""The readouts' implementations: heatmap -> (coordinates in cells, per-joint score in [0, 1]).
 
-Two families read two different inputs (a known pitfall: "applying softmax to heatmaps that are already
+:func:`decode` runs any readout of the registry (:mod:`integral_pose.ops.readouts`, which names and
+describes them). Two families read two different inputs (a known pitfall: "applying softmax to heatmaps that are already
 probabilities or Gaussian scores" is a classic mistake, so the docstrings say which is which):
 
 - **score maps** (peak ~1, background ~0, e.g. trained with heatmap MSE on "gaussian" targets):
@@ -20,23 +21,23 @@ coordinates and score 0; every other joint is decoded normally (no exception is 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from integral_pose.ops.readouts import MAP_KINDS, READOUT_NAMES, READOUT_SPECS, readout_names, readout_spec, reads
 from integral_pose.ops.soft_argmax import check_logits, soft_argmax
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
-__all__ = ["decode", "spread", "reads", "DECODE_METHODS", "SCORE_METHODS", "LOGIT_METHODS", "DECODE_LABELS",
-           "MAP_KINDS", "SCORE_FLOOR"]
+__all__ = ["decode", "spread", "reads", "MAP_KINDS", "SCORE_FLOOR", "DECODE_METHODS", "LOGIT_METHODS", "DECODE_LABELS"]
 
-SCORE_METHODS = ("argmax", "argmax_quarter", "dark")
-LOGIT_METHODS = ("integral", "integral_debiased", "integral_local")
-DECODE_METHODS = SCORE_METHODS + LOGIT_METHODS
-#: What a map holds: "scores" (heatmap-MSE-trained score maps: peak ~1, background ~0) or "logits"
-#: (integral-trained: softmax(logits) is the joint's distribution).
-MAP_KINDS = ("scores", "logits")
+# The readouts are named and described in ops.readouts (the registry); these views of it keep
+# engine/config.py and commands/train.py working until they read the registry themselves.
+DECODE_METHODS = READOUT_NAMES
+LOGIT_METHODS = readout_names(reads="logits")
+DECODE_LABELS = {name: spec.label for name, spec in READOUT_SPECS.items()}
 #: Score maps -> logits for the integral readouts: ``log(max(s, SCORE_FLOOR * peak))`` per joint.
 #: The floor only stands in for zeros and negatives (which have no log) and must not cut into the
 #: bump: below exp(-18) = 1.5e-8, a Gaussian score map keeps its exact log out to
@@ -47,10 +48,6 @@ MAP_KINDS = ("scores", "logits")
 #: (docs/decode.md, benchmarks/bench_decode.py --floor): 1e-6 leaves debiased errors up to 6e-3 px
 #: at 480 px from 64 x 64 maps, 1e-9 and smaller none; 1e-3 costs up to 1 px, 1e-2 3 px.
 SCORE_FLOOR = 1e-9
-# How tables name each readout.
-DECODE_LABELS = {"argmax": "argmax", "argmax_quarter": "argmax + 1/4 shift", "dark": "DARK",
-                 "integral": "soft-argmax (integral)", "integral_debiased": "debiased soft-argmax",
-                 "integral_local": "local soft-argmax"}
 
 _SCORE_WINDOW = 2  # integral scores: probability mass within +-2 cells of the mode (a 5^d window)
 _LOCAL_SIGMAS = 3.0  # integral_local's window: +-max(2, 3 sigma0) cells around the mode
@@ -120,12 +117,13 @@ def _local_patches(x: Tensor, centre: Tensor, half: int) -> Tensor:
 def _blur_valid(x: Tensor, kernel: Tensor) -> Tensor:
     """Separable blur over the spatial dims of (B, K, *S) without padding (each side shrinks by r)."""
     nd = x.dim() - 2
+    last = x.dim() - 1  # a non-negative axis: ONNX Runtime rejects the negative permutation -1 exports to
     k = kernel.view(1, 1, -1)
     for axis in range(2, 2 + nd):
-        moved = x.movedim(axis, -1)
+        moved = x.movedim(axis, last)
         shape = moved.shape
         y = F.conv1d(moved.reshape(-1, 1, shape[-1]), k)
-        x = y.view(*shape[:-1], y.shape[-1]).movedim(-1, axis)
+        x = y.view(*shape[:-1], y.shape[-1]).movedim(last, axis)
     return x
 
 
@@ -147,6 +145,45 @@ def _decode_argmax(x: Tensor, quarter: bool) -> tuple[Tensor, Tensor]:
             minus = _gather_at(flat, (idx - step).clamp(min=0).unsqueeze(2), size).squeeze(2)
             coords[..., a] = coords[..., a] + torch.where(inner, 0.25 * torch.sign(plus - minus), 0.0)
     return coords, maxval
+
+
+def _det(m: list[list[Tensor]]) -> Tensor:
+    """Determinant of a d x d matrix (d <= 3) given as rows of (B, K) entries, by cofactors."""
+    if len(m) == 1:
+        return m[0][0]
+    total = None
+    for c in range(len(m)):
+        minor = [row[:c] + row[c + 1:] for row in m[1:]]
+        term = m[0][c] * _det(minor)
+        total = term if total is None else (total - term if c % 2 else total + term)
+    return total
+
+
+def _newton_step(grad: list[Tensor], hess: list[list[Tensor]]) -> tuple[Tensor, Tensor]:
+    """(B, K, d) step ``-H^-1 g`` and (B, K) bool "H is negative definite", for d <= 3 axes.
+
+    ``grad``: d entries (B, K); ``hess``: d x d entries (B, K), symmetric. Closed forms (Sylvester's
+    criterion on the leading minors, the inverse by cofactors) rather than ``torch.linalg``: they
+    export to ONNX, which has no eigenvalue or solve operator, and the d <= 3 systems need no more.
+    The step is 0 where H is not negative definite.
+    """
+    d = len(grad)
+    concave = torch.ones_like(grad[0], dtype=torch.bool)
+    for k in range(1, d + 1):  # -H positive definite: its leading minors are all > 0
+        minor = _det([row[:k] for row in hess[:k]])
+        concave = concave & ((minor < 0) if k % 2 else (minor > 0))
+    det = _det(hess)
+    det = torch.where(concave, det, torch.ones_like(det))  # no division by a vanishing determinant
+    step = []
+    for i in range(d):
+        # (H^-1 g)_i = sum_j C_ji g_j / det, C the cofactors (H symmetric: C_ji = C_ij)
+        acc = torch.zeros_like(det)
+        for jj in range(d):
+            minor = [[hess[r][c] for c in range(d) if c != i] for r in range(d) if r != jj]
+            cof = _det(minor) if minor else torch.ones_like(det)
+            acc = acc + (cof if (i + jj) % 2 == 0 else -cof) * grad[jj]
+        step.append(torch.where(concave, -acc / det, torch.zeros_like(det)))
+    return torch.stack(step, -1), concave
 
 
 def _decode_dark(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
@@ -181,21 +218,17 @@ def _decode_dark(x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
     centre = torch.ones(d, dtype=idx.dtype, device=x.device)
     vals = _gather_at(logmap, (centre + off).expand(*e.shape[:2], *off.shape), (3,) * d)  # (B, K, M)
     f0 = vals[..., 0]
-    grad = torch.stack([(vals[..., 1 + 2 * a] - vals[..., 2 + 2 * a]) / 2 for a in range(d)], -1)
-    hess = torch.zeros(*vals.shape[:2], d, d, dtype=vals.dtype, device=x.device)
+    grad = [(vals[..., 1 + 2 * a] - vals[..., 2 + 2 * a]) / 2 for a in range(d)]
+    hess: list[list[Tensor]] = [[f0] * d for _ in range(d)]  # every entry is set below
     for a in range(d):
-        hess[..., a, a] = vals[..., 1 + 2 * a] - 2 * f0 + vals[..., 2 + 2 * a]
+        hess[a][a] = vals[..., 1 + 2 * a] - 2 * f0 + vals[..., 2 + 2 * a]
     j = 1 + 2 * d
     for a in range(d):
         for b in range(a + 1, d):
-            hab = (vals[..., j] - vals[..., j + 1] - vals[..., j + 2] + vals[..., j + 3]) / 4
-            hess[..., a, b] = hab
-            hess[..., b, a] = hab
+            hess[a][b] = hess[b][a] = (vals[..., j] - vals[..., j + 1] - vals[..., j + 2] + vals[..., j + 3]) / 4
             j += 4
     # Refine only where the log map is locally concave (a maximum); elsewhere keep the argmax.
-    concave = torch.linalg.eigvalsh(hess).amax(-1) < 0
-    safe_h = torch.where(concave[..., None, None], hess, -torch.eye(d, dtype=hess.dtype, device=x.device))
-    step = -torch.linalg.solve(safe_h, grad.unsqueeze(-1)).squeeze(-1)
+    step, concave = _newton_step(grad, hess)
     refined = e.to(x.dtype) + step
     # A sane Taylor step never leaves the argmax's neighbourhood; noise can make it try.
     refined = torch.minimum(torch.maximum(refined, coords - 1.0), coords + 1.0)
@@ -387,20 +420,6 @@ def _decode_integral_debiased(logits: Tensor, beta: float) -> tuple[Tensor, Tens
     return coords, _integral_scores((w / C).view_as(x))
 
 
-def reads(method: str) -> str:
-    """Which kind of map a readout reads: "scores" (argmax, argmax_quarter, dark) or "logits" (the integrals).
-
-    Example:
-        >>> reads("dark"), reads("integral_debiased")
-        ('scores', 'logits')
-    """
-    if method in SCORE_METHODS:
-        return "scores"
-    if method in LOGIT_METHODS:
-        return "logits"
-    raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
-
-
 def _peak_floor(x: Tensor) -> Tensor:
     """(B, K, 1) floor ``SCORE_FLOOR * peak`` of each score map (B, K, N); the smallest positive
     normal number where the peak is not positive (a map with no evidence becomes a constant)."""
@@ -421,11 +440,11 @@ def _logits_to_scores(x: Tensor, beta: float) -> Tensor:
     return torch.exp(flat - flat.amax(-1, keepdim=True)).view_as(x)
 
 
-def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, kind: str | None = None,
+def decode(heatmaps: Tensor, readout: str, beta: float = 1.0, *, kind: str | None = None,
            dark_sigma: float = DEFAULT_SIGMA) -> tuple[Tensor, Tensor]:
     """Decode per-joint maps into coordinates (in cells, ordered (x, y[, z])) and scores in [0, 1].
 
-    Methods and the input each expects:
+    Readouts (the registry, :mod:`integral_pose.ops.readouts`) and the input each expects:
 
     - ``"argmax"`` (score maps): the most probable cell; score = peak value clipped to [0, 1].
     - ``"argmax_quarter"`` (score maps): argmax moved 1/4 cell toward the higher neighbour along
@@ -453,7 +472,7 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, kind: str | None
     Integral scores: the softmax probability mass within +-2 cells of the most probable cell
     (a 5^d window): near 1 for a sharp unimodal map, ~0 for a flat one.
 
-    **kind.** ``None`` (the default): the maps are taken to be what ``method`` reads, as listed
+    **kind.** ``None`` (the default): the maps are taken to be what ``readout`` reads, as listed
     above. ``"scores"`` or ``"logits"`` (:data:`MAP_KINDS`): the maps are of that kind, and a readout
     of the other kind reads them converted, per joint:
 
@@ -497,16 +516,16 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, kind: str | None
 
     Args:
         heatmaps: (B, K, *S), 1 <= len(S) <= 3, floating point; score maps or logits (see above).
-        method: one of :data:`DECODE_METHODS`.
-        beta: inverse temperature multiplying the logits (integral methods only; with
+        readout: a registry name (:data:`~integral_pose.ops.readouts.READOUT_NAMES`).
+        beta: inverse temperature multiplying the logits (integral readouts only; with
             ``kind="logits"`` it also scales the logits converted for a score readout).
-        kind: None (the maps are what ``method`` reads), or what the maps are, one of
-            :data:`MAP_KINDS`: then any method reads them (converted as above).
+        kind: None (the maps are what ``readout`` reads), or what the maps are, one of
+            :data:`MAP_KINDS`: then any readout reads them (converted as above).
         dark_sigma: the blur's sigma in cells for "dark" (DARK uses the training target's sigma).
 
     Returns:
         ``(coords, scores)``: coords (B, K, len(S)) in cells, scores (B, K) in [0, 1]; float32
-        (float64 for float64 input). The integral methods are differentiable.
+        (float64 for float64 input). The readouts marked ``differentiable`` in the registry (the integral ones) are.
 
     Example:
         >>> from integral_pose.ops.targets import render_heatmaps
@@ -523,13 +542,14 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, kind: str | None
         (True, 0.978)
     """
     check_logits(heatmaps, "heatmaps")
-    if method not in DECODE_METHODS:
-        raise ValueError(f"method must be one of {DECODE_METHODS}, got {method!r}")
+    spec = readout_spec(readout)
     if kind is not None and kind not in MAP_KINDS:
         raise ValueError(f"kind must be one of {MAP_KINDS} (what the maps hold) or None, got {kind!r}")
     x = heatmaps.to(_compute_dtype(heatmaps))
-    input_kind = reads(method) if kind is None else kind
-    if bool(torch.isfinite(x).all()):  # the common case: skip the sanitising passes
+    input_kind = spec.reads if kind is None else kind
+    # The common case skips the sanitising passes; a traced graph (ONNX export) keeps them, as its
+    # inputs are not known when it is built.
+    if not torch.jit.is_tracing() and bool(torch.isfinite(x).all()):
         invalid = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
     else:
         invalid = _invalid_joints(x)
@@ -539,10 +559,10 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, kind: str | None
             x = torch.where(x == -math.inf, zero, x)
         x = torch.where(invalid.view(*invalid.shape, *([1] * (x.dim() - 2))), zero, x)
     maps = x
-    if input_kind != reads(method):
+    if input_kind != spec.reads:
         maps = _logits_to_scores(x, beta) if input_kind == "logits" else _scores_to_logits(x)
-    coords, scores = _dispatch(maps, method, beta, dark_sigma)
-    if input_kind != reads(method):  # the score of the maps' own kind
+    coords, scores = _READOUTS[spec.name](maps, beta, dark_sigma)
+    if input_kind != spec.reads:  # the score of the maps' own kind
         if input_kind == "scores":
             scores = x.flatten(2).amax(-1)
         else:
@@ -554,22 +574,21 @@ def decode(heatmaps: Tensor, method: str, beta: float = 1.0, *, kind: str | None
     return coords, scores
 
 
-def _dispatch(x: Tensor, method: str, beta: float, dark_sigma: float) -> tuple[Tensor, Tensor]:
-    """Run one readout on sanitised maps of the kind it reads."""
-    if method == "argmax":
-        coords, scores = _decode_argmax(x, quarter=False)
-    elif method == "argmax_quarter":
-        coords, scores = _decode_argmax(x, quarter=True)
-    elif method == "dark":
-        coords, scores = _decode_dark(x, dark_sigma)
-    elif method == "integral":
-        coords = soft_argmax(x, beta)
-        scores = _integral_scores(torch.softmax((x * beta).flatten(2), -1).view_as(x))
-    elif method == "integral_local":
-        coords, scores = _decode_integral_local(x, beta)
-    else:
-        coords, scores = _decode_integral_debiased(x, beta)
-    return coords, scores
+def _read_integral(x: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    return soft_argmax(x, beta), _integral_scores(torch.softmax((x * beta).flatten(2), -1).view_as(x))
+
+
+# Each registry readout (ops.readouts) and the function that runs it on sanitised maps of the kind
+# it reads: (maps, beta, dark_sigma) -> (coords, scores). tests/test_ops_readouts.py checks that
+# the two name the same readouts.
+_READOUTS: dict[str, Callable[[Tensor, float, float], tuple[Tensor, Tensor]]] = {
+    "argmax": lambda x, beta, sigma: _decode_argmax(x, quarter=False),
+    "argmax_quarter": lambda x, beta, sigma: _decode_argmax(x, quarter=True),
+    "dark": lambda x, beta, sigma: _decode_dark(x, sigma),
+    "integral": lambda x, beta, sigma: _read_integral(x, beta),
+    "integral_debiased": lambda x, beta, sigma: _decode_integral_debiased(x, beta),
+    "integral_local": lambda x, beta, sigma: _decode_integral_local(x, beta),
+}
 
 
 def spread(logits: Tensor, beta: float = 1.0) -> Tensor:

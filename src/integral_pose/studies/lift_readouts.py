@@ -21,7 +21,7 @@ import numpy as np
 from integral_pose.data.heatmap_inputs import READOUTS, person_crop
 from integral_pose.engine.lift import (TEST_SEED_OFFSET, LiftConfig, LiftData, LiftSplit, fit_lift, load_splits,
                                        readout_inputs)
-from integral_pose.ops.decoders import DECODE_LABELS
+from integral_pose.ops.readouts import readout_label
 
 __all__ = ["run_lift_readouts", "format_rows"]
 
@@ -103,7 +103,7 @@ def format_rows(rows: Sequence[dict[str, Any]], header: bool = True) -> str:
              "| PA-MPJPE (mm) | scale-aligned MPJPE (mm) | lifter restarts |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"] if header else []
     for r in rows:
-        inputs = "ground truth" if r["inputs"] == "gt" else DECODE_LABELS.get(r["inputs"], r["inputs"])
+        inputs = "ground truth" if r["inputs"] == "gt" else readout_label(r["inputs"])
         scaled = "—" if r["scale_aligned_mpjpe_mm"] is None else f"{r['scale_aligned_mpjpe_mm']:.1f}"
         lines.append(f"| {r['noise'] or '—'} | {inputs} | {'yes' if r['supervision'] == '3d' else 'no'} "
                      f"| {r['input_2d_error_px']:.2f} | {r['input_2d_error_crop_px']:.2f} | {r['mpjpe_mm']:.1f} "

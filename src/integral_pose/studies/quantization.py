@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from integral_pose.data.heatmap_inputs import simulate_maps
-from integral_pose.ops.decoders import DECODE_METHODS, LOGIT_METHODS, decode
+from integral_pose.ops.decoders import decode
+from integral_pose.ops.readouts import READOUT_NAMES, reads
 from integral_pose.viz import save_figure
 
 __all__ = ["run_study", "format_table"]
@@ -63,16 +64,16 @@ def run_study(
     edge_cells = torch.minimum(coords + 0.5, n - 0.5 - coords).amin(-1).squeeze(1)
     errors: dict[tuple[float, str], np.ndarray] = {}
     for level in levels:
-        per_method: dict[str, list[torch.Tensor]] = {m: [] for m in DECODE_METHODS}
+        per_method: dict[str, list[torch.Tensor]] = {m: [] for m in READOUT_NAMES}
         for start in range(0, samples, chunk):
             c = coords[start:start + chunk]
             # the one noise model of simulated maps: log-Gaussian, background floor, logit noise
             logits, scores = simulate_maps(c, (n, n), sigma, logit_std=level, floor=floor, generator=g)
-            for method in DECODE_METHODS:
-                inp = logits if method in LOGIT_METHODS else scores
+            for method in READOUT_NAMES:
+                inp = logits if reads(method) == "logits" else scores
                 xy, _ = decode(inp, method, dark_sigma=sigma)
                 per_method[method].append((xy.double() - c).norm(dim=-1).squeeze(1) * stride)
-        for method in DECODE_METHODS:
+        for method in READOUT_NAMES:
             errors[(level, method)] = torch.cat(per_method[method]).numpy()
     return {
         "levels": levels, "edge_px": (edge_cells * stride).numpy(), "border": (edge_cells < 3 * sigma).numpy(),
@@ -94,11 +95,10 @@ def format_table(result: dict) -> str:
             "| border: mean | p95 | max |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for level in result["levels"]:
-        for method in DECODE_METHODS:
+        for method in READOUT_NAMES:
             e = result["errors"][(level, method)]
             cells = [*_stats(e), *_stats(e[~border]), *_stats(e[border])]
-            reads = "logits" if method in LOGIT_METHODS else "scores"
-            lines.append(f"| {level:g} | {method} | {reads} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
+            lines.append(f"| {level:g} | {method} | {reads(method)} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
     return "\n".join(lines)
 
 
@@ -119,7 +119,7 @@ def plot(result: dict, path: Path) -> None:
     styles = {"argmax": ":", "argmax_quarter": "-.", "dark": "--", "integral": "-", "integral_debiased": "-",
               "integral_local": (0, (5, 1))}
     for ax, level in zip(axes[0], levels):
-        for method in DECODE_METHODS:
+        for method in READOUT_NAMES:
             e = result["errors"][(level, method)]
             mean = np.array([e[which == b].mean() if (which == b).any() else np.nan for b in range(len(centres))])
             ax.plot(centres, np.maximum(mean, 1e-6), linestyle=styles[method], lw=2.2 if method == "integral_debiased" else 1.6,

@@ -7,7 +7,7 @@
 - ``pck_curve.png``: PCK against the threshold (0 .. 0.5 of the torso, the AUC grid of
   :mod:`integral_pose.metrics`) for every row, the mean training pose included.
 
-Both are made from the run folders' ``predictions.npz`` (``engine.evaluate.write_predictions``) and
+Both are made from the run folders' ``predictions.npz`` (``engine.prediction_files.write_predictions``) and
 the held-out set rebuilt from the run's ``config.yaml`` (only the drawn crops are read), so they can
 be redrawn from finished runs: :func:`write_run_pictures`.
 """
@@ -23,12 +23,12 @@ import numpy as np
 from integral_pose import metrics as M
 from integral_pose.metrics.pck_auc import DEFAULT_AUC_THRESHOLDS
 from integral_pose.engine.data import build_dataset, dataset_skeleton
-from integral_pose.engine.evaluate import read_predictions
+from integral_pose.engine.prediction_files import read_predictions
 from integral_pose.engine.inference import MEAN_POSE, MEAN_POSE_LABEL
 from integral_pose.engine.train import read_run_config
 from integral_pose.files import BadFileError, atomic_write_bytes
 from integral_pose.geometry import apply_affine, invert_affine
-from integral_pose.ops.decoders import DECODE_LABELS
+from integral_pose.ops.readouts import readout_label
 from integral_pose.viz import (GROUND_TRUTH_COLOR, draw_legend, draw_prediction_panel, figure_png, make_grid, palette,
                                save_image)
 
@@ -63,7 +63,7 @@ def table_rows(runs: Mapping[str, str | Path]) -> tuple[list[tuple[str, np.ndarr
                 or not np.allclose(col["gt"], shared["gt"]):
             raise BadFileError(f"{str(path)!r} holds other held-out samples than {str(next(iter(runs.values())))!r}; "
                                "the pictures compare runs on the same samples")
-        rows += [(f"{mode}: {DECODE_LABELS.get(m, m)}", p) for m, p in col["pred"].items() if m != MEAN_POSE]
+        rows += [(f"{mode}: {readout_label(m)}", p) for m, p in col["pred"].items() if m != MEAN_POSE]
     if shared is None:
         raise ValueError("table_rows: no runs")
     if MEAN_POSE in shared["pred"]:
