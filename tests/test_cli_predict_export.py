@@ -76,14 +76,14 @@ def test_export_onnx_round_trip(tiny_run, tmp_path, capsys):
     onnx_path = tmp_path / "m.onnx"
     assert cli(["export", "--checkpoint", str(ckpt), "--output", str(onnx_path)]) == 0
     printed = capsys.readouterr().out
-    assert "readout integral_local (flip test)" in printed and "OK" in printed
+    assert "readout integral (flip test)" in printed and "OK" in printed
     model, cfg, skeleton = load_checkpoint(ckpt)
     x = torch.rand(3, 3, 64, 64)  # a batch size other than the export's: the batch axis is dynamic
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     logits, coords, scores = sess.run(None, {"images": x.numpy()})
     # the checkpoint's own readout with the flip test: what predict reads from the same crops
     settings = readout_settings(cfg, skeleton)
-    assert settings.readout == "integral_local" and settings.flip_perm is not None
+    assert settings.readout == "integral" and settings.flip_perm is not None
     with torch.no_grad():
         ref = model(x)
         ref_coords, ref_scores = predict_cells(model, x, settings.readout, settings.flip_perm, settings.dark_sigma)

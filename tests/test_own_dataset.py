@@ -220,8 +220,8 @@ def test_readme_walk_through_end_to_end(tmp_path, monkeypatch, capsys):
 
     assert cli(["export", "--checkpoint", str(ckpt), "--output", "star5.onnx"]) == 0
     sess = ort.InferenceSession(str(tmp_path / "star5.onnx"), providers=["CPUExecutionProvider"])
-    logits, coords = sess.run(None, {"images": np.random.rand(2, 3, 64, 64).astype(np.float32)})
-    assert logits.shape[:2] == (2, 5) and coords.shape == (2, 5, 2)
+    logits, coords, scores = sess.run(None, {"images": np.random.rand(2, 3, 64, 64).astype(np.float32)})
+    assert logits.shape[:2] == (2, 5) and coords.shape == (2, 5, 2) and scores.shape == (2, 5)
 
 
 def test_mixed_config_takes_a_coco_format_2d_half(tmp_path):
