@@ -145,7 +145,7 @@ def main() -> None:
             m = run_training(cfg, run_dir, verbose=False, renders=run_renders, callbacks=[steps], progress=steps)
         wall = time.perf_counter() - t0
         base = m["baseline_mean_pose"]  # scored by the engine in the same evaluation pass
-        other = {d: v for d, v in m["by_decoder"].items() if d != m["decoder"]}
+        other = {d: v for d, v in m["by_readout"].items() if d != m["readout"]}
         other_txt = ", ".join(f"{d}: {v['mpjpe_mm']:.1f} / {v['pa_mpjpe_mm']:.1f}" for d, v in other.items())
         row = (f"| {name} | {'; '.join(extra) or '(config)'} | {m['global_step']} | {m['epochs']} | {m['train_time_s']:.0f} | "
                f"{wall:.0f} | {m['mpjpe_mm']:.1f} | {m['pa_mpjpe_mm']:.1f} | {m['mpjpe_mm'] / base['mpjpe_mm']:.2f} | "
@@ -155,8 +155,8 @@ def main() -> None:
         lines.append(row)
         record = {"variant": name, "overrides": extra, "common": args.overrides, "budget": budget, "date": when,
                   "load_avg": load, "wall_s": wall, "mean_pose": base,
-                  **{k: m[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "global_step", "epochs", "train_time_s", "decoder",
-                                       "by_decoder", "images_per_s")}}
+                  **{k: m[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "global_step", "epochs", "train_time_s", "readout",
+                                       "by_readout", "images_per_s")}}
         with open(out / "results.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
     previous = table.read_text() if table.is_file() else ""

@@ -24,7 +24,7 @@ the engine does for ``train.precision: bf16-mixed``. Run one at a time per free 
 ``--table FILE`` prints the rows of a ``--out`` file as a markdown table (every readout) instead.
 
 Appends one JSON line per run to ``--out``: name, PCK@0.2 and mean error (px) of the primary
-readout, every readout's under ``by_decoder``, the mean training loss of the last 100 steps, steps,
+readout, every readout's under ``by_readout``, the mean training loss of the last 100 steps, steps,
 epochs, load average. Renders are cached between runs in ``--cache-dir`` (pickled, ~0.4 GB for
 20,000 images).
 """
@@ -115,9 +115,9 @@ def markdown_table(rows: list[dict]) -> str:
     head = ["run", "primary readout"] + [f"{r} {pck} / px" for r in readouts] + ["final loss", "steps", "epochs", "s", "load avg (1 min, before/after)"]
     lines = ["| " + " | ".join(head) + " |", "| --- | --- | " + " | ".join(["---:"] * (len(head) - 2)) + " |"]
     for r in rows:
-        cells = [r["name"], r.get("decoder", "integral")]
+        cells = [r["name"], r.get("readout", r.get("decoder", "integral"))]
         for name in readouts:
-            v = r.get("by_decoder", {}).get(name)
+            v = r.get("by_readout", {}).get(name)
             cells.append(f"{v[pck]:.1f} % / {v['mean_error_px']:.2f}" if v else "—")
         load = f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}" if "loadavg_before" in r else "—"
         cells += [f"{r['final_loss']:.4f}" if "final_loss" in r else "—", str(r["steps"]), str(r["epochs"]), f"{r['time_s']:.0f}", load]
@@ -223,9 +223,9 @@ def main() -> None:
     m = evaluate_model(model, val_set, cfg, "h36m17", methods=methods)
     pck = pck_key(cfg.eval.pck_threshold)
     by = {name: {pck: round(100 * v[pck], 1), "mean_error_px": round(v["mean_error_px"], 2)}
-          for name, v in m["by_decoder"].items()}
-    row = {"name": a.name, "decoder": m["decoder"], pck: round(100 * m[pck], 1), "mean_error_px": round(m["mean_error_px"], 2),
-           "by_decoder": by, "final_loss": round(sum(recent) / max(1, len(recent)), 5),
+          for name, v in m["by_readout"].items()}
+    row = {"name": a.name, "readout": m["readout"], pck: round(100 * m[pck], 1), "mean_error_px": round(m["mean_error_px"], 2),
+           "by_readout": by, "final_loss": round(sum(recent) / max(1, len(recent)), 5),
            "steps": step, "epochs": epoch, "time_s": round(train_s, 1), "threads": a.threads, "precision": a.precision,
            "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
            "params": sum(q.numel() for q in model.parameters()), "args": vars(a)}

@@ -109,7 +109,7 @@ def test_evaluate_checkpoint_writes_metrics(tiny_run, tmp_path):
     # the per-sample predictions come with it, and score the same
     col = read_predictions(tmp_path / "predictions.npz")
     _, cfg, skeleton = load_checkpoint(ckpt)
-    again = compute_metrics(col, get_skeleton(skeleton), m["decoder"], cfg.eval.pck_threshold)
+    again = compute_metrics(col, get_skeleton(skeleton), m["readout"], cfg.eval.pck_threshold)
     assert again["pck@0.2"] == pytest.approx(m["pck@0.2"]) and again["mean_error_px"] == pytest.approx(m["mean_error_px"])
     # an earlier result is kept: the training run's own metrics.json, or this evaluation's
     for folder in (tiny_run, tmp_path):
@@ -136,7 +136,7 @@ def test_evaluate_checkpoint_command_prints_the_training_table(tiny_run, tmp_pat
     saved = json.loads((tmp_path / "metrics.json").read_text())
     rows = table[2:]  # below the header's separator line
     assert [row.split(" | ")[0] for row in rows] == ["| integral"] * 3  # the three integral readouts
-    assert saved["decoder"] == "integral" and rows[0].startswith("| integral | soft-argmax (integral) |")
+    assert saved["readout"] == "integral" and rows[0].startswith("| integral | soft-argmax (integral) |")
 
 
 def test_train_rejects_unknown_key(capsys):

@@ -25,18 +25,18 @@ def test_runs_trains_and_appends_one_json_row(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["name"] for r in rows] == ["plain", "skip", "hm", "reread"]
     # saved weights, evaluated again without training: the same numbers
-    assert rows[3]["steps"] == 0 and rows[3]["by_decoder"] == rows[0]["by_decoder"]
+    assert rows[3]["steps"] == 0 and rows[3]["by_readout"] == rows[0]["by_readout"]
     for r in rows[:3]:
         assert r["steps"] > 0 and 0.0 <= r["pck@0.2"] <= 100.0 and r["mean_error_px"] > 0
     assert rows[1]["params"] != rows[0]["params"]  # the skip head is a different network
     # every readout: the logit readouts and the heatmap decoders on the same maps
-    assert rows[0]["decoder"] == "integral_local" and list(rows[0]["by_decoder"]) == [
+    assert rows[0]["readout"] == "integral_local" and list(rows[0]["by_readout"]) == [
         "integral_local", "integral", "integral_debiased", "argmax", "dark"]  # eval.readout first
-    assert rows[0]["by_decoder"]["integral_local"]["pck@0.2"] == rows[0]["pck@0.2"]
+    assert rows[0]["by_readout"]["integral_local"]["pck@0.2"] == rows[0]["pck@0.2"]
     # a heatmap model, a fixed number of steps, bf16 autocast
     assert rows[2]["steps"] == 5 and rows[2]["precision"] == "bf16-mixed"
     # read by its own readout (DARK: a heatmap model's, eval.readout aside), then the other score readouts
-    assert rows[2]["decoder"] == "dark" and list(rows[2]["by_decoder"]) == ["dark", "argmax", "argmax_quarter"]
+    assert rows[2]["readout"] == "dark" and list(rows[2]["by_readout"]) == ["dark", "argmax", "argmax_quarter"]
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "demo_variants.py"), "--table", str(out)], env=env,
                        capture_output=True, text=True, timeout=120)
     table = r.stdout.splitlines()

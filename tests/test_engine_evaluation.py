@@ -43,7 +43,7 @@ def _coco_files(tmp_path):
 
 def test_pck_key_and_the_table_follow_the_threshold():
     assert pck_key(0.2) == "pck@0.2" and pck_key(0.1) == "pck@0.1" and pck_key(0.5) == "pck@0.5"
-    run = {"by_decoder": {"integral": {"pck@0.1": 0.5, "mean_error_px": 1.0}}, "pck_threshold": 0.1,
+    run = {"by_readout": {"integral": {"pck@0.1": 0.5, "mean_error_px": 1.0}}, "pck_threshold": 0.1,
            "epochs": 1, "train_time_s": 3.0}
     table = metrics_table({"integral": run})
     assert table.startswith("| run | readout | PCK@0.1 |") and "| integral | " in table
@@ -106,10 +106,10 @@ def test_evaluate_model_adds_coco_ap_for_coco_data(tmp_path):
     model = build_model_from_config(cfg, 17)
     m = evaluate_model(model, ds, cfg, "coco17")
     # every logit readout, eval.readout first
-    assert sorted(m["by_decoder"]) == sorted(LOGIT_READOUTS) and m["decoder"] == "integral_local" == next(iter(m["by_decoder"]))
-    for metrics in m["by_decoder"].values():
+    assert sorted(m["by_readout"]) == sorted(LOGIT_READOUTS) and m["readout"] == "integral_local" == next(iter(m["by_readout"]))
+    for metrics in m["by_readout"].values():
         assert 0.0 <= metrics["coco_ap"] <= 1.0 and "pck@0.1" in metrics and "pck@0.2" not in metrics
-    assert m["pck_threshold"] == 0.1 and m["coco_ap"] == m["by_decoder"]["integral_local"]["coco_ap"]
+    assert m["pck_threshold"] == 0.1 and m["coco_ap"] == m["by_readout"]["integral_local"]["coco_ap"]
 
 
 # ------------------------------------------------------------------ one loop for every readout
@@ -223,12 +223,12 @@ def test_evaluate_model_scores_the_mean_pose_and_writes_the_predictions(tmp_path
     model = build_model_from_config(cfg, 17)
     plain = evaluate_model(model, val, cfg, "h36m17")
     m = evaluate_model(model, val, cfg, "h36m17", mean_cells=cells, predictions_path=tmp_path / "p" / "predictions.npz")
-    assert m["by_decoder"] == plain["by_decoder"]  # the baseline rides along without changing a number
+    assert m["by_readout"] == plain["by_readout"]  # the baseline rides along without changing a number
     alone = collect_readouts(torch.utils.data.DataLoader(val, batch_size=4), fixed_pose_readout(cells, heatmap_size(cfg)),
                              (64, 64), depth_bins=8)
     assert m["baseline_mean_pose"] == compute_metrics(alone, H36M17, MEAN_POSE)
     assert {"mpjpe_mm", "pa_mpjpe_mm"} <= m["baseline_mean_pose"].keys()  # 3D: with the mean depth
     col = read_predictions(tmp_path / "p" / "predictions.npz")
     assert set(col["pred"]) == set(LOGIT_READOUTS) | {MEAN_POSE} and col["pred"][MEAN_POSE].shape == (9, 17, 2)
-    assert compute_metrics(col, H36M17, "integral") == m["by_decoder"]["integral"]
+    assert compute_metrics(col, H36M17, "integral") == m["by_readout"]["integral"]
     np.testing.assert_array_equal(col["depth_mm"][MEAN_POSE], alone["depth_mm"][MEAN_POSE])

@@ -168,7 +168,7 @@ def test_heatmap_mode_and_comparison_table(tiny_heatmap_run):
 
     m = json.loads((tiny_heatmap_run / "metrics.json").read_text())
     # read by its own readout (DARK: eval.readout null) first, then the other score readouts
-    assert list(m["by_decoder"]) == ["dark", "argmax", "argmax_quarter"] and m["decoder"] == "dark"
+    assert list(m["by_readout"]) == ["dark", "argmax", "argmax_quarter"] and m["readout"] == "dark"
     table = metrics_table({"heatmap": m})
     assert "| heatmap | argmax |" in table and "| heatmap | DARK |" in table
     assert table.index("| heatmap | DARK |") < table.index("| heatmap | argmax |")

@@ -145,7 +145,7 @@ def test_cli_checkpoint_calls_engine(monkeypatch, capsys):
     def fake_evaluate_checkpoint(checkpoint, config=None, overrides=(), output=None, overwrite=False):
         calls.update(checkpoint=checkpoint, config=config, overrides=tuple(overrides), output=output, overwrite=overwrite)
         m = {"pck@0.2": 0.9125, "mean_error_px": 1.5}
-        return {"by_decoder": {"integral": m}, "decoder": "integral", **m, "num_samples": 7, "mode": "integral",
+        return {"by_readout": {"integral": m}, "readout": "integral", **m, "num_samples": 7, "mode": "integral",
                 "flip_test": True, "pck_threshold": 0.2}
 
     # the command imports the engine when it runs (its --help loads no engine): patched at its owner

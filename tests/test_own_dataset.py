@@ -200,7 +200,7 @@ def test_readme_walk_through_end_to_end(tmp_path, monkeypatch, capsys):
     assert metrics["num_samples"] == 8 and 0.0 <= metrics["auc"] <= 1.0
     assert metrics["pck_excluded"] < 8  # the star's torso (head - left foot) normalises PCK
 
-    assert metrics["by_decoder"][metrics["decoder"]]["coco_ap"] == metrics["coco_ap"]  # OKS with the star's sigmas
+    assert metrics["by_readout"][metrics["readout"]]["coco_ap"] == metrics["coco_ap"]  # OKS with the star's sigmas
 
     # predict a folder on the toy set's person boxes, then score its COCO results JSON with the
     # skeleton's OKS sigmas

@@ -84,9 +84,9 @@ def test_examples_are_the_median_and_the_worst_of_the_best_row():
 
 def test_table_has_one_mean_pose_row_and_3d_columns():
     base = {"pck@0.2": 0.2, "mean_error_px": 5.0, "mpjpe_mm": 290.0, "pa_mpjpe_mm": 230.0}
-    run = {"by_decoder": {"integral": {"pck@0.2": 0.5, "mean_error_px": 1.0, "mpjpe_mm": 100.0, "pa_mpjpe_mm": 80.0}},
+    run = {"by_readout": {"integral": {"pck@0.2": 0.5, "mean_error_px": 1.0, "mpjpe_mm": 100.0, "pa_mpjpe_mm": 80.0}},
            "baseline_mean_pose": base, "epochs": 1, "train_time_s": 3.0, "pck_threshold": 0.2}
-    table = metrics_table({"integral": run, "heatmap": {**run, "by_decoder": {"argmax": run["by_decoder"]["integral"]}}})
+    table = metrics_table({"integral": run, "heatmap": {**run, "by_readout": {"argmax": run["by_readout"]["integral"]}}})
     rows = [line for line in table.splitlines() if MEAN_POSE_LABEL in line]
     assert len(rows) == 1 and rows[0] == table.splitlines()[-1]
     assert "| 20.0% | 5.00 | 290.00 | 230.00 |" in rows[0] and "MPJPE (mm)" in table and "PA-MPJPE (mm)" in table
@@ -134,6 +134,6 @@ def test_demo_command_writes_baseline_predictions_and_pictures(tmp_path, capsys)
         saved = json.loads((folder / "metrics.json").read_text())
         for m in readouts:  # the file holds what the metrics were computed from
             assert compute_metrics(col, H36M17, m)["mean_error_px"] == pytest.approx(
-                saved["by_decoder"][m]["mean_error_px"], rel=1e-9)
+                saved["by_readout"][m]["mean_error_px"], rel=1e-9)
         assert read_run_config(folder).train.mode == mode == saved["mode"]
     assert (out / "predictions.png").read_bytes()[:8] == PNG and (out / "pck_curve.png").read_bytes()[:8] == PNG

@@ -31,7 +31,7 @@ __all__ = ["evaluate_checkpoint", "evaluate_model", "checkpoint_readout", "evalu
 
 def checkpoint_readout(cfg: Config) -> str:
     """The readout a run's maps are read with: what ``predict`` and ``export`` emit, and the one
-    evaluation lists first (its "decoder" in metrics.json). The only place that rule lives.
+    evaluation lists first (its "readout" in metrics.json). The only place that rule lives.
 
     ``eval.readout``, or where null the one the training mode implies: ``train.readout`` for
     integral training (``integral``, ``heatmap_then_integral``), DARK for heatmap training. (A stored
@@ -121,7 +121,7 @@ def evaluate_model(
             mean pose's among them.
 
     Returns:
-        {"by_decoder": {method: metrics}, "decoder": primary method, **metrics of the primary method,
+        {"by_readout": {method: metrics}, "readout": the primary readout, **metrics of the primary method,
         "num_samples": N, "pck_threshold": eval.pck_threshold (its key: ``inference.pck_key``)}, and
         "baseline_mean_pose": metrics with ``mean_cells``.
     """
@@ -143,7 +143,7 @@ def evaluate_model(
         for m in scored:
             by[m].update(coco_metrics(col, ann, m, sk.sigmas))
     baseline = by.pop(MEAN_POSE, None)
-    out: dict[str, Any] = {"decoder": methods[0], **by[methods[0]], "num_samples": int(len(col["gt"])), "by_decoder": by}
+    out: dict[str, Any] = {"readout": methods[0], **by[methods[0]], "num_samples": int(len(col["gt"])), "by_readout": by}
     if baseline is not None:
         out["baseline_mean_pose"] = baseline
     out["mode"] = cfg.train.mode

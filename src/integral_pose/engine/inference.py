@@ -1,6 +1,6 @@
 """The readout path shared by training-time evaluation, ``evaluate``, ``predict`` and benchmarks.
 
-image crop -> network -> logits -> [flip test: mean map] -> decoder (cells) -> crop pixels -> original-image
+image crop -> network -> logits -> [flip test: mean map] -> readout (cells) -> crop pixels -> original-image
 pixels -> metrics. Everything here is a plain function over tensors or a plain loop over a
 DataLoader, so the path from a checkpoint to a number can be read in one sitting.
 """
@@ -240,7 +240,7 @@ def collect_predictions(
     device: torch.device | str = "cpu",
     dark_sigma: float = DEFAULT_SIGMA,
 ) -> dict[str, Any]:
-    """Predict every batch with ``model`` and every decoder (:func:`model_readout` through
+    """Predict every batch with ``model`` and every readout (:func:`model_readout` through
     :func:`collect_readouts`, whose arrays it returns)."""
     return collect_readouts(batches, model_readout(model, methods, flip_perm, dark_sigma, device), input_size, depth_bins)
 
@@ -308,7 +308,7 @@ def _labels_only(dataset: Dataset, index: int, transform: Callable[[dict], dict]
 
 
 def compute_metrics(collected: dict[str, Any], skeleton: Any, method: str, pck_thr: float = 0.2) -> dict[str, float]:
-    """The run's metrics for one decoder, in original-image pixels (and mm for 3D).
+    """The run's metrics for one readout, in original-image pixels (and mm for 3D).
 
     - ``pck_key(pck_thr)`` ("pck@0.2"): PCK with threshold ``pck_thr`` x torso diameter (the skeleton's torso pair of the
       ground truth); samples whose torso joints are not both visible are left out (counted in

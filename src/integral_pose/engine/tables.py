@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from integral_pose.engine.inference import MEAN_POSE_LABEL, pck_key
-from integral_pose.ops.decoders import DECODE_LABELS
+from integral_pose.ops.readouts import readout_label
 
 __all__ = ["metrics_table"]
 
@@ -28,7 +28,7 @@ def metrics_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     looking at the image, scores -- a model near it has learned little.
 
     Example:
-        >>> m = {"by_decoder": {"integral": {"pck@0.2": 0.5, "mean_error_px": 3.0}}, "pck_threshold": 0.2}
+        >>> m = {"by_readout": {"integral": {"pck@0.2": 0.5, "mean_error_px": 3.0}}, "pck_threshold": 0.2}
         >>> print(metrics_table({"integral": m}))
         | run | readout | PCK@0.2 | mean err (px) |
         | --- | --- | ---: | ---: |
@@ -38,7 +38,7 @@ def metrics_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     pck = pck_key(first.get("pck_threshold", 0.2))
     baseline = next((r["baseline_mean_pose"] for r in runs.values() if r.get("baseline_mean_pose")), None)
     cols = [c for c in ((pck, pck.upper(), 100),) + _COLUMNS
-            if any(c[0] in m for r in runs.values() for m in r["by_decoder"].values())]
+            if any(c[0] in m for r in runs.values() for m in r["by_readout"].values())]
     trained = any("train_time_s" in r for r in runs.values())
 
     def cells(m: Mapping[str, Any]) -> str:
@@ -52,8 +52,8 @@ def metrics_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     lines = ["| run | readout | " + " | ".join(c[1] for c in cols) + " |" + extra,
              "| --- | --- | " + " | ".join("---:" for _ in cols) + " |" + (" ---: | ---: |" if trained else "")]
     for label, r in runs.items():
-        for dec, m in r["by_decoder"].items():
-            row = f"| {label} | {DECODE_LABELS.get(dec, dec)} | {cells(m)} |"
+        for dec, m in r["by_readout"].items():
+            row = f"| {label} | {readout_label(dec)} | {cells(m)} |"
             if trained:
                 ep = f"{r.get('epochs', '—')}" + (" (time cap)" if r.get("stopped_by_time_cap") else "")
                 row += f" {ep} | {r['train_time_s']:.0f} |" if "train_time_s" in r else " — | — |"

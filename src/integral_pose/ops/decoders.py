@@ -27,17 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from integral_pose.ops.readouts import MAP_KINDS, READOUT_NAMES, READOUT_SPECS, readout_names, readout_spec, reads
+from integral_pose.ops.readouts import MAP_KINDS, readout_spec, reads
 from integral_pose.ops.soft_argmax import check_logits, soft_argmax
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
-__all__ = ["decode", "spread", "reads", "MAP_KINDS", "SCORE_FLOOR", "DECODE_METHODS", "LOGIT_METHODS", "DECODE_LABELS"]
+__all__ = ["decode", "spread", "reads", "MAP_KINDS", "SCORE_FLOOR"]
 
-# The readouts are named and described in ops.readouts (the registry); these views of it keep
-# engine/config.py and commands/train.py working until they read the registry themselves.
-DECODE_METHODS = READOUT_NAMES
-LOGIT_METHODS = readout_names(reads="logits")
-DECODE_LABELS = {name: spec.label for name, spec in READOUT_SPECS.items()}
+# The readouts are named and described in ops.readouts (the registry); decode() dispatches by it.
 #: Score maps -> logits for the integral readouts: ``log(max(s, SCORE_FLOOR * peak))`` per joint.
 #: The floor only stands in for zeros and negatives (which have no log) and must not cut into the
 #: bump: below exp(-18) = 1.5e-8, a Gaussian score map keeps its exact log out to

@@ -46,7 +46,7 @@ from integral_pose.data import MixedDataset, PoseArchive, SyntheticHumans
 from integral_pose.engine.config import Config
 from integral_pose.engine.inference import MEAN_POSE_LABEL
 from integral_pose.engine.typed_config import from_mapping
-from integral_pose.engine.data import build_transform, heatmap_size
+from integral_pose.engine.data import VAL_SEED_OFFSET, build_transform, heatmap_size
 from integral_pose.engine.inference import (Readout, collect_readouts, compute_metrics, fixed_pose_readout, mean_pose,
                                            pck_key)
 from integral_pose.engine.train import run_training
@@ -219,7 +219,7 @@ def _archive_split(poses_dir: Path, setting: StudySetting) -> tuple[Any, dict[st
             poses.append(test_arc.joints[i])
             cams.append([cam])  # one camera per item: every test pose is seen through each camera
             meta.append((s, str(test_arc.action[i]), int(test_arc.frame[i])))
-    test = SyntheticHumans(len(poses), image_size=setting.render_size, seed=setting.seed + 1_000_003,
+    test = SyntheticHumans(len(poses), image_size=setting.render_size, seed=setting.seed + VAL_SEED_OFFSET,
                            poses=np.stack(poses), cameras=cams)
     info = {
         "source": str(poses_dir),
@@ -248,7 +248,7 @@ def build_renders(setting: StudySetting, poses_dir: str | Path | None = None, ve
     else:
         n_test = (setting.test_poses or 500) * setting.test_cameras
         train = SyntheticHumans(setting.train_images, image_size=setting.render_size, seed=setting.seed)
-        test = SyntheticHumans(n_test, image_size=setting.render_size, seed=setting.seed + 1_000_003)
+        test = SyntheticHumans(n_test, image_size=setting.render_size, seed=setting.seed + VAL_SEED_OFFSET)
         info = {"source": "procedural SyntheticHumans", "train_poses": setting.train_images, "test_images": n_test}
     workers = setting.render_workers if len(train) >= 256 else 0
     train.cache(num_workers=workers)
@@ -366,7 +366,7 @@ def run_2d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
             cfg = _config(setting, mode, res, None, setting.epochs_2d)
             m = _train(cfg, train.with_transform(_transform(cfg, True)), test.with_transform(_transform(cfg, False)),
                        runs_dir / f"2d_{mode}_{res}")
-            by, secs, steps, params = m["by_decoder"], m["train_time_s"], m["global_step"], m["parameters"]
+            by, secs, steps, params = m["by_readout"], m["train_time_s"], m["global_step"], m["parameters"]
             for label, dec in readouts:
                 row = {"readout": label, "training": mode, "resolution": res, **_keep(by[dec], METRICS_2D),
                        "train_time_s": round(secs, 1), "steps": steps, "params": params,
@@ -406,7 +406,7 @@ def run_3d(setting: StudySetting, train: Any, test: Any, runs_dir: Path, log: An
     rows = []
     for label, key, ds in runs:
         m = _train(cfg, ds, test.with_transform(_transform(cfg, False)), runs_dir / f"3d_{key}")
-        by, secs, steps = m["by_decoder"], m["train_time_s"], m["global_step"]
+        by, secs, steps = m["by_readout"], m["train_time_s"], m["global_step"]
         row = {"run": key, "training": label, **_keep(by["integral"], METRICS_3D), "train_time_s": round(secs, 1),
                "steps": steps, "poses_3d": n_a if key != "c" else n_a + half, "poses_2d_only": half if key == "b" else 0,
                "resolution": res, "depth_bins": d}
