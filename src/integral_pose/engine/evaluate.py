@@ -257,7 +257,7 @@ def _with_fixed_pose(readout: Callable[[Any], Readout], fixed: Callable[[Any], R
         if tuple(r.heatmap_size) != tuple(f.heatmap_size):
             raise ValueError(f"the model's maps are {r.heatmap_size} (W, H) but the config's heatmap size is "
                              f"{f.heatmap_size}: the mean pose's cells would be read on another grid")
-        return Readout({**r.coords, **f.coords}, r.heatmap_size, r.spread_cells)
+        return Readout({**r.coords, **f.coords}, r.heatmap_size, r.spread_cells, r.sigma)
 
     return both
 
@@ -271,7 +271,7 @@ def write_predictions(collected: dict[str, Any], path: str | Path) -> None:
 
     Keys: "gt" (N, K, 2) image px, "visible" (N, K), "index" (N,) (the sample's index in the
     held-out set), "head_size", "joints_3d", "has_3d", "image_id", "spread_cells", "px_per_cell",
-    "bbox", and per readout
+    "bbox", "sigma" (N, K, d: RLE's predicted scale, NaN for a model without one), and per readout
     "pred/<method>" (N, K, 2) image px, "scores/<method>" (N, K), "depth_mm/<method>" (3D).
     :func:`read_predictions` reads it back into the collected layout.
     """
