@@ -12,7 +12,7 @@ at epochs 90 and 120 of 140: Simple Baselines, Integral Pose Regression), Gaussi
 cells, plain L1 through the plain soft-argmax, no time cap, the readout the training mode implies.
 The CPU demo's choices are all in ``configs/synthetic_2d.yaml`` (``integral-pose demo``).
 
-Paths in a config file (``data.root``, annotation files, ``data.skeleton``, ``model.pretrained``)
+Paths in a config file (``data.root``, annotation files, ``data.skeleton``, ``model.pretrained``, ``model.init_from``)
 resolve against that file's folder when relative (:func:`load_config`); paths given with ``--set``
 against the working folder.
 
@@ -67,6 +67,7 @@ class ModelConfig:
     depth_bins: int | None = _f(None, "D for a 3D (volumetric) head; null = 2D.")
     head_init: str = _f("auto", "Head initialisation: simple_baselines (N(0, 0.001), for heatmap training), integral (Kaiming deconvs, N(0, 0.05) logits), or auto (integral when train.mode is integral).")
     pretrained: str | None = _f(None, "Local path of a torchvision ResNet state_dict for the trunk; null = from scratch.")
+    init_from: str | None = _f(None, "Start from the weights of a training checkpoint (.ckpt of any run, e.g. a heatmap model's): the trunk always, the head and sigma branch where their shapes match; the rest (and RLE's flow) at its init. A new run only: --resume continues its own checkpoint.")
     sigma_head: str = _f("auto", "Per-joint, per-axis scale branch (a linear layer and a sigmoid on the pooled trunk features, RLE's): pooled | none | auto (pooled when train.coord_loss is rle and train.mode is not heatmap). With rle and none, the scale is the map's spread. Its 1 - sigma is each joint's score.")
 
 
@@ -181,7 +182,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # Config files whose keys are paths: relative ones resolve against the file's folder.
-PATH_KEYS = ("model.pretrained", "data.skeleton", "data.root", "data.mpii_root")
+PATH_KEYS = ("model.pretrained", "model.init_from", "data.skeleton", "data.root", "data.mpii_root")
 
 
 @dataclass

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from integral_pose import __version__
 from integral_pose.engine.config import Config, ConfigError, config_from_stored, load_config
 from integral_pose.engine.typed_config import flatten, to_dict
 from integral_pose.engine.data import build_dataset, heatmap_size
@@ -24,6 +23,7 @@ from integral_pose.engine.inference import MEAN_POSE, Readout, collect_readouts,
 from integral_pose.metrics.calibration import expected_oks, scale_calibration
 from integral_pose.metrics.coco import coco_ground_truth, coco_index, coco_keypoint_ap, keypoint_results
 from integral_pose.ops.decoders import LOGIT_METHODS, SCORE_METHODS
+from integral_pose.engine.checkpoint import model_state, read_checkpoint
 from integral_pose.engine.module import build_model_from_config
 from integral_pose.files import BadFileError, MissingFileError, UserError, atomic_write_bytes, atomic_write_text, refuse_overwrite
 from integral_pose.skeletons import flip_permutation, get_skeleton
@@ -138,49 +138,28 @@ def calibration_report(collected: dict[str, Any], skeleton: Any, method: str, bi
     return report
 
 
-def _major(version: str) -> str:
-    return str(version).split(".", 1)[0]
-
-
 def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], str]:
     """(model (eval mode), cfg, skeleton name) from a training checkpoint (a Lightning .ckpt).
 
     Every way the file can be wrong is a :class:`UserError` naming it (:class:`MissingFileError`:
     missing; :class:`BadFileError`: the others): a folder, unreadable
     or truncated, not a checkpoint of this project (no ``hyper_parameters.cfg``), written by another
-    major version (``hyper_parameters.integral_pose_version``, when present), or weights that do not
-    fit the model its config describes.
+    major version (``hyper_parameters.integral_pose_version``, when present)
+    (``engine.checkpoint.read_checkpoint``), or weights that do not fit the model its config describes.
+    The model is the network alone: a training loss's parameters (RLE's flow) stay in the file.
     """
     path = Path(checkpoint)
-    if path.is_dir():
-        raise BadFileError(f"checkpoint {str(path)!r} is a folder; pass a .ckpt file (training writes OUTPUT/checkpoints/last.ckpt)")
-    if not path.is_file():
-        raise MissingFileError(f"checkpoint {str(path)!r} not found (training writes OUTPUT/checkpoints/*.ckpt)")
-    try:
-        # Lightning checkpoints hold plain Python objects besides tensors; only load your own files.
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch.load fails in many ways on a bad file (zip, pickle, EOF, OS errors)
-        # torch's own message can run to a paragraph: its first sentence says what is wrong.
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
-        raise BadFileError(f"checkpoint {str(path)!r} cannot be read (truncated or not a PyTorch file?): {reason}") from exc
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not isinstance(hp, dict) or not isinstance(hp.get("cfg"), dict) or not {"num_joints", "skeleton"} <= hp.keys():
-        raise BadFileError(f"checkpoint {str(path)!r} is not an integral-pose training checkpoint (no hyper_parameters.cfg); "
-                        f"pass a .ckpt written by integral-pose train")
-    written_by = hp.get("integral_pose_version")
-    if written_by is not None and _major(written_by) != _major(__version__):
-        raise BadFileError(f"checkpoint {str(path)!r} was written by integral-pose {written_by}; this is {__version__} "
-                        f"(another major version: its config and weights may not mean the same here)")
+    ckpt = read_checkpoint(path, map_location)
+    hp = ckpt["hyper_parameters"]
     k, skeleton = int(hp["num_joints"]), hp["skeleton"]
     try:
         cfg = config_from_stored(hp["cfg"], f"checkpoint {str(path)!r}")
         cfg.model.pretrained = None  # the checkpoint holds the trunk's weights
+        cfg.model.init_from = None  # and every other weight the model was started from
         model = build_model_from_config(cfg, k)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadFileError(f"checkpoint {str(path)!r}: its config does not describe a model of this version ({exc!r})") from exc
-    if not isinstance(ckpt.get("state_dict"), dict):
-        raise BadFileError(f"checkpoint {str(path)!r} has no state_dict (weights)")
-    state = {key[len("model."):]: v for key, v in ckpt["state_dict"].items() if key.startswith("model.")}
+    state = model_state(ckpt)
     own = model.state_dict()
     missing = sorted(own.keys() - state.keys())
     unexpected = sorted(state.keys() - own.keys())
