@@ -39,8 +39,11 @@ def _one_thread(one_thread):
 
 
 def _random_flow(ndim: int, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
-    """RLE's flow in double precision, moved away from the identity (its output layers start at zero)."""
-    flow = rle_flow(ndim).double()
+    """RLE's flow in double precision, moved away from the identity (its output layers start at zero);
+    the same flow whatever ran before (its hidden layers' init draws from the global generator)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        flow = rle_flow(ndim).double()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for c in flow.couplings:
