@@ -13,7 +13,10 @@ Recipes (docs/training.md, "Integral recipes"), each an argument of :class:`Comb
   DSNT divergence (``regularizer`` "js" or "kl", or the cross-entropy "ce") towards a Gaussian of std ``sigma`` cells;
 - uncertainty-aware coordinates (the simplest form of RLE, Li et al., ICCV 2021): ``coord_kind``
   "laplace_nll" / "gaussian_nll" with a per-joint, per-axis scale from the map's spread
-  (``ops.decoders.spread``), optionally times a learned per-joint factor (``nll_scale="learned"``).
+  (``ops.decoders.spread``), optionally times a learned per-joint factor (``nll_scale="learned"``);
+- Residual Log-likelihood Estimation (RLE, Li, Bian, Zeng, Wang, Pang, Liu, Lu, ICCV 2021):
+  ``coord_kind="rle"``, a per-joint, per-axis scale sigma (the model's sigma branch, or the map's
+  spread) and a RealNVP flow that learns the density of the normalised residual (:func:`rle_loss`).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from integral_pose.models.flow import RealNVP
 from integral_pose.ops.coordinates import cells_to_normalized
 from integral_pose.ops.decoders import decode, spread
 from integral_pose.ops.readouts import LEGACY_READOUT_NAMES, canonical_readout, readout_names, readout_spec
@@ -33,7 +37,7 @@ from integral_pose.ops.targets import DEFAULT_SIGMA, render_heatmaps
 __all__ = [
     "coordinate_loss", "nll_loss", "heatmap_mse", "js_regularizer", "map_regularizer", "integral_coordinates",
     "map_scale", "training_readout", "CombinedLoss", "COORD_LOSS_KINDS", "NLL_KINDS", "READOUTS", "REGULARIZERS",
-    "NLL_SCALES",
+    "NLL_SCALES", "RLE_KINDS", "RLE_QS", "rle_flow", "rle_loss", "rle_log_likelihood",
 ]
 
 COORD_LOSS_KINDS = ("l1", "l2", "smooth_l1")
@@ -43,6 +47,8 @@ NLL_KINDS = ("laplace_nll", "gaussian_nll")
 READOUTS = readout_names(differentiable=True) + tuple(LEGACY_READOUT_NAMES)
 REGULARIZERS = ("js", "kl", "ce")
 NLL_SCALES = ("spread", "learned")
+RLE_KINDS = ("rle",)
+RLE_QS = ("laplace", "gaussian")  # RLE's fixed base density Q of each normalised residual axis
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -147,6 +153,141 @@ def nll_loss(
     else:
         nll = 0.5 * (err / b) ** 2 + torch.log(b) + _HALF_LOG_2PI
     return _weighted_mean(nll, weight)
+
+
+def rle_flow(ndim: int, seed: int = 0) -> RealNVP:
+    """RLE's flow G on one joint's normalised residual: a RealNVP on ``ndim`` (2 or 3) coordinates.
+
+    Sized as in the official release (Li et al. 2021): six affine couplings on alternating halves,
+    64 hidden units, log-scales bounded by tanh, a standard normal base, no ActNorm (the residual is
+    already divided by the predicted scale). It starts as the identity, so G starts as N(0, I).
+
+    Example:
+        >>> with torch.no_grad():
+        ...     round(float(rle_flow(2).log_prob(torch.zeros(1, 2))[0]), 4) == round(-math.log(2 * math.pi), 4)
+        True
+    """
+    if ndim not in (2, 3):
+        raise ValueError(f"rle_flow: ndim must be 2 or 3, got {ndim}")
+    return RealNVP(ndim, hidden=64, layers=6, clamp=1.0, seed=seed, actnorm=False)
+
+
+def _flow_log_prob(flow: RealNVP, u: Tensor) -> Tensor:
+    """log G(u) for (..., d) residuals -> (...), in float32 or better even under autocast."""
+    if u.dtype in (torch.float16, torch.bfloat16):
+        u = u.float()
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        return flow.log_prob(u.reshape(-1, u.shape[-1])).reshape(u.shape[:-1])
+
+
+def _rle_inputs(pred: Tensor, sigma: Tensor, target: Tensor, weight: Tensor | None, min_sigma: float
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """(weight (B, K, d), sigma clamped, normalised residual u = (pred - target) / sigma), checked;
+    u is 0 (finite, constant) where the weight is 0."""
+    weight = _axis_weight(pred, target, weight)
+    if sigma.shape != pred.shape:
+        raise ValueError(f"sigma must have the shape of pred (B, K, d) = {tuple(pred.shape)}, got {tuple(sigma.shape)}")
+    if pred.shape[-1] not in (2, 3):
+        raise ValueError(f"RLE needs 2D or 3D coordinates (B, K, 2|3), got {tuple(pred.shape)}")
+    if pred.dtype in (torch.float16, torch.bfloat16):
+        pred = pred.float()
+    target = torch.where(weight > 0, target.to(pred.dtype), pred.detach())
+    sigma = sigma.to(pred.dtype).clamp(min=min_sigma)
+    return weight, sigma, (pred - target) / sigma
+
+
+def _log_q(u: Tensor, q: str) -> Tensor:
+    """log Q(u) per axis: the unit Laplace ``-|u| - log 2`` or the standard normal ``-u^2/2 - log(2 pi)/2``."""
+    if q == "laplace":
+        return -u.abs() - math.log(2.0)
+    if q == "gaussian":
+        return -0.5 * u * u - _HALF_LOG_2PI
+    raise ValueError(f"q must be one of {RLE_QS}, got {q!r}")
+
+
+def rle_log_likelihood(pred: Tensor, sigma: Tensor, target: Tensor, flow: RealNVP, q: str = "laplace",
+                       min_sigma: float = 1e-9) -> Tensor:
+    """RLE's residual log-likelihood of each joint, as the paper writes it (Li et al. 2021, Eq. 11):
+    ``log P(y) = sum_a log Q(u_a) + log G(u) - sum_a log sigma_a`` with ``u = (pred - y) / sigma``.
+
+    The paper's normalising constant ``s = 1 / int Q(u) G(u) du`` is left out, as in the paper and
+    both reference implementations: it depends on the flow alone, not on ``pred`` or ``sigma``, so
+    ``exp`` of this integrates over ``y`` to ``1 / s`` whatever the network predicts (the tests
+    check it), and the network's gradients are the same with or without it.
+
+    Args:
+        pred, sigma, target: (B, K, d), d = 2 or 3, in one unit (RLE: normalised coordinates).
+        flow: a RealNVP on d coordinates (:func:`rle_flow`).
+        q: "laplace" or "gaussian" (:data:`RLE_QS`).
+
+    Returns:
+        (B, K) log-likelihoods.
+
+    Example:
+        >>> p, s = torch.zeros(1, 1, 2), torch.full((1, 1, 2), 0.5)
+        >>> with torch.no_grad():  # u = 0; the flow starts as the identity: G = N(0, I)
+        ...     ll = rle_log_likelihood(p, s, torch.zeros(1, 1, 2), rle_flow(2))
+        >>> round(float(ll), 4) == round(-2 * math.log(2) - math.log(2 * math.pi) - 2 * math.log(0.5), 4)
+        True
+    """
+    _, sigma, u = _rle_inputs(pred, sigma, target, None, min_sigma)
+    return _log_q(u, q).sum(-1) + _flow_log_prob(flow, u) - sigma.log().sum(-1)
+
+
+def rle_loss(
+    pred: Tensor, sigma: Tensor, target: Tensor, weight: Tensor | None, flow: RealNVP, q: str = "laplace",
+    flow_xy: RealNVP | None = None, min_sigma: float = 1e-9,
+) -> Tensor:
+    """Residual Log-likelihood Estimation's loss (Li et al., ICCV 2021), as its reference code applies it.
+
+    With ``u = (pred - target) / sigma`` per joint and axis, every labelled axis ``a`` of a joint
+    costs (mmpose's ``RLELoss(residual=True)``; the official release's terms are the same up to
+    Q's scale and constants)::
+
+        l_a = [log sigma_a - log G(u)]  +  [-log Q(u_a) + log sigma_a]
+               the flow's NLL in y          the residual base, Q Laplace: log(2 sigma_a) + |u_a|
+
+    and the loss is ``sum(w * l) / sum(w)`` over all (B, K, d) entries, as :func:`coordinate_loss`
+    averages (the references divide the sum by the batch size instead: a constant factor K d).
+    Summed over a joint's d labelled axes this is the paper's residual NLL (:func:`rle_log_likelihood`)
+    plus ``sum_a log sigma_a - (d - 1) log G(u)``: the references count ``log G`` once per axis and
+    ``log sigma`` twice; this function does as they do. ``G`` is the flow on the joint's whole
+    residual; a 3D joint without a depth label (depth weight 0, x and y weighted) is scored on
+    ``(u_x, u_y)`` by ``flow_xy`` instead (the official 3D code's 2D flow), and a joint whose x or y
+    is unlabelled has no flow term. Entries of weight 0 give exactly zero gradient (also to sigma and
+    the flow), even where the target is NaN.
+
+    Args:
+        pred: (B, K, d) predicted coordinates (RLE: normalised, the integral readout here).
+        sigma: (B, K, d) positive scales in the units of ``pred`` (RLE: a sigmoid), clamped below at
+            ``min_sigma``.
+        target: (B, K, d) ground truth (may be NaN where the weight is 0).
+        weight: (B, K, d) or (B, K) weights (None: all ones).
+        flow: RealNVP on d coordinates (:func:`rle_flow`), trained through this loss.
+        q: "laplace" (the paper's choice) or "gaussian".
+        flow_xy: RealNVP on 2 coordinates for 3D joints without a depth label (None: no flow term for them).
+
+    Returns:
+        Scalar tensor.
+
+    Example:
+        >>> p, s = torch.zeros(1, 1, 2), torch.full((1, 1, 2), 0.5)
+        >>> loss = rle_loss(p, s, torch.full((1, 1, 2), 0.25), None, rle_flow(2))  # u = -0.5, G = N(0, I)
+        >>> flow_nll = 0.5 * (0.25 + 0.25) + math.log(2 * math.pi)  # -log N(u; 0, I)
+        >>> round(loss.item(), 4) == round(math.log(0.5) + flow_nll + math.log(2 * 0.5) + 0.5, 4)
+        True
+    """
+    weight, sigma, u = _rle_inputs(pred, sigma, target, weight, min_sigma)
+    d = u.shape[-1]
+    labelled = weight > 0
+    xy = labelled[..., :2].all(-1)
+    nll_flow = torch.where(labelled.all(-1), -_flow_log_prob(flow, u), torch.zeros_like(u[..., 0]))
+    if d == 3 and flow_xy is not None:
+        partial = xy & ~labelled[..., 2]
+        nll_flow = torch.where(partial, -_flow_log_prob(flow_xy, u[..., :2]), nll_flow)
+    log_sigma = sigma.log()
+    per_axis = log_sigma + nll_flow.unsqueeze(-1) + log_sigma - _log_q(u, q)
+    return _weighted_mean(per_axis, weight)
 
 
 def heatmap_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -390,7 +531,11 @@ class CombinedLoss(nn.Module):
     (:func:`integral_coordinates`, ``readout``) with the target: ``coord_kind`` "l1" (the paper),
     "l2", "smooth_l1" (:func:`coordinate_loss`) or "laplace_nll", "gaussian_nll"
     (:func:`nll_loss` with the scale of :func:`map_scale`; ``nll_scale="learned"`` multiplies it by
-    ``exp(theta_k)``, a learned per-joint, per-axis factor, ``num_joints`` and ``ndim`` needed).
+    ``exp(theta_k)``, a learned per-joint, per-axis factor, ``num_joints`` and ``ndim`` needed) or
+    "rle" (:func:`rle_loss`: the scale is the ``sigma`` given to ``forward``, the model's sigma
+    branch, or where none is given the map's spread; its flows, :func:`rle_flow` on ``ndim``
+    coordinates and for ``ndim`` 3 a second one on (x, y), are this module's parameters, so an
+    optimiser over the module trains them and a checkpoint of it holds them).
     With ``normalized=True`` (the paper's choice) coordinates are compared in normalised units
     (each axis divided by its map extent, :func:`~integral_pose.ops.coordinates.cells_to_normalized`),
     otherwise in cells. The regulariser (:func:`map_regularizer`, ``regularizer`` "js", "kl" or "ce",
@@ -400,7 +545,7 @@ class CombinedLoss(nn.Module):
     Args:
         coord_weight, heatmap_weight, js_weight: the term weights (``js_weight`` weighs the
             regulariser of either kind).
-        coord_kind: one of :data:`COORD_LOSS_KINDS` + :data:`NLL_KINDS`.
+        coord_kind: one of :data:`COORD_LOSS_KINDS` + :data:`NLL_KINDS` + :data:`RLE_KINDS`.
         sigma: target std in cells for the regulariser.
         normalized: compare coordinates in normalised units.
         beta: inverse temperature multiplying the logits.
@@ -408,7 +553,8 @@ class CombinedLoss(nn.Module):
             are read as their registry names).
         regularizer: "js", "kl" or "ce".
         nll_scale: "spread" or "learned" (likelihood kinds only).
-        num_joints, ndim: K and d, for the learned scale's parameter.
+        num_joints, ndim: K and d, for the learned scale's parameter (d also for RLE's flow).
+        rle_q: RLE's base density Q, "laplace" or "gaussian" (:data:`RLE_QS`).
         heatmap_peak: height of the MSE term's Gaussian targets on the raw maps (the rendered
             targets peak at 1). The same maps feed the softmax of the coordinate term: regressed to
             Gaussians of peak 1 they stay nearly flat under it (e^1 against a background of e^0),
@@ -419,10 +565,11 @@ class CombinedLoss(nn.Module):
 
     Forward:
         ``logits`` (B, K, *S); ``target`` (B, K, d) in cells; ``target_weight`` (B, K, d) or (B, K);
-        optional ``heatmap`` target (B, K, *S) and ``heatmap_weight`` (B, K) for the MSE term.
+        optional ``heatmap`` target (B, K, *S) and ``heatmap_weight`` (B, K) for the MSE term;
+        optional ``sigma`` (B, K, d), RLE's scale in the units compared (the model's sigma branch).
         Returns a dict with "loss" (the total, differentiable), the unweighted parts "coord",
         "heatmap", "js" / "kl" (those computed; :attr:`weights` gives each part's weight), "pred"
-        (B, K, d) in cells, and for the likelihood kinds "scale" (B, K, d) in the units compared.
+        (B, K, d) in cells, and for the likelihood kinds and RLE "scale" (B, K, d) in the units compared.
 
     Example:
         >>> loss_fn = CombinedLoss(coord_weight=1.0, js_weight=1.0, sigma=1.0)
@@ -447,10 +594,14 @@ class CombinedLoss(nn.Module):
         ndim: int | None = None,
         axis_weights: Sequence[float] | None = None,
         heatmap_peak: float = 1.0,
+        rle_q: str = "laplace",
     ) -> None:
         super().__init__()
-        if coord_kind not in COORD_LOSS_KINDS + NLL_KINDS:
-            raise ValueError(f"coord_kind must be one of {COORD_LOSS_KINDS + NLL_KINDS}, got {coord_kind!r}")
+        kinds = COORD_LOSS_KINDS + NLL_KINDS + RLE_KINDS
+        if coord_kind not in kinds:
+            raise ValueError(f"coord_kind must be one of {kinds}, got {coord_kind!r}")
+        if rle_q not in RLE_QS:
+            raise ValueError(f"rle_q must be one of {RLE_QS}, got {rle_q!r}")
         readout = training_readout(readout)
         if regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
@@ -482,6 +633,14 @@ class CombinedLoss(nn.Module):
             if not num_joints or not ndim:
                 raise ValueError("nll_scale='learned' needs num_joints and ndim (the shape of its per-joint factor)")
             self.log_scale = nn.Parameter(torch.zeros(int(num_joints), int(ndim)))
+        self.rle_q = rle_q
+        self.flow: RealNVP | None = None
+        self.flow_xy: RealNVP | None = None
+        if coord_kind in RLE_KINDS:
+            if ndim not in (2, 3):
+                raise ValueError(f"coord_kind='rle' needs ndim 2 or 3 (the flow's dimension), got {ndim!r}")
+            self.flow = rle_flow(int(ndim))
+            self.flow_xy = rle_flow(2, seed=1) if ndim == 3 else None
 
     @property
     def weights(self) -> dict[str, float]:
@@ -494,6 +653,7 @@ class CombinedLoss(nn.Module):
             f"js_weight={self.js_weight}, "
             f"coord_kind={self.coord_kind!r}, sigma={self.sigma}, normalized={self.normalized}, beta={self.beta}, "
             f"readout={self.readout!r}, regularizer={self.regularizer!r}, nll_scale={self.nll_scale!r}"
+            + (f", rle_q={self.rle_q!r}" if self.flow is not None else "")
             + (f", axis_weights={list(self.axis_weights)}" if self.axis_weights is not None else "")
         )
 
@@ -504,6 +664,7 @@ class CombinedLoss(nn.Module):
         target_weight: Tensor | None = None,
         heatmap: Tensor | None = None,
         heatmap_weight: Tensor | None = None,
+        sigma: Tensor | None = None,
     ) -> dict[str, Tensor]:
         check_logits(logits)
         size: Sequence[int] = tuple(logits.shape[2:])
@@ -526,6 +687,10 @@ class CombinedLoss(nn.Module):
                     scale = scale * self.log_scale.to(p.dtype).exp()
                 out["scale"] = scale
                 out["coord"] = nll_loss(p, t, scale, coord_w, self.coord_kind)
+            elif self.flow is not None:
+                scale = sigma if sigma is not None else map_scale(logits, self.normalized, self.beta)
+                out["scale"] = scale
+                out["coord"] = rle_loss(p, scale, t, coord_w, self.flow, self.rle_q, self.flow_xy)
             else:
                 out["coord"] = coordinate_loss(p, t, coord_w, self.coord_kind)
             total = total + self.coord_weight * out["coord"]

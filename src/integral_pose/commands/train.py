@@ -45,6 +45,7 @@ def run_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    from integral_pose.engine.checkpoint import read_init_from
     from integral_pose.engine.console import quiet_console
     from integral_pose.engine.data import dataset_skeleton
     from integral_pose.engine.run_folder import prepare_run_folder
@@ -59,6 +60,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     check_one_batch(cfg)  # a synthetic set smaller than one batch: refused before it is rendered
     dataset_skeleton(cfg)  # a bad data.skeleton (a missing or invalid file) is a config error, before any work
+    if not args.resume:
+        read_init_from(cfg, mmap=True)  # a missing or bad model.init_from checkpoint, before any work
     out = Path(args.output)
     # Every check before any work: a refused run has rendered, trained and written nothing.
     if args.resume:

@@ -12,7 +12,7 @@ at epochs 90 and 120 of 140: Simple Baselines, Integral Pose Regression), Gaussi
 cells, plain L1 through the plain soft-argmax, no time cap, the readout the training mode implies.
 The CPU demo's choices are all in ``configs/synthetic_2d.yaml`` (``integral-pose demo``).
 
-Paths in a config file (``data.root``, annotation files, ``data.skeleton``, ``model.pretrained``)
+Paths in a config file (``data.root``, annotation files, ``data.skeleton``, ``model.pretrained``, ``model.init_from``)
 resolve against that file's folder when relative (:func:`load_config`); paths given with ``--set``
 against the working folder.
 
@@ -35,20 +35,21 @@ import yaml
 from integral_pose.engine.typed_config import (ConfigError, closest, config_markdown, flatten, from_mapping, load_typed,
                                                read_config_file, to_dict, typed_keys)
 from integral_pose.files import atomic_write_text
-from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, REGULARIZERS
+from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, REGULARIZERS, RLE_KINDS, RLE_QS
 from integral_pose.models import list_models, output_stride
 from integral_pose.models.pose_net import HEAD_INITS, UPSCALES
 from integral_pose.ops.readouts import READOUT_NAMES, canonical_readout, readout_names
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError", "load_config",
            "default_config", "config_from_stored", "read_config_file", "flatten", "schema_markdown", "dump_config",
-           "MODES", "DATASETS", "PATH_KEYS", "RENAMED_KEYS"]
+           "MODES", "DATASETS", "PATH_KEYS", "RENAMED_KEYS", "SIGMA_HEADS"]
 
 MODES = ("integral", "heatmap", "heatmap_then_integral")
 DATASETS = ("synthetic", "coco", "mpii", "h36m", "h36m_mpii")
 TRAINING_READOUTS = readout_names(differentiable=True)  # the readouts an integral loss can train through
 LOGIT_READOUTS = readout_names(reads="logits")
 SCORE_READOUTS = readout_names(reads="scores")
+SIGMA_HEADS = ("auto", "pooled", "none")  # model.sigma_head
 
 
 def _f(default: Any, help: str) -> Any:
@@ -68,6 +69,8 @@ class ModelConfig:
     depth_bins: int | None = _f(None, "D for a 3D (volumetric) head; null = 2D.")
     head_init: str = _f("auto", "Head initialisation: simple_baselines (N(0, 0.001), for heatmap training), integral (Kaiming deconvs, N(0, 0.05) logits), or auto (integral when train.mode is integral).")
     pretrained: str | None = _f(None, "Local path of a torchvision ResNet state_dict for the trunk; null = from scratch.")
+    init_from: str | None = _f(None, "Start from the weights of a training checkpoint (.ckpt of any run, e.g. a heatmap model's): the trunk always, the head and sigma branch where their shapes match; the rest (and RLE's flow) at its init. A new run only: --resume continues its own checkpoint.")
+    sigma_head: str = _f("auto", "Per-joint, per-axis scale branch (a linear layer and a sigmoid on the pooled trunk features, RLE's): pooled | none | auto (pooled when train.coord_loss is rle and train.mode is not heatmap). With rle and none, the scale is the map's spread. Its 1 - sigma is each joint's score.")
 
 
 @dataclass
@@ -102,11 +105,12 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     mode: str = _f("integral", "integral (L1 on normalised coords) | heatmap (MSE on Gaussians) | heatmap_then_integral.")
-    coord_loss: str = _f("l1", "Coordinate loss for integral training: l1 (the paper) | l2 | smooth_l1 | laplace_nll | gaussian_nll (likelihood with a per-joint scale from the map's spread: docs/training.md).")
+    coord_loss: str = _f("l1", "Coordinate loss for integral training: l1 (the paper) | l2 | smooth_l1 | laplace_nll | gaussian_nll (likelihood with a per-joint scale from the map's spread) | rle (Residual Log-likelihood Estimation: a predicted scale and a flow on the normalised residual, model.sigma_head; docs/training.md).")
     coord_weight: float = _f(1.0, "Weight of the coordinate loss (integral modes).")
     axis_weights: list[float] | None = _f(None, "Per-axis factors of the coordinate loss, [x, y] (2D) or [x, y, z] (3D), in normalised units; e.g. [1, 1, 2] weighs depth errors twice. null = all ones.")
     readout: str = _f("integral", "Readout the integral loss trains through (a differentiable readout, ops.decoders): integral (soft-argmax, the paper) | integral_debiased (background- and border-corrected expectation, Gu, Yang, Yao, ICCV 2021) | integral_local (the expectation in a window around the most probable cell).")
     nll_scale: str = _f("spread", "Scale of the likelihood coord_loss kinds: spread (the map's std per axis) | learned (spread times a learned per-joint factor).")
+    rle_q: str = _f("laplace", "coord_loss rle: the base density Q of each normalised residual axis, laplace (the paper) | gaussian.")
     heatmap_weight: float = _f(1.0, "Weight of the heatmap MSE on Gaussian targets (heatmap modes; also added to integral when train.combine).")
     combine: bool = _f(False, "Integral modes, 2D: add heatmap_weight x heatmap MSE on Gaussians of std data.heatmap_sigma to the coordinate loss (combined supervision on the same maps).")
     combine_peak: float = _f(1.0, "train.combine: height of the MSE's Gaussian targets on the raw maps (the heatmap model's targets peak at 1); the coordinate term reads the same maps through a softmax (docs/training.md).")
@@ -168,17 +172,19 @@ _RANGES: dict[str, tuple[float, bool]] = {
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "train.mode": MODES,
-    "train.coord_loss": COORD_LOSS_KINDS + NLL_KINDS,
+    "train.coord_loss": COORD_LOSS_KINDS + NLL_KINDS + RLE_KINDS,
+    "train.rle_q": RLE_QS,
     "train.readout": TRAINING_READOUTS,
     "train.nll_scale": NLL_SCALES,
     "train.regularizer": REGULARIZERS,
     "train.optimizer": ("adam", "sgd"),
     "model.head_init": ("auto",) + HEAD_INITS,
+    "model.sigma_head": SIGMA_HEADS,
     "data.dataset": DATASETS,
 }
 
 # Config files whose keys are paths: relative ones resolve against the file's folder.
-PATH_KEYS = ("model.pretrained", "data.skeleton", "data.root", "data.mpii_root")
+PATH_KEYS = ("model.pretrained", "model.init_from", "data.skeleton", "data.root", "data.mpii_root")
 
 
 @dataclass
@@ -233,6 +239,10 @@ class Config:
         if output_stride(m.name, m.num_deconv, m.upscale) < 1:
             raise ConfigError(f"model.num_deconv = {m.num_deconv!r} with model.upscale = {m.upscale!r}: the {m.name} head "
                               f"would upsample past the input resolution (fewer deconvolutions or a smaller upscale)")
+        if m.sigma_head == "pooled" and (t.coord_loss not in RLE_KINDS or t.mode == "heatmap"):
+            raise ConfigError(f"model.sigma_head = 'pooled' with train.coord_loss = {t.coord_loss!r}, train.mode = "
+                              f"{t.mode!r}: only the rle loss of an integral mode trains the scale branch "
+                              f"(set train.coord_loss: rle, or model.sigma_head: auto)")
         if d.scale >= 1:
             raise ConfigError(f"data.scale = {d.scale!r}: expected a number in [0, 1) (the scale factor is 1 +- s)")
         if not (t.max_steps == -1 or t.max_steps >= 1):

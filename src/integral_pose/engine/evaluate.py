@@ -162,7 +162,7 @@ def _with_fixed_pose(readout: Callable[[Any], Readout], fixed: Callable[[Any], R
         if tuple(r.heatmap_size) != tuple(f.heatmap_size):
             raise ValueError(f"the model's maps are {r.heatmap_size} (W, H) but the config's heatmap size is "
                              f"{f.heatmap_size}: the mean pose's cells would be read on another grid")
-        return Readout({**r.coords, **f.coords}, r.heatmap_size, r.spread_cells)
+        return Readout({**r.coords, **f.coords}, r.heatmap_size, r.spread_cells, r.sigma)
 
     return both
 

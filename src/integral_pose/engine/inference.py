@@ -3,6 +3,11 @@
 image crop -> network -> logits -> [flip test: mean map] -> readout (cells) -> crop pixels -> original-image
 pixels -> metrics. Everything here is a plain function over tensors or a plain loop over a
 DataLoader, so the path from a checkpoint to a number can be read in one sitting.
+
+A network with RLE's scale branch (``PoseNet.forward_with_sigma``, :func:`model_outputs`) also gives
+a scale sigma per joint and axis; every readout's joint score is then ``1 - sigma``
+(:func:`sigma_scores`), RLE's confidence, in evaluation (COCO AP included), ``predict`` and the
+stored predictions.
 """
 from __future__ import annotations
 
@@ -19,9 +24,9 @@ from integral_pose.ops.coordinates import depth_cells_to_mm
 from integral_pose.ops.decoders import decode, spread
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
-__all__ = ["decode_logits", "predict_cells", "decode_with_flip", "cells_to_image", "Readout", "model_readout",
-           "fixed_pose_readout", "collect_readouts", "collect_predictions", "mean_pose", "compute_metrics", "pck_key",
-           "MEAN_POSE", "MEAN_POSE_LABEL"]
+__all__ = ["decode_logits", "model_outputs", "sigma_scores", "predict_cells", "decode_with_flip", "cells_to_image",
+           "Readout", "model_readout", "fixed_pose_readout", "collect_readouts", "collect_predictions", "mean_pose",
+           "compute_metrics", "pck_key", "MEAN_POSE", "MEAN_POSE_LABEL"]
 
 #: The method name of the mean-training-pose baseline in collected predictions and predictions.npz,
 #: and its row label in tables and plots.
@@ -52,6 +57,35 @@ def decode_logits(logits: Tensor, method: str = "integral", dark_sigma: float = 
         coords (B, K, d) in heatmap cells (x, y[, z]) and scores (B, K) in [0, 1].
     """
     return decode(logits.float(), method, dark_sigma=dark_sigma)
+
+
+def model_outputs(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(logits, sigma (B, K, d) or None): the model's scale branch where it has one
+    (``PoseNet.forward_with_sigma``), else ``model(images)`` and None."""
+    with_sigma = getattr(model, "forward_with_sigma", None)
+    if with_sigma is None:
+        return model(images), None
+    return with_sigma(images)
+
+
+def _flip_mean_sigma(sigma: Tensor, flipped_sigma: Tensor | None, flip_perm: Sequence[int] | None) -> Tensor:
+    """The flip test's scale: the mean of the image's and its mirror image's (joints swapped back;
+    a scale has no sign, so no axis changes)."""
+    if flipped_sigma is None or flip_perm is None:
+        return sigma
+    return 0.5 * (sigma + flipped_sigma[:, torch.as_tensor(list(flip_perm), device=sigma.device)])
+
+
+def sigma_scores(sigma: Tensor) -> Tensor:
+    """RLE's joint confidence: ``1 - sigma`` averaged over the axes, (B, K, d) -> (B, K).
+
+    Example:
+        >>> sigma_scores(torch.tensor([[[0.1, 0.3]]]))
+        tensor([[0.8000]])
+    """
+    if sigma.dim() != 3:
+        raise ValueError(f"sigma must have shape (B, K, d), got {tuple(sigma.shape)}")
+    return 1.0 - sigma.float().mean(-1)
 
 
 def decode_with_flip(
@@ -88,10 +122,16 @@ def predict_cells(
     model: nn.Module, images: Tensor, method: str = "integral", flip_perm: Sequence[int] | None = None,
     dark_sigma: float = DEFAULT_SIGMA,
 ) -> tuple[Tensor, Tensor]:
-    """Run the model and decode (flip test when ``flip_perm`` is given): (B, K, d) cells, (B, K) scores."""
-    logits = model(images)
-    lf = model(images.flip(-1)) if flip_perm is not None else None
-    return decode_with_flip(logits, method, lf, flip_perm, dark_sigma)
+    """Run the model and decode (flip test when ``flip_perm`` is given): (B, K, d) cells, (B, K) scores.
+
+    The scores are the readout's, or ``1 - sigma`` (:func:`sigma_scores`) for a model with a scale branch.
+    """
+    logits, sigma = model_outputs(model, images)
+    lf, sf = model_outputs(model, images.flip(-1)) if flip_perm is not None else (None, None)
+    coords, scores = decode_with_flip(logits, method, lf, flip_perm, dark_sigma)
+    if sigma is not None:
+        scores = sigma_scores(_flip_mean_sigma(sigma, sf, flip_perm))
+    return coords, scores
 
 
 def cells_to_image(coords: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int], crop_to_image: Tensor) -> Tensor:
@@ -111,11 +151,14 @@ class Readout(NamedTuple):
         heatmap_size: (W, H) of the grid the coordinates are in (mapped to the image through the
             batch's crop with :func:`cells_to_image`).
         spread_cells: (B, K) uncertainty in cells (a model's map spread), or None (then NaN).
+        sigma: (B, K, d) the model's predicted scale (RLE's scale branch, normalised coordinates),
+            or None (then NaN).
     """
 
     coords: Mapping[str, tuple[Tensor, Tensor]]
     heatmap_size: tuple[int, int]
     spread_cells: Tensor | None = None
+    sigma: Tensor | None = None
 
 
 def model_readout(
@@ -129,19 +172,25 @@ def model_readout(
     ``flip_perm`` is given: the flip test) and decode its logits with every method.
 
     The spread is the std of each joint's softmaxed map in cells, mean over x and y (flip test:
-    averaged with the mirrored image's) -- the scale the likelihood losses train.
+    averaged with the mirrored image's) -- the scale the likelihood losses train. A model with a
+    scale branch (RLE) gives its sigma too (flip test: averaged likewise), and every method's joint
+    scores are then ``1 - sigma`` (:func:`sigma_scores`).
     """
     model.eval()
 
     def readout(batch: Mapping[str, Any]) -> Readout:
         images = batch["image"].to(device)
-        logits = model(images)
-        lf = model(images.flip(-1)) if flip_perm is not None else None
+        logits, sigma = model_outputs(model, images)
+        lf, sf = model_outputs(model, images.flip(-1)) if flip_perm is not None else (None, None)
         coords = {m: decode_with_flip(logits, m, lf, flip_perm, dark_sigma) for m in methods}
+        if sigma is not None:
+            sigma = _flip_mean_sigma(sigma.float(), sf, flip_perm)
+            scores = sigma_scores(sigma)
+            coords = {m: (c, scores) for m, (c, _) in coords.items()}
         sp = spread(logits.float())[..., :2].mean(-1)
         if lf is not None:
             sp = 0.5 * (sp + spread(lf.float())[..., :2].mean(-1)[:, torch.as_tensor(list(flip_perm), device=sp.device)])
-        return Readout(coords, (int(logits.shape[-1]), int(logits.shape[-2])), sp)
+        return Readout(coords, (int(logits.shape[-1]), int(logits.shape[-2])), sp, sigma)
 
     return readout
 
@@ -191,11 +240,12 @@ def collect_readouts(
         "has_3d" (N,), "index" (N,), "image_id" (N,) (the sample's, -1 where it has none),
         "spread_cells" (N, K) (NaN where the readout has none), "px_per_cell" (N,) (image pixels per
         heatmap cell of the sample's crop: spread_cells times it is the spread in image pixels),
-        "bbox" (N, 4) (the person box, image px; NaN where the batch has none); and per method ``pred[method]``
+        "bbox" (N, 4) (the person box, image px; NaN where the batch has none), "sigma" (N, K, d) (the
+        model's predicted scale, RLE's; NaN where the readout has none); and per method ``pred[method]``
         (N, K, 2) image px, ``scores[method]`` (N, K), and for 3D ``depth_mm[method]`` (N, K).
     """
     out: dict[str, Any] = {"gt": [], "visible": [], "head_size": [], "joints_3d": [], "has_3d": [], "index": [],
-                           "image_id": [], "spread_cells": [], "px_per_cell": [], "bbox": []}
+                           "image_id": [], "spread_cells": [], "px_per_cell": [], "bbox": [], "sigma": []}
     preds: dict[str, list] = {}
     scores: dict[str, list] = {}
     depth: dict[str, list] = {}
@@ -218,6 +268,8 @@ def collect_readouts(
         out["image_id"].append(np.asarray(batch.get("image_id", torch.full((b,), -1)), dtype=np.int64).reshape(b))
         out["spread_cells"].append(r.spread_cells.float().cpu().numpy() if r.spread_cells is not None
                                    else np.full((b, k), np.nan, np.float32))
+        d = next(iter(r.coords.values()))[0].shape[-1]
+        out["sigma"].append(r.sigma.float().cpu().numpy() if r.sigma is not None else np.full((b, k, d), np.nan, np.float32))
         # the scale of the cells -> image map (a rotation and a scale, as cells_to_image applies it)
         to_image = compose_affine(batch["crop_to_image"].double().numpy(), heatmap_to_input_affine(r.heatmap_size, input_size))
         out["px_per_cell"].append(np.sqrt(np.abs(np.linalg.det(to_image[:, :, :2]))))

@@ -2,8 +2,9 @@
 
 Training modes (``train.mode``):
 
-- "integral": L1 (or l2 / smooth_l1, or a Laplace / Gaussian likelihood: ``train.coord_loss``)
-  between the integral readout (``train.readout``) and the target,
+- "integral": L1 (or l2 / smooth_l1, a Laplace / Gaussian likelihood, or RLE with the model's
+  scale branch and a flow: ``train.coord_loss``) between the integral readout (``train.readout``)
+  and the target,
   both in normalised coordinates ([-1/2, 1/2] over the map extent; ``cells_to_normalized``), as in
   the paper; optional extra terms: heatmap MSE (``train.combine``) and the DSNT regulariser
   (``train.js_weight``, ``train.regularizer``). One owner builds the sum:
@@ -27,12 +28,13 @@ from integral_pose.engine.config import Config, TrainConfig
 from integral_pose.engine.typed_config import to_dict
 from integral_pose import losses
 from integral_pose.engine.distributed import convert_batchnorm
-from integral_pose.engine.inference import decode_logits
+from integral_pose.engine.inference import decode_logits, model_outputs
 from integral_pose.models import create_model
 from integral_pose.ops.targets import render_heatmaps
 from integral_pose.skeletons import get_skeleton
 
-__all__ = ["PoseLightningModule", "build_model_from_config", "build_integral_loss", "build_optimizer", "current_mode", "lr_factor"]
+__all__ = ["PoseLightningModule", "build_model_from_config", "build_integral_loss", "build_optimizer", "current_mode", "lr_factor",
+           "resolve_head_init", "resolve_sigma_head"]
 
 
 def build_model_from_config(cfg: Config, num_joints: int):
@@ -47,6 +49,7 @@ def build_model_from_config(cfg: Config, num_joints: int):
         width=m.width,
         head_init=resolve_head_init(cfg),
         upscale=m.upscale,
+        sigma_head=resolve_sigma_head(cfg),
     )
 
 
@@ -57,6 +60,21 @@ def resolve_head_init(cfg: Config) -> str:
     if init == "auto":
         return "integral" if cfg.train.mode == "integral" else "simple_baselines"
     return init
+
+
+def resolve_sigma_head(cfg: Config) -> bool:
+    """Whether the model gets RLE's scale branch: ``model.sigma_head`` pooled, or auto with
+    ``train.coord_loss`` rle in a mode that trains it (not "heatmap").
+
+    Example:
+        >>> from integral_pose.engine.config import load_config
+        >>> resolve_sigma_head(load_config(None, ["train.coord_loss=rle"])), resolve_sigma_head(load_config(None))
+        (True, False)
+    """
+    choice = cfg.model.sigma_head
+    if choice == "auto":
+        return cfg.train.coord_loss in losses.RLE_KINDS and cfg.train.mode != "heatmap"
+    return choice == "pooled"
 
 
 def build_integral_loss(cfg: Config, num_joints: int) -> losses.CombinedLoss:
@@ -81,6 +99,7 @@ def build_integral_loss(cfg: Config, num_joints: int) -> losses.CombinedLoss:
         ndim=2 if two_d else 3,
         axis_weights=t.axis_weights,
         heatmap_peak=float(t.combine_peak),
+        rle_q=t.rle_q,
     )
 
 
@@ -206,8 +225,10 @@ class PoseLightningModule(L.LightningModule):
         return render_heatmaps(batch["target"][..., :2].float(), tuple(logits.shape[-2:]),
                                float(self.cfg.data.heatmap_sigma), visible=_weight_2d(batch))
 
-    def compute_loss(self, logits: Tensor, batch: dict[str, Tensor], mode: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """(total loss, its weighted parts by name) for ``mode`` ("heatmap" or "integral")."""
+    def compute_loss(self, logits: Tensor, batch: dict[str, Tensor], mode: str, sigma: Tensor | None = None
+                     ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(total loss, its weighted parts by name) for ``mode`` ("heatmap" or "integral"); ``sigma``:
+        the model's scale branch (B, K, d), which the rle coordinate loss reads."""
         if mode == "heatmap":
             if logits.dim() != 4:
                 raise ValueError("train.mode heatmap needs a 2D model (model.depth_bins: null)")
@@ -215,7 +236,7 @@ class PoseLightningModule(L.LightningModule):
             return part, {"heatmap": part}
         fn = self.integral_loss
         hm, hm_w = self.heatmap_targets(logits, batch) if fn.heatmap_weight else (None, None)
-        out = fn(logits, batch["target"], batch["target_weight"], hm, hm_w)
+        out = fn(logits, batch["target"], batch["target_weight"], hm, hm_w, sigma=sigma)
         parts = {k: w * out[k] for k, w in fn.weights.items() if k in out}
         return out["loss"], parts
 
@@ -224,8 +245,8 @@ class PoseLightningModule(L.LightningModule):
         return self.model(images)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        logits = self.model(batch["image"])
-        loss, parts = self.compute_loss(logits, batch, self.current_mode())
+        logits, sigma = model_outputs(self.model, batch["image"])
+        loss, parts = self.compute_loss(logits, batch, self.current_mode(), sigma)
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self._log_step = self._logging_step()

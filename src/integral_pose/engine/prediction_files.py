@@ -23,7 +23,7 @@ def write_predictions(collected: dict[str, Any], path: str | Path) -> None:
 
     Keys: "gt" (N, K, 2) image px, "visible" (N, K), "index" (N,) (the sample's index in the
     held-out set), "head_size", "joints_3d", "has_3d", "image_id", "spread_cells", "px_per_cell",
-    "bbox", and per readout
+    "bbox", "sigma" (N, K, d: RLE's predicted scale, NaN for a model without one), and per readout
     "pred/<method>" (N, K, 2) image px, "scores/<method>" (N, K), "depth_mm/<method>" (3D).
     :func:`read_predictions` reads it back into the collected layout.
     """

@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from integral_pose.engine.callbacks import EpochSummary, SaveOnInterrupt, fit_or_interrupt
+from integral_pose.engine.checkpoint import init_from_state, read_init_from
 from integral_pose.engine.config import Config, ConfigError, config_from_stored, dump_config
 from integral_pose.engine.run_folder import refuse_changes
 from integral_pose.engine.console import use_progress_bar
@@ -254,6 +255,9 @@ def run_training(
     out = Path(output)
     t = cfg.train
     last = check_resume(cfg, out) if resume else None
+    # model.init_from starts a new run only (a resumed one continues its own checkpoint); read first,
+    # so that a missing or bad file is refused before any work
+    init_state = read_init_from(cfg) if last is None else None
     # mmap: only the step is read here; Lightning loads the whole checkpoint when it resumes
     resume_step = int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["global_step"]) if last else None
     if t.threads is not None:
@@ -264,6 +268,13 @@ def run_training(
     if verbose and notice and launched_rank_zero():
         print(notice, flush=True)
     module = PoseLightningModule(cfg, get_skeleton(skeleton).num_joints, skeleton, progress=progress)
+    if init_state is not None:
+        try:
+            report = init_from_state(module.model, init_state, str(cfg.model.init_from))
+        except UserError as e:
+            raise ConfigError(f"model.init_from: {e}") from None
+        if verbose and launched_rank_zero():
+            print(report, flush=True)
     dm = PoseDataModule(cfg, renders=renders)
     if datasets is not None:
         dm.train_set, dm.val_set = datasets  # set before setup(), which then builds nothing

@@ -4,10 +4,12 @@ Dinh, Sohl-Dickstein, Bengio, "Density estimation using Real NVP" (ICLR 2017): a
 coupling layers, each of which keeps half of the coordinates (a fixed random mask) and scales and
 shifts the other half by functions of the kept half; the Jacobian is triangular, so
 ``log p(x) = log N(f(x); 0, I) + log |det df/dx|`` is exact. A data-initialised per-dimension affine
-layer in front (ActNorm, Kingma & Dhariwal 2018) standardises the data on the first training batch.
+layer in front (ActNorm, Kingma & Dhariwal 2018) standardises the data on the first training batch;
+``actnorm=False`` leaves it out, for data that is already standardised.
 
 Used by ``engine.lift_selfsup`` as the prior on 2D poses (ElePose, Wandt et al. CVPR 2022, uses a
-flow prior on 2D poses the same way); generic otherwise.
+flow prior on 2D poses the same way) and by ``losses.rle_loss`` as the density of RLE's normalised
+residuals (Li et al., ICCV 2021: ``losses.rle_flow``); generic otherwise.
 
 Example:
     >>> flow = RealNVP(dim=4, hidden=16, layers=2)
@@ -73,18 +75,23 @@ class RealNVP(nn.Module):
         layers: coupling layers (each transforms a random half of the coordinates, fixed by ``seed``).
         clamp: bound on the log-scale of each coupling.
         seed: seed of the masks (so a checkpoint's masks are also in its buffers).
+        actnorm: put a data-initialised ActNorm in front. Its first training batch sets it, each
+            process from its own batch; without it the flow starts as the identity, so its density
+            is the standard normal base until trained (RLE's choice: the residual divided by the
+            predicted scale is already standardised).
 
     Shapes:
         ``forward(x)``: (B, dim) -> (z (B, dim), log|det| (B,)); ``log_prob(x)``: (B, dim) -> (B,).
     """
 
-    def __init__(self, dim: int, hidden: int = 256, layers: int = 8, clamp: float = 2.0, seed: int = 0) -> None:
+    def __init__(self, dim: int, hidden: int = 256, layers: int = 8, clamp: float = 2.0, seed: int = 0,
+                 actnorm: bool = True) -> None:
         super().__init__()
         if dim < 2:
             raise ValueError(f"RealNVP: dim must be >= 2, got {dim}")
         g = torch.Generator().manual_seed(seed)
         self.dim = dim
-        self.norm = ActNorm(dim)
+        self.norm = ActNorm(dim) if actnorm else None
         couplings = []
         for i in range(layers):
             if i % 2 == 0:
@@ -99,7 +106,10 @@ class RealNVP(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"RealNVP expects (B, {self.dim}) inputs, got {tuple(x.shape)}")
-        z, logdet = self.norm(x)
+        if self.norm is not None:
+            z, logdet = self.norm(x)
+        else:
+            z, logdet = x, x.new_zeros(x.shape[0])
         for c in self.couplings:
             z, ld = c(z)
             logdet = logdet + ld

@@ -6,6 +6,11 @@ K*D channels (3D; channel k*D + d is joint k at depth cell d). A 256x256 input g
 
 Raw RGB images in [0, 1] go in: ImageNet mean/std normalisation happens inside the model, so the
 data pipeline, ``predict`` and the ONNX export all feed the same thing.
+
+Optionally (``sigma_head=True``) a second branch predicts a scale sigma in (0, 1) per joint and axis
+from the globally pooled trunk features, as RLE's network does (Li et al., ICCV 2021): a linear
+layer and a sigmoid (:class:`SigmaHead`). ``forward`` still returns the logits alone;
+:meth:`PoseNet.forward_with_sigma` returns both.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ from torch import Tensor, nn
 from integral_pose.models.resnet import RESNET_SPECS, ResNet, BasicBlock, load_torchvision_weights
 from integral_pose.ops.soft_argmax import soft_argmax, split_depth_channels
 
-__all__ = ["PoseNet", "DeconvHead", "create_model", "list_models", "output_stride", "MODEL_SPECS", "UPSCALES"]
+__all__ = ["PoseNet", "DeconvHead", "SigmaHead", "create_model", "list_models", "output_stride", "MODEL_SPECS",
+           "UPSCALES"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -119,6 +125,33 @@ class DeconvHead(nn.Module):
         return self.shuffle(self.final(self.deconv(x)))
 
 
+class SigmaHead(nn.Module):
+    """RLE's scale branch: global average pooling, a linear layer, a sigmoid.
+
+    (B, C, h, w) trunk features -> (B, K, d) scales in (0, 1), in normalised coordinates when
+    trained by RLE's loss. The linear layer starts small (Xavier, gain 0.01, as in the official
+    release) with a zero bias, so every scale starts at 0.5. The sigmoid runs in float32.
+
+    Example:
+        >>> SigmaHead(32, num_joints=17, ndim=2)(torch.rand(2, 32, 4, 4)).shape
+        torch.Size([2, 17, 2])
+    """
+
+    def __init__(self, in_channels: int, num_joints: int, ndim: int) -> None:
+        super().__init__()
+        if ndim not in (2, 3):
+            raise ValueError(f"SigmaHead: ndim must be 2 or 3, got {ndim}")
+        self.num_joints, self.ndim = int(num_joints), int(ndim)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_joints * ndim)
+        nn.init.xavier_uniform_(self.fc.weight, gain=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        x = self.fc(self.pool(features).flatten(1))
+        return torch.sigmoid(x.float()).view(-1, self.num_joints, self.ndim)
+
+
 class PoseNet(nn.Module):
     """ResNet + deconvolution head. ``forward`` returns heatmap logits; :meth:`predict` reads them out.
 
@@ -127,10 +160,12 @@ class PoseNet(nn.Module):
         num_joints: K.
         depth_bins: D for a 3D (volumetric) head, None for 2D.
         head_channels, num_deconv, upscale: see :class:`DeconvHead`.
+        sigma_head: add RLE's scale branch (:class:`SigmaHead`), read by :meth:`forward_with_sigma`.
 
     Shapes:
         images (B, 3, H, W) RGB in [0, 1] -> logits (B, K, H/s, W/s) for 2D or (B, K, D, H/s, W/s)
-        for 3D, with stride s = trunk stride / 2**num_deconv / upscale (32 / 8 = 4 for the paper's head).
+        for 3D, with stride s = trunk stride / 2**num_deconv / upscale (32 / 8 = 4 for the paper's head);
+        :meth:`forward_with_sigma`: (logits, sigma (B, K, d) or None).
 
     Example:
         >>> net = create_model("tiny", num_joints=17)
@@ -147,6 +182,7 @@ class PoseNet(nn.Module):
         num_deconv: int = 3,
         head_init: str = "simple_baselines",
         upscale: int = 1,
+        sigma_head: bool = False,
     ) -> None:
         super().__init__()
         if num_joints < 1:
@@ -164,6 +200,7 @@ class PoseNet(nn.Module):
         self.backbone = backbone
         out = num_joints * (depth_bins or 1)
         self.head = DeconvHead(backbone.out_channels, out, head_channels, num_deconv, init=head_init, upscale=upscale)
+        self.sigma_head = SigmaHead(backbone.out_channels, num_joints, 2 if depth_bins is None else 3) if sigma_head else None
         # Not persistent: checkpoints hold learned weights only, and old ones keep loading.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -179,14 +216,32 @@ class PoseNet(nn.Module):
             raise ValueError(f"input size (W, H) = {input_size} must be a multiple of 32")
         return w // self.stride, h // self.stride
 
-    def forward(self, images: Tensor) -> Tensor:
+    def _trunk(self, images: Tensor) -> Tensor:
         if not torch.jit.is_tracing() and (images.dim() != 4 or images.shape[1] != 3):
             raise ValueError(f"images must have shape (B, 3, H, W) RGB in [0, 1], got {tuple(images.shape)}")
-        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        logits = self.head(self.backbone(x))
+        return self.backbone((images - self.mean.to(images.dtype)) / self.std.to(images.dtype))
+
+    def _logits(self, features: Tensor) -> Tensor:
+        logits = self.head(features)
         if self.depth_bins is not None:
             logits = split_depth_channels(logits, self.num_joints)
         return logits
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self._logits(self._trunk(images))
+
+    def forward_with_sigma(self, images: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(logits as :meth:`forward`, sigma (B, K, d) in (0, 1) from the scale branch, or None
+        when the model has none), from one pass through the trunk.
+
+        Example:
+            >>> logits, sigma = create_model("tiny", num_joints=17, sigma_head=True).forward_with_sigma(torch.rand(2, 3, 64, 64))
+            >>> logits.shape, sigma.shape
+            (torch.Size([2, 17, 16, 16]), torch.Size([2, 17, 2]))
+        """
+        features = self._trunk(images)
+        sigma = self.sigma_head(features) if self.sigma_head is not None else None
+        return self._logits(features), sigma
 
     def predict(self, images: Tensor, beta: float = 1.0) -> Tensor:
         """Integral readout: (B, 3, H, W) -> (B, K, d) coordinates in heatmap cells (x, y[, z])."""
@@ -203,6 +258,7 @@ def create_model(
     width: int | None = None,
     head_init: str = "simple_baselines",
     upscale: int = 1,
+    sigma_head: bool = False,
 ) -> PoseNet:
     """Build a pose network by name (timm-style: one factory, the same arguments for every model).
 
@@ -222,6 +278,8 @@ def create_model(
             starts with informative logits instead of a flat softmax).
         upscale: 1, 2 or 4: maps that many times finer than the last deconvolution's features,
             through a sub-pixel (pixel-shuffle) output conv (see :class:`DeconvHead`).
+        sigma_head: add RLE's per-joint, per-axis scale branch on the pooled trunk features
+            (:class:`SigmaHead`; :meth:`PoseNet.forward_with_sigma`).
 
     Example:
         >>> net = create_model("tiny", num_joints=16, depth_bins=8)
@@ -246,4 +304,5 @@ def create_model(
         num_deconv=spec.num_deconv if num_deconv is None else num_deconv,
         head_init=head_init,
         upscale=upscale,
+        sigma_head=sigma_head,
     )
