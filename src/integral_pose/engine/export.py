@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from integral_pose.engine.inference import decode_with_flip
+from integral_pose.engine.inference import predict_outputs
 from integral_pose.extras import require
 from integral_pose.files import UserError, atomic_write_bytes
 from integral_pose.ops.readouts import readout_names, readout_spec
@@ -55,7 +55,9 @@ def check_exportable(readout: str) -> str:
 
 
 class ExportWrapper(nn.Module):
-    """images -> (logits, coords in heatmap cells, scores): the network and a readout, as predict runs them.
+    """images -> (logits, coords in heatmap cells, scores): the network and a readout, as predict runs
+    them (``engine.inference.predict_outputs``): a model's scale branch gives the scores (1 - sigma);
+    a training loss's parameters (RLE's flow) are not part of the model and stay out.
 
     Args:
         model: the network (a PoseNet), images (N, 3, H, W) -> maps (N, K, *S).
@@ -74,10 +76,7 @@ class ExportWrapper(nn.Module):
         self.dark_sigma = float(dark_sigma)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        logits = self.model(images)
-        flipped = self.model(images.flip(-1)) if self.flip_perm is not None else None
-        coords, scores = decode_with_flip(logits, self.readout, flipped, self.flip_perm, self.dark_sigma)
-        return logits, coords, scores
+        return predict_outputs(self.model, images, self.readout, self.flip_perm, self.dark_sigma)
 
 
 def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int], readout: str = "integral",

@@ -24,7 +24,7 @@ from integral_pose.ops.coordinates import depth_cells_to_mm
 from integral_pose.ops.decoders import decode, spread
 from integral_pose.ops.targets import DEFAULT_SIGMA
 
-__all__ = ["decode_logits", "model_outputs", "sigma_scores", "predict_cells", "decode_with_flip", "cells_to_image",
+__all__ = ["decode_logits", "model_outputs", "sigma_scores", "predict_outputs", "predict_cells", "decode_with_flip", "cells_to_image",
            "Readout", "model_readout", "fixed_pose_readout", "collect_readouts", "collect_predictions", "mean_pose",
            "compute_metrics", "pck_key", "MEAN_POSE", "MEAN_POSE_LABEL"]
 
@@ -62,10 +62,10 @@ def decode_logits(logits: Tensor, method: str = "integral", dark_sigma: float = 
 def model_outputs(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor | None]:
     """(logits, sigma (B, K, d) or None): the model's scale branch where it has one
     (``PoseNet.forward_with_sigma``), else ``model(images)`` and None."""
-    with_sigma = getattr(model, "forward_with_sigma", None)
-    if with_sigma is None:
+    # a model without a scale branch runs through its own __call__ (its hooks, a wrapper's forward)
+    if getattr(model, "sigma_head", None) is None or not hasattr(model, "forward_with_sigma"):
         return model(images), None
-    return with_sigma(images)
+    return model.forward_with_sigma(images)
 
 
 def _flip_mean_sigma(sigma: Tensor, flipped_sigma: Tensor | None, flip_perm: Sequence[int] | None) -> Tensor:
@@ -118,11 +118,12 @@ def decode_with_flip(
     return decode_logits(0.5 * (logits.float() + back.float()), method, dark_sigma)
 
 
-def predict_cells(
+def predict_outputs(
     model: nn.Module, images: Tensor, method: str = "integral", flip_perm: Sequence[int] | None = None,
     dark_sigma: float = DEFAULT_SIGMA,
-) -> tuple[Tensor, Tensor]:
-    """Run the model and decode (flip test when ``flip_perm`` is given): (B, K, d) cells, (B, K) scores.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the model and decode (flip test when ``flip_perm`` is given): the image's maps, (B, K, d)
+    cells and (B, K) scores: what ``predict`` reads and the ONNX graph of ``export`` computes.
 
     The scores are the readout's, or ``1 - sigma`` (:func:`sigma_scores`) for a model with a scale branch.
     """
@@ -131,7 +132,15 @@ def predict_cells(
     coords, scores = decode_with_flip(logits, method, lf, flip_perm, dark_sigma)
     if sigma is not None:
         scores = sigma_scores(_flip_mean_sigma(sigma, sf, flip_perm))
-    return coords, scores
+    return logits, coords, scores
+
+
+def predict_cells(
+    model: nn.Module, images: Tensor, method: str = "integral", flip_perm: Sequence[int] | None = None,
+    dark_sigma: float = DEFAULT_SIGMA,
+) -> tuple[Tensor, Tensor]:
+    """(B, K, d) cells and (B, K) scores of :func:`predict_outputs`."""
+    return predict_outputs(model, images, method, flip_perm, dark_sigma)[1:]
 
 
 def cells_to_image(coords: Tensor, heatmap_size: tuple[int, int], input_size: tuple[int, int], crop_to_image: Tensor) -> Tensor:
