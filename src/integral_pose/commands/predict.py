@@ -291,6 +291,8 @@ def main(args: argparse.Namespace) -> int:
         atomic_write_bytes(out_dir / f"{name}.png", png.tobytes())
         print(f"{job['path']}: {n} {'person' if n == 1 else 'people'} ({job['source']}) -> {out_dir / (name + '.png')}")
     atomic_write_text(out_dir / "keypoints.json", json.dumps(results) + "\n")
-    print(f"{out_dir / 'keypoints.json'}: {len(results)} people on {len(jobs)} images (COCO keypoint results, "
+    people = f"{len(results)} {'person' if len(results) == 1 else 'people'}"
+    images = f"{len(jobs)} image{'' if len(jobs) == 1 else 's'}"
+    print(f"{out_dir / 'keypoints.json'}: {people} on {images} (COCO keypoint results, "
           f"readout {readout}{', flip test' if not args.no_flip else ''})")
     return 0
