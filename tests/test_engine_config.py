@@ -80,7 +80,11 @@ def test_old_stored_configs_still_load():
            "eval": {"integral_decoder": "integral_local", "decoders": ["argmax", "dark"]}}
     cfg = config_from_stored(old)
     assert cfg.train.readout == "integral_debiased" and cfg.train.threads is None and cfg.train.lr == 0.004
-    assert cfg.eval.readout == "integral_local" and cfg.eval.readouts == ["argmax", "dark"]
+    # eval.decoders listed a heatmap model's readouts: an integral run reads its own family
+    assert cfg.eval.readout == "integral_local" and cfg.eval.readouts is None
+    heatmap = config_from_stored({"train": {"mode": "heatmap"}, "eval": old["eval"]})
+    assert heatmap.eval.readouts == ["argmax", "dark"] and heatmap.eval.readout is None  # integral_decoder: integral only
+    heatmap.validate()
 
 
 def test_renamed_and_demo_keys_in_a_user_file_say_where_they_went(tmp_path):
@@ -196,7 +200,12 @@ def test_names_come_from_their_owners():
         assert load_config(None, [f"model.name={name}"]).model.name == name
     with pytest.raises(ConfigError, match=r"model\.name = 'resnet19': unknown model; did you mean 'resnet18'\?"):
         load_config(None, ["model.name=resnet19"])
-    assert load_config(None, [f"eval.readouts=[{', '.join(READOUT_NAMES)}]"]).eval.readouts == list(READOUT_NAMES)
+    logits = [n for n in READOUT_NAMES if n.startswith("integral")]
+    assert load_config(None, [f"eval.readouts=[{', '.join(logits)}]"]).eval.readouts == logits
+    scores = [n for n in READOUT_NAMES if not n.startswith("integral")]
+    assert load_config(None, ["train.mode=heatmap", f"eval.readouts=[{', '.join(scores)}]"]).eval.readouts == scores
+    with pytest.raises(ConfigError, match=r"eval\.readouts entry 'dark' with train\.mode = 'integral'"):
+        load_config(None, ["eval.readouts=[dark]"])
     with pytest.raises(ConfigError, match=r"eval\.readouts entry 'argmx'.*did you mean 'argmax'\?"):
         load_config(None, ["eval.readouts=[argmx]"])
     with pytest.raises(ConfigError, match=r"eval\.readout = 'dark' with train\.mode = 'integral'"):

@@ -270,10 +270,14 @@ class Config:
         if e.readout is not None and t.mode != "heatmap" and e.readout not in LOGIT_READOUTS:
             raise ConfigError(f"eval.readout = {e.readout!r} with train.mode = {t.mode!r}: an integral model's maps are "
                               f"logits; expected one of {', '.join(LOGIT_READOUTS)} or null")
+        family = SCORE_READOUTS if t.mode == "heatmap" else LOGIT_READOUTS
         for entry in e.readouts or []:
             if entry not in READOUT_NAMES:
                 raise ConfigError(f"eval.readouts entry {entry!r}: expected one of {', '.join(READOUT_NAMES)}"
                                   f"{closest(entry, READOUT_NAMES)}")
+            if entry not in family:  # a readout of the other kind of map would read these maps wrongly
+                raise ConfigError(f"eval.readouts entry {entry!r} with train.mode = {t.mode!r}: the model's maps are "
+                                  f"{'scores' if t.mode == 'heatmap' else 'logits'}; expected entries among {', '.join(family)}")
 
 
 # Keys of earlier versions, as stored in old run folders and checkpoints: renamed ones (a readout's
@@ -331,17 +335,23 @@ def config_from_stored(stored: Mapping[str, Any], source: str = "stored config")
     """The :class:`Config` of a run folder's ``config.yaml`` or a checkpoint's, of this or an earlier version.
 
     Keys an earlier version had under another name are renamed (and an old training readout's
-    value translated: plain -> integral, debiased -> integral_debiased, local -> integral_local); the
-    CPU demo's keys are dropped; a key the stored config lacks takes today's default. Not validated
+    value translated: plain -> integral, debiased -> integral_debiased, local -> integral_local; the
+    old ``eval.decoders`` is kept for heatmap training and ``eval.integral_decoder`` for integral
+    training, the kinds each applied to); the CPU demo's keys are dropped; a key the stored config lacks takes today's default. Not validated
     (a checkpoint's config is what it trained with).
 
     Example:
-        >>> cfg = config_from_stored({"train": {"integral_readout": "local", "compare_modes": ["heatmap"]}})
-        >>> cfg.train.readout
-        'integral_local'
+        >>> cfg = config_from_stored({"train": {"integral_readout": "local", "compare_modes": ["heatmap"]},
+        ...                           "eval": {"decoders": ["argmax", "dark"]}})
+        >>> cfg.train.readout, cfg.eval.readouts
+        ('integral_local', None)
     """
     flat = {}
-    for key, value in flatten(stored).items():
+    stored_flat = flatten(stored)
+    for key, value in stored_flat.items():
+        heatmap = stored_flat.get("train.mode", "integral") == "heatmap"
+        if (key == "eval.decoders" and not heatmap) or (key == "eval.integral_decoder" and heatmap):
+            continue  # each applied to the other kind of training alone
         if key in _DEMO_KEYS:
             continue
         if key == "train.threads" and value == "auto":
