@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     from integral_pose.engine.console import quiet_console
     from integral_pose.engine.data import dataset_skeleton
     from integral_pose.engine.run_folder import prepare_run_folder
-    from integral_pose.engine.tables import metrics_table
+    from integral_pose.engine.tables import evaluation_heading, metrics_table
     from integral_pose.engine.train import check_one_batch, check_resume, read_run_config
     from integral_pose.files import UserError, atomic_write_text
     from integral_pose.studies.demo import demo_jobs, run_demo
@@ -69,9 +69,7 @@ def main(args: argparse.Namespace) -> int:
     runs = run_demo(jobs, side_by_side=not args.sequential, threads=args.threads)
     wall = time.perf_counter() - t0
     table = metrics_table(runs)
-    n_val = next(iter(runs.values()))["num_samples"]
-    head = (f"Held-out evaluation ({cfg.name}: {n_val} images, flip test {'on' if cfg.eval.flip_test else 'off'}); "
-            f"total wall time {wall:.0f} s")
+    head = f"{evaluation_heading(cfg.name, next(iter(runs.values())))}; total wall time {wall:.0f} s"
     atomic_write_text(out / "summary.md", head + "\n\n" + table + "\n")
     print("\n" + head + "\n\n" + table + "\n", flush=True)
     pictures = write_run_pictures({job_cfg.train.mode: job_out for job_cfg, job_out, _ in jobs}, out)

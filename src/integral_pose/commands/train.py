@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     from integral_pose.engine.console import quiet_console
     from integral_pose.engine.data import dataset_skeleton
     from integral_pose.engine.run_folder import prepare_run_folder
-    from integral_pose.engine.tables import metrics_table
+    from integral_pose.engine.tables import evaluation_heading, metrics_table
     from integral_pose.engine.train import check_one_batch, check_resume, launched_rank_zero, run_training
     from integral_pose.files import UserError
 
@@ -71,7 +71,6 @@ def main(args: argparse.Namespace) -> int:
     metrics = run_training(cfg, out, resume=args.resume)
     if not metrics:  # non-zero DDP ranks
         return 0
-    print(f"\nHeld-out evaluation ({cfg.name}: {metrics['num_samples']} images, flip test "
-          f"{'on' if cfg.eval.flip_test else 'off'})\n\n{metrics_table({cfg.train.mode: metrics})}\n\n"
+    print(f"\n{evaluation_heading(cfg.name, metrics)}\n\n{metrics_table({cfg.train.mode: metrics})}\n\n"
           f"results: {out / 'metrics.json'}, {out / 'predictions.npz'}", flush=True)
     return 0

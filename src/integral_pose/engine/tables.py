@@ -12,10 +12,21 @@ from typing import Any
 from integral_pose.engine.inference import MEAN_POSE_LABEL, pck_key
 from integral_pose.ops.readouts import readout_label
 
-__all__ = ["metrics_table"]
+__all__ = ["metrics_table", "evaluation_heading"]
 
 _COLUMNS = (("pckh@0.5", "PCKh@0.5", 100), ("auc", "AUC", 100), ("coco_ap", "COCO AP", 100),
             ("mean_error_px", "mean err (px)", 1), ("mpjpe_mm", "MPJPE (mm)", 1), ("pa_mpjpe_mm", "PA-MPJPE (mm)", 1))
+
+
+def evaluation_heading(what: str, metrics: Mapping[str, Any]) -> str:
+    """The line above every :func:`metrics_table`: what was evaluated, on how many images, flip test or not.
+
+    Example:
+        >>> evaluation_heading("synthetic_2d", {"num_samples": 500, "flip_test": True})
+        'Held-out evaluation (synthetic_2d: 500 images, flip test on)'
+    """
+    return (f"Held-out evaluation ({what}: {metrics['num_samples']} images, "
+            f"flip test {'on' if metrics['flip_test'] else 'off'})")
 
 
 def metrics_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
