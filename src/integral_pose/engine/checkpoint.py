@@ -154,7 +154,7 @@ def read_init_from(cfg: Config, mmap: bool = False) -> dict[str, torch.Tensor] |
         raise ConfigError(f"model.init_from: {e}") from None
 
 
-def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], str]:
+def load_checkpoint(checkpoint: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, Config, str]:
     """(model (eval mode), cfg, skeleton name) from a training checkpoint (a Lightning .ckpt).
 
     Every way the file can be wrong is a :class:`UserError` naming it (:class:`MissingFileError`:

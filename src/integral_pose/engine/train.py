@@ -40,10 +40,9 @@ from integral_pose.engine.run_folder import refuse_changes
 from integral_pose.engine.console import use_progress_bar
 from integral_pose.engine.data import PoseDataModule, build_transform, dataset_skeleton, depth_notice, heatmap_size
 from integral_pose.engine.evaluate import evaluate_model
-from integral_pose.files import write_json
 from integral_pose.engine.inference import mean_pose, pck_key
 from integral_pose.engine.module import PoseLightningModule
-from integral_pose.files import UserError, atomic_write_text
+from integral_pose.files import UserError, atomic_write_text, write_json
 from integral_pose.skeletons import get_skeleton
 
 __all__ = ["run_training", "check_one_batch", "check_resume", "on_gpu", "launched_rank_zero",
@@ -109,14 +108,19 @@ def precision_for(precision: str, accelerator: str = "auto") -> str:
     """
     if precision != "auto":
         return str(precision)
-    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
+    if gpu_available(accelerator):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_bf16_native(cpu_flags()) else "32-true"
 
 
+def gpu_available(accelerator: str) -> bool:
+    """Whether a run with this Lightning ``accelerator`` trains on a GPU here (auto/gpu/cuda and one is present)."""
+    return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+
+
 def on_gpu(cfg: Config) -> bool:
-    """Whether ``cfg`` trains on a GPU here (``train.accelerator`` auto/gpu/cuda and one is present)."""
-    return torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
+    """Whether ``cfg`` trains on a GPU here (:func:`gpu_available` for ``train.accelerator``)."""
+    return gpu_available(cfg.train.accelerator)
 
 
 def launched_rank_zero() -> bool:
