@@ -68,12 +68,14 @@ def model_outputs(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor | No
     return model.forward_with_sigma(images)
 
 
-def _flip_mean_sigma(sigma: Tensor, flipped_sigma: Tensor | None, flip_perm: Sequence[int] | None) -> Tensor:
-    """The flip test's scale: the mean of the image's and its mirror image's (joints swapped back;
-    a scale has no sign, so no axis changes)."""
-    if flipped_sigma is None or flip_perm is None:
-        return sigma
-    return 0.5 * (sigma + flipped_sigma[:, torch.as_tensor(list(flip_perm), device=sigma.device)])
+def _scale_and_scores(sigma: Tensor, flipped_sigma: Tensor | None, flip_perm: Sequence[int] | None) -> tuple[Tensor, Tensor]:
+    """A scale branch's (sigma (B, K, d), joint scores 1 - sigma (B, K)): with the flip test, sigma is
+    the mean of the image's and its mirror image's (joints swapped back; a scale has no sign, so no
+    axis changes)."""
+    sigma = sigma.float()
+    if flipped_sigma is not None and flip_perm is not None:
+        sigma = 0.5 * (sigma + flipped_sigma.float()[:, torch.as_tensor(list(flip_perm), device=sigma.device)])
+    return sigma, sigma_scores(sigma)
 
 
 def sigma_scores(sigma: Tensor) -> Tensor:
@@ -131,7 +133,7 @@ def predict_outputs(
     lf, sf = model_outputs(model, images.flip(-1)) if flip_perm is not None else (None, None)
     coords, scores = decode_with_flip(logits, method, lf, flip_perm, dark_sigma)
     if sigma is not None:
-        scores = sigma_scores(_flip_mean_sigma(sigma, sf, flip_perm))
+        _, scores = _scale_and_scores(sigma, sf, flip_perm)
     return logits, coords, scores
 
 
@@ -193,8 +195,7 @@ def model_readout(
         lf, sf = model_outputs(model, images.flip(-1)) if flip_perm is not None else (None, None)
         coords = {m: decode_with_flip(logits, m, lf, flip_perm, dark_sigma) for m in methods}
         if sigma is not None:
-            sigma = _flip_mean_sigma(sigma.float(), sf, flip_perm)
-            scores = sigma_scores(sigma)
+            sigma, scores = _scale_and_scores(sigma, sf, flip_perm)
             coords = {m: (c, scores) for m, (c, _) in coords.items()}
         sp = spread(logits.float())[..., :2].mean(-1)
         if lf is not None:
