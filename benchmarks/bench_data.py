@@ -21,13 +21,16 @@ from pathlib import Path
 
 import torch
 
+from integral_pose.commands import demo as demo_command
 from integral_pose.data import CocoKeypoints, SyntheticHumans, TopDownTransform
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-# The CPU demo's setting (the library's defaults are neutral, not the demo's).
-DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_2d.yaml")
+# The CPU demo's setting (the library's defaults are neutral, not the demo's): its config file,
+# the one integral-pose demo reads, from the repository root.
+DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / demo_command.DEMO_CONFIG)
+
 
 def _rate(fn, n: int) -> tuple[float, float]:
     """(items per wall-clock second, items per CPU second of this process)."""

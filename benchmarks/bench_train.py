@@ -61,11 +61,14 @@ from pathlib import Path
 import torch
 
 from integral_pose import create_model, soft_argmax
+from integral_pose.commands import demo as demo_command
 from integral_pose.engine.export import export_onnx
 
 
-# The CPU demo's setting (the library's defaults are neutral, not the demo's).
-DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_2d.yaml")
+# The CPU demo's setting (the library's defaults are neutral, not the demo's): its config file,
+# the one integral-pose demo reads, from the repository root.
+DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / demo_command.DEMO_CONFIG)
+
 
 def _cpu_name() -> str:
     try:

@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from integral_pose.commands import demo as demo_command
 from integral_pose.engine.config import load_config
 from integral_pose.engine.data import build_dataset, render_synthetic
 from integral_pose.engine.evaluate import evaluate_model, evaluation_readouts
@@ -93,8 +94,10 @@ class SkipHeadNet(nn.Module):
         return self.final(x)
 
 
-# The CPU demo's setting (the library's defaults are neutral, not the demo's).
-DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "synthetic_2d.yaml")
+# The CPU demo's setting (the library's defaults are neutral, not the demo's): its config file,
+# the one integral-pose demo reads, from the repository root.
+DEMO_CONFIG = str(Path(__file__).resolve().parents[1] / demo_command.DEMO_CONFIG)
+
 
 def lr_at(step: int, fraction: float, lr: float, schedule: str, train_cfg: dict) -> float:
     """Learning rate at ``step``, ``fraction`` of the run done: the engine's step schedule with the
