@@ -16,8 +16,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from integral_pose.engine.typed_config import flatten, load_typed, read_config_file
-from integral_pose.engine.lift_config import INPUTS, SUPERVISIONS, LiftConfig
+from integral_pose.engine.typed_config import load_typed
+from integral_pose.engine.lift_config import INPUTS, PATH_KEYS, SUPERVISIONS, LiftConfig
 from integral_pose.engine.run_folder import prepare_run_folder, refuse_changes
 from integral_pose.files import UserError
 
@@ -52,28 +52,16 @@ def _shortcuts(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _resolve_file_paths(cfg: LiftConfig, config_file: str | None) -> LiftConfig:
-    """A relative ``data.poses`` written in a config file is relative to that file's folder."""
-    if config_file is None:
-        return cfg
-    loaded = flatten(read_config_file(config_file))
-    if "data.poses" in loaded and not Path(cfg.data.poses).is_absolute():
-        poses = Path(loaded["data.poses"])
-        if str(poses) == cfg.data.poses:  # not replaced by --set / --poses
-            cfg.data.poses = str(Path(config_file).parent / poses)
-    return cfg
-
-
 def load_run_config(args: argparse.Namespace) -> LiftConfig:
     """The run's configuration: a new run's from --config and the flags; a resumed run's from its folder."""
     overrides = _shortcuts(args)
     if not args.resume:
-        return _resolve_file_paths(load_typed(LiftConfig, args.config, overrides), args.config)
+        return load_typed(LiftConfig, args.config, overrides, path_keys=PATH_KEYS)
     stored_file = Path(args.output) / "config.yaml"
     if not (Path(args.output) / "checkpoints" / "last.ckpt").is_file() or not stored_file.is_file():
         raise UserError(f"--resume: {args.output!r} holds no lift run to continue (no config.yaml and checkpoints/last.ckpt)")
     stored = load_typed(LiftConfig, stored_file)
-    asked = load_typed(LiftConfig, args.config, overrides, base=load_typed(LiftConfig, stored_file)) if (
+    asked = load_typed(LiftConfig, args.config, overrides, base=load_typed(LiftConfig, stored_file), path_keys=PATH_KEYS) if (
         args.config or overrides) else stored
     refuse_changes(stored, asked, RESUMABLE_KEYS)
     return asked

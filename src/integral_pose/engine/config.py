@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from integral_pose.engine.typed_config import (ConfigError, closest, config_markdown, flatten, from_mapping, load_typed,
-                                               read_config_file, to_dict, typed_keys)
+                                               read_config_file, relative_to_file, to_dict, typed_keys)
 from integral_pose.files import atomic_write_text
 from integral_pose.losses import COORD_LOSS_KINDS, NLL_KINDS, NLL_SCALES, REGULARIZERS, RLE_KINDS, RLE_QS
 from integral_pose.models import list_models, output_stride
@@ -296,20 +296,9 @@ def _check_renamed(keys: Iterable[str], source: str) -> None:
             raise ConfigError(f"config key {key!r} in {source} belongs to the demo now: see integral-pose demo --help")
 
 
-def _resolve_paths(mapping: Mapping[str, Any], folder: Path) -> dict[str, Any]:
-    """``mapping`` (flat) with relative paths of :data:`PATH_KEYS` made relative to ``folder``.
-
-    A ``data.skeleton`` that names a built-in skeleton (no '/' and no '.yaml') is not a path.
-    """
-    out = dict(mapping)
-    for key in PATH_KEYS:
-        value = out.get(key)
-        if not isinstance(value, str) or Path(value).is_absolute():
-            continue
-        if key == "data.skeleton" and not (value.endswith((".yaml", ".yml")) or "/" in value):
-            continue
-        out[key] = str(folder / value) if str(folder) not in ("", ".") else value
-    return out
+def _names_a_path(key: str, value: str) -> bool:
+    """A ``data.skeleton`` that names a built-in skeleton (no '/' and no '.yaml') is not a path."""
+    return key != "data.skeleton" or value.endswith((".yaml", ".yml")) or "/" in value
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), base: Config | None = None) -> Config:
@@ -325,7 +314,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), b
     if path is not None:
         flat = flatten(read_config_file(path))
         _check_renamed(flat, str(path))
-        cfg = from_mapping(Config, _resolve_paths(flat, Path(path).parent), str(path), cfg)
+        cfg = from_mapping(Config, relative_to_file(flat, path, PATH_KEYS, _names_a_path), str(path), cfg)
     overrides = list(overrides)
     _check_renamed((item.split("=", 1)[0].strip() for item in overrides), "--set")
     return load_typed(Config, None, overrides, base=cfg)

@@ -19,11 +19,14 @@ from integral_pose.data.heatmap_inputs import NOISE_SETTINGS, READOUTS
 from integral_pose.data.pose_pairs import TEST_SUBJECTS, TRAIN_SUBJECTS
 from integral_pose.engine.typed_config import ConfigError
 
-__all__ = ["LiftConfig", "LiftModelConfig", "LiftDataConfig", "LiftTrainConfig", "SUPERVISIONS", "INPUTS",
+__all__ = ["PATH_KEYS", "LiftConfig", "LiftModelConfig", "LiftDataConfig", "LiftTrainConfig", "SUPERVISIONS", "INPUTS",
            "SUPERVISION_DEFAULTS", "resolve"]
 
 SUPERVISIONS = ("3d", "2d")
 INPUTS = ("gt",) + READOUTS
+
+# Keys whose relative paths in a config file start at that file's folder (typed_config.relative_to_file).
+PATH_KEYS = ("data.poses",)
 
 
 def _help(text: str) -> dict[str, str]:

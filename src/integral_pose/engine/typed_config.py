@@ -25,7 +25,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ import yaml
 from integral_pose.files import UserError, atomic_write_text
 
 __all__ = ["ConfigError", "flatten", "read_config_file", "load_typed", "from_mapping", "to_dict", "config_markdown",
-           "dump_typed", "typed_keys", "closest"]
+           "dump_typed", "typed_keys", "closest", "relative_to_file"]
 
 
 class ConfigError(UserError, ValueError):
@@ -191,8 +191,32 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any], source: str, base: T 
     return cfg
 
 
-def load_typed(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = (), base: T | None = None) -> T:
+def relative_to_file(flat: Mapping[str, Any], path: str | Path, keys: Iterable[str],
+                     is_path: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
+    """``flat`` (dotted keys, as read from the config file at ``path``) with the relative paths of
+    ``keys`` made relative to that file's folder, so a config file means the same from any working
+    folder. ``is_path(key, value)``: whether a value is a path at all (e.g. a built-in name is not).
+
+    Example:
+        >>> relative_to_file({"data.root": "../data", "data.name": "x"}, "configs/a.yaml", ["data.root"])
+        {'data.root': 'configs/../data', 'data.name': 'x'}
+    """
+    folder = Path(path).parent
+    out = dict(flat)
+    for key in keys:
+        value = out.get(key)
+        if not isinstance(value, str) or Path(value).is_absolute() or (is_path is not None and not is_path(key, value)):
+            continue
+        out[key] = str(folder / value) if str(folder) not in ("", ".") else value
+    return out
+
+
+def load_typed(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = (), base: T | None = None,
+               path_keys: Iterable[str] = (), is_path: Callable[[str, str], bool] | None = None) -> T:
     """Defaults (or ``base``), then the YAML file at ``path``, then ``key=value`` overrides; validated.
+
+    The file's relative paths of ``path_keys`` start at its folder (:func:`relative_to_file`);
+    paths given as overrides, at the working folder.
 
     Raises:
         ConfigError: a missing or invalid file, an unknown key (with the closest valid one), a value
@@ -200,7 +224,8 @@ def load_typed(cls: type[T], path: str | Path | None = None, overrides: Iterable
     """
     cfg = base if base is not None else cls()
     if path is not None:
-        cfg = from_mapping(cls, read_config_file(path), str(path), cfg)
+        flat = relative_to_file(flatten(read_config_file(path)), path, path_keys, is_path)
+        cfg = from_mapping(cls, flat, str(path), cfg)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value (e.g. train.lr=0.001)")
